@@ -1,0 +1,42 @@
+"""The `erc` command. Each area registers its own subcommands; argparse lives only here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# One module per area; each has register(subparsers) and sets args.func on its parsers.
+_AREAS = ("pipeline.cli.train", "pipeline.cli.extract", "pipeline.cli.predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erc", description="Multimodal emotion recognition in conversation (Ada2I)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for area in _AREAS:
+        try:
+            module = importlib.import_module(area)
+        except ModuleNotFoundError as exc:
+            if exc.name != area:  # a real missing dependency, not an area still to be written
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        # Bad input: one clear line naming the file and the problem, no traceback.
+        print(f"erc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
