@@ -1,0 +1,179 @@
+"""Evaluation: predictions over dialogues, scikit-learn metrics, reports and a confusion matrix plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from model.ada2i import Ada2I
+from model.checkpoint import load_checkpoint
+from model.losses import ada2i_loss
+from pipeline.data import IGNORE, iter_batches
+from pipeline.featureset import Dialogue, FeatureSet
+
+
+@dataclass
+class Predictions:
+    utterance_ids: list[str]
+    dialogue_ids: list[str]
+    y_true: np.ndarray  # int64 [n], -1 = unlabelled
+    y_pred: np.ndarray  # int64 [n]
+    probs: np.ndarray  # float32 [n, C]
+    loss: float  # mean L_main over batches (labelled utterances only); nan if none
+
+
+@torch.no_grad()
+def predict(
+    model: Ada2I, fs: FeatureSet, dialogues: list[Dialogue], device: str = "cpu", batch_size: int = 32
+) -> Predictions:
+    model.eval()
+    ids, dids, y_true, y_pred, probs, losses = [], [], [], [], [], []
+    for batch in iter_batches(fs, dialogues, batch_size):
+        batch = batch.to(device)
+        out = model({m: batch.features[m] for m in model.modalities}, batch.utterance_mask, batch.modality_mask)
+        if batch.n_labelled:
+            losses.append(float(ada2i_loss(out, batch.labels).total))
+        p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
+        for i, d in enumerate(batch.dialogues):
+            n = d.length
+            ids.extend(d.utterance_ids)
+            dids.extend([d.id] * n)
+            labels = batch.labels[i, :n].cpu()
+            y_true.append(torch.where(labels == IGNORE, torch.full_like(labels, -1), labels))
+            y_pred.append(p[i, :n].argmax(dim=-1))
+            probs.append(p[i, :n])
+    return Predictions(
+        utterance_ids=ids,
+        dialogue_ids=dids,
+        y_true=torch.cat(y_true).numpy(),
+        y_pred=torch.cat(y_pred).numpy(),
+        probs=torch.cat(probs).numpy().astype(np.float32),
+        loss=float(np.mean(losses)) if losses else float("nan"),
+    )
+
+
+def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, weighted/macro F1, per-class precision/recall/F1/support and the confusion matrix,
+    over labelled utterances only (y_true >= 0)."""
+    keep = y_true >= 0
+    yt, yp = y_true[keep], y_pred[keep]
+    labels = list(range(len(label_names)))
+    if len(yt) == 0:
+        return {"n": 0, "accuracy": float("nan"), "weighted_f1": float("nan"), "macro_f1": float("nan")}
+    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+    return {
+        "n": int(len(yt)),
+        "accuracy": float(accuracy_score(yt, yp)),
+        "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
+        "macro_f1": float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion": confusion_matrix(yt, yp, labels=labels).tolist(),
+        "labels": list(label_names),
+    }
+
+
+def write_report(metrics: dict[str, Any], preds: Predictions, label_names: list[str], out_dir: Path) -> dict[str, str]:
+    """metrics.json, per_class.csv, predictions.csv and confusion.png into out_dir; returns paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "per_class": out_dir / "per_class.csv",
+        "predictions": out_dir / "predictions.csv",
+        "confusion_png": out_dir / "confusion.png",
+    }
+    paths["metrics"].write_text(json.dumps(metrics, indent=1))
+    with open(paths["per_class"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "precision", "recall", "f1", "support"])
+        for name, row in metrics.get("per_class", {}).items():
+            w.writerow([name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", row["support"]])
+    with open(paths["predictions"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dialogue_id", "utterance_id", "label", "predicted", *[f"p_{n}" for n in label_names]])
+        for i, uid in enumerate(preds.utterance_ids):
+            true = label_names[preds.y_true[i]] if preds.y_true[i] >= 0 else ""
+            w.writerow([preds.dialogue_ids[i], uid, true, label_names[preds.y_pred[i]],
+                        *[f"{x:.5f}" for x in preds.probs[i]]])
+    if "confusion" in metrics:
+        plot_confusion(np.asarray(metrics["confusion"]), label_names, paths["confusion_png"])
+    else:
+        del paths["confusion_png"]
+    return {k: str(v) for k, v in paths.items()}
+
+
+def plot_confusion(cm: np.ndarray, label_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(label_names), 0.8 + 0.7 * len(label_names)))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(label_names)), label_names)
+    ax.set_yticks(range(len(label_names)), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (rows normalised for colour)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def check_feature_spec(expected: dict[str, Any], actual: dict[str, Any], where: str) -> None:
+    """Refuse features that are not what the checkpoint was trained on (dims, extractors)."""
+    for m, spec in expected.items():
+        if m not in actual:
+            raise ValueError(f"{where}: checkpoint needs modality {m!r} but the features lack it")
+        got = actual[m]
+        if int(spec.get("dim", -1)) != int(got.get("dim", -2)):
+            raise ValueError(f"{where}: modality {m!r} has dim {got.get('dim')}, checkpoint expects {spec.get('dim')}")
+        want_ex, got_ex = spec.get("extractors"), got.get("extractors")
+        if want_ex is not None and got_ex is not None and _ex_ids(want_ex) != _ex_ids(got_ex):
+            raise ValueError(
+                f"{where}: modality {m!r} features come from {_ex_ids(got_ex)}, checkpoint expects {_ex_ids(want_ex)}"
+            )
+
+
+def _ex_ids(extractors: list[dict[str, Any]]) -> list[str]:
+    return [f"{e.get('name')}@{e.get('version')}:{e.get('config_hash', '')}" for e in extractors]
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path,
+    featureset_dir: str | Path,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint and a FeatureSet, check they match, evaluate one split, write reports."""
+    model, meta = load_checkpoint(checkpoint_dir, device=device)
+    fs = FeatureSet.load(featureset_dir)
+    check_feature_spec(meta.get("feature_spec", {}), fs.feature_spec, str(featureset_dir))
+    if list(meta.get("label_names", fs.label_names)) != fs.label_names:
+        raise ValueError(
+            f"{featureset_dir}: labels {fs.label_names} differ from the checkpoint's {meta.get('label_names')}"
+        )
+    fs = fs.select_modalities(model.modalities)
+    dialogues = fs.split(split)
+    if not dialogues:
+        raise ValueError(f"{featureset_dir}: no dialogues in split {split!r}")
+    preds = predict(model, fs, dialogues, device=device)
+    metrics = compute_metrics(preds.y_true, preds.y_pred, fs.label_names)
+    metrics.update({"split": split, "checkpoint": str(checkpoint_dir), "modalities": model.modalities})
+    out = Path(out_dir) if out_dir else Path(checkpoint_dir).parent / f"eval_{split}"
+    metrics["paths"] = write_report(metrics, preds, fs.label_names, out)
+    return metrics

@@ -1,0 +1,277 @@
+"""FeatureSet: the cached per-utterance features that training and evaluation read.
+
+A FeatureSet is a directory with two files:
+    features.safetensors   feat.<m>     float32 [N, D_m]  one row per utterance, dialogues contiguous
+                           present.<m>  uint8   [N]       0 = the utterance has no such feature
+                           labels       int64   [N]       -1 = unlabelled
+    meta.json              label_names, feature_spec {m: {...}}, dialogues [...], source
+N is the number of utterances; m is a modality letter (t, a, v). Loading never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.checkpoint import atomic_write
+
+MODALITIES = ("t", "a", "v")  # canonical order everywhere: text, audio, visual
+FEATURES_FILE = "features.safetensors"
+META_FILE = "meta.json"
+UNLABELLED = -1
+
+
+@dataclass
+class Dialogue:
+    id: str
+    split: str  # "train" | "dev" | "test" | "" (unknown)
+    start: int  # first row in the feature matrices
+    length: int
+    utterance_ids: list[str]
+    speakers: list[str]
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # start_s, end_s, texts, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "split": self.split,
+            "start": self.start,
+            "length": self.length,
+            "utterance_ids": self.utterance_ids,
+            "speakers": self.speakers,
+        }
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Dialogue:
+        known = {"id", "split", "start", "length", "utterance_ids", "speakers"}
+        return cls(
+            id=str(d["id"]),
+            split=str(d.get("split", "")),
+            start=int(d["start"]),
+            length=int(d["length"]),
+            utterance_ids=[str(u) for u in d["utterance_ids"]],
+            speakers=[str(s) for s in d["speakers"]],
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+@dataclass
+class FeatureSet:
+    features: dict[str, torch.Tensor]  # m -> float32 [N, D_m]
+    present: dict[str, torch.Tensor]  # m -> bool [N]
+    labels: torch.Tensor  # int64 [N]
+    dialogues: list[Dialogue]
+    label_names: list[str]
+    feature_spec: dict[str, dict[str, Any]]  # m -> {"dim": D_m, "extractors": [...], ...}
+    source: str = ""
+    path: Path | None = None  # where it was loaded from, for error messages
+
+    @property
+    def modalities(self) -> str:
+        return "".join(m for m in MODALITIES if m in self.features)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(x.shape[1]) for m, x in self.features.items()}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def split(self, name: str) -> list[Dialogue]:
+        return [d for d in self.dialogues if d.split == name]
+
+    # ---- validation -------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise ValueError naming the file, dialogue and problem for anything training would trip on."""
+        where = str(self.path) if self.path else "feature set"
+        n = len(self)
+        if not self.features:
+            raise ValueError(f"{where}: no modality features")
+        unknown = set(self.features) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"{where}: unknown modalities {sorted(unknown)}; expected some of tav")
+        for m, x in self.features.items():
+            if x.ndim != 2 or x.shape[0] != n:
+                raise ValueError(f"{where}: feat.{m} has shape {tuple(x.shape)}, expected [{n}, D]")
+            spec_dim = self.feature_spec.get(m, {}).get("dim")
+            if spec_dim is not None and int(spec_dim) != x.shape[1]:
+                raise ValueError(
+                    f"{where}: feat.{m} has dim {x.shape[1]} but its feature spec says {spec_dim}"
+                )
+            if self.present[m].shape != (n,):
+                raise ValueError(f"{where}: present.{m} has shape {tuple(self.present[m].shape)}")
+        covered = 0
+        for d in self.dialogues:
+            if d.length <= 0:
+                raise ValueError(f"{where}: dialogue {d.id!r} is empty")
+            if d.start != covered:
+                raise ValueError(f"{where}: dialogue {d.id!r} starts at row {d.start}, expected {covered}")
+            if len(d.utterance_ids) != d.length or len(d.speakers) != d.length:
+                raise ValueError(f"{where}: dialogue {d.id!r} lists a wrong number of utterances/speakers")
+            covered += d.length
+            rows = slice(d.start, d.start + d.length)
+            for m, x in self.features.items():
+                block = x[rows]
+                if not torch.isfinite(block).all():
+                    bad = int((~torch.isfinite(block)).any(dim=1).nonzero()[0, 0])
+                    raise ValueError(
+                        f"{where}: dialogue {d.id!r} utterance {d.utterance_ids[bad]!r} has NaN/inf "
+                        f"in modality {m}"
+                    )
+            labels = self.labels[rows]
+            bad_label = (labels < UNLABELLED) | (labels >= len(self.label_names))
+            if bad_label.any():
+                i = int(bad_label.nonzero()[0, 0])
+                raise ValueError(
+                    f"{where}: dialogue {d.id!r} utterance {d.utterance_ids[i]!r} has label id "
+                    f"{int(labels[i])} outside the label set {self.label_names}"
+                )
+        if covered != n:
+            raise ValueError(f"{where}: dialogues cover {covered} rows but there are {n}")
+        ids = [u for d in self.dialogues for u in d.utterance_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{where}: duplicate utterance ids")
+
+    # ---- subsets ----------------------------------------------------------------------------
+
+    def select_modalities(self, modalities: str) -> FeatureSet:
+        missing = [m for m in modalities if m not in self.features]
+        if missing:
+            raise ValueError(
+                f"{self.path or 'feature set'}: modalities {missing} requested but only "
+                f"{self.modalities!r} were extracted"
+            )
+        keep = [m for m in MODALITIES if m in modalities]
+        return FeatureSet(
+            features={m: self.features[m] for m in keep},
+            present={m: self.present[m] for m in keep},
+            labels=self.labels,
+            dialogues=self.dialogues,
+            label_names=self.label_names,
+            feature_spec={m: self.feature_spec.get(m, {"dim": self.dims[m]}) for m in keep},
+            source=self.source,
+            path=self.path,
+        )
+
+    # ---- disk -------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write both files atomically (temp + rename); a crash leaves the old set or none."""
+        self.validate()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {"labels": self.labels.to(torch.int64).contiguous()}
+        for m in self.features:
+            tensors[f"feat.{m}"] = self.features[m].to(torch.float32).contiguous()
+            tensors[f"present.{m}"] = self.present[m].to(torch.uint8).contiguous()
+        spec = {m: {**self.feature_spec.get(m, {}), "dim": self.dims[m]} for m in self.features}
+        meta = {
+            "format": "ada2i-erc.featureset/1",
+            "label_names": self.label_names,
+            "feature_spec": spec,
+            "source": self.source,
+            "dialogues": [d.to_dict() for d in self.dialogues],
+        }
+        atomic_write(directory / FEATURES_FILE, lambda p: save_file(tensors, str(p)))
+        atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, validate: bool = True) -> FeatureSet:
+        directory = Path(directory)
+        features_path, meta_path = directory / FEATURES_FILE, directory / META_FILE
+        for p in (features_path, meta_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: feature set file not found")
+        try:
+            tensors = load_file(str(features_path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{features_path}: not a readable safetensors file ({exc})") from exc
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{meta_path}: invalid JSON ({exc})") from exc
+        if "labels" not in tensors:
+            raise ValueError(f"{features_path}: no 'labels' tensor")
+        mods = [m for m in MODALITIES if f"feat.{m}" in tensors]
+        fs = cls(
+            features={m: tensors[f"feat.{m}"].float() for m in mods},
+            present={
+                m: tensors.get(f"present.{m}", torch.ones(len(tensors["labels"]))).bool()
+                for m in mods
+            },
+            labels=tensors["labels"].long(),
+            dialogues=[Dialogue.from_dict(d) for d in meta["dialogues"]],
+            label_names=list(meta["label_names"]),
+            feature_spec=meta.get("feature_spec", {}),
+            source=meta.get("source", ""),
+            path=directory,
+        )
+        if validate:
+            fs.validate()
+        return fs
+
+
+def from_arrays(
+    dialogues: list[dict[str, Any]],
+    features: dict[str, np.ndarray],
+    labels: np.ndarray,
+    label_names: list[str],
+    present: dict[str, np.ndarray] | None = None,
+    feature_spec: dict[str, dict[str, Any]] | None = None,
+    source: str = "",
+) -> FeatureSet:
+    """Build a FeatureSet from row-aligned numpy arrays and dialogue dicts (id, split, utterance_ids,
+    speakers, optional extras); rows must already be grouped by dialogue in order."""
+    built, start = [], 0
+    for d in dialogues:
+        n = len(d["utterance_ids"])
+        extra = {k: v for k, v in d.items() if k not in {"id", "split", "utterance_ids", "speakers"}}
+        built.append(
+            Dialogue(
+                id=str(d["id"]),
+                split=str(d.get("split", "")),
+                start=start,
+                length=n,
+                utterance_ids=[str(u) for u in d["utterance_ids"]],
+                speakers=[str(s) for s in d.get("speakers", ["?"] * n)],
+                extra=extra,
+            )
+        )
+        start += n
+    feats = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in features.items()}
+    pres = {
+        m: torch.from_numpy(np.asarray(present[m], dtype=bool))
+        if present and m in present
+        else torch.ones(start, dtype=torch.bool)
+        for m in feats
+    }
+    spec = {m: {"dim": int(x.shape[1]), **((feature_spec or {}).get(m, {}))} for m, x in feats.items()}
+    return FeatureSet(
+        features=feats,
+        present=pres,
+        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        dialogues=built,
+        label_names=list(label_names),
+        feature_spec=spec,
+        source=source,
+    )
+
+
+def split_counts(fs: FeatureSet) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for d in fs.dialogues:
+        c = out.setdefault(d.split or "?", {"dialogues": 0, "utterances": 0})
+        c["dialogues"] += 1
+        c["utterances"] += d.length
+    return out
+

@@ -1,0 +1,306 @@
+"""Training Ada2I on a FeatureSet: Adam, LR schedule, clipping, gradient modulation, early stopping
+on dev weighted F1, best checkpoint, per-epoch imbalance diagnostics, resume from the last epoch.
+
+train() reads as a sequence of named steps: prepare -> (train_epoch -> validate -> save)* -> test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model.ada2i import Ada2I
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import Ada2IConfig, preset
+from model.losses import ada2i_loss, unimodal_losses
+from model.modulation import coefficients, discrepancy_ratios, modulate_gradients, unimodal_scores
+from pipeline.data import iter_batches
+from pipeline.diagnostics import plot_training
+from pipeline.evaluate import compute_metrics, predict, write_report
+from pipeline.featureset import FeatureSet
+from pipeline.train_state import load_train_state, save_train_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1.7e-4  # paper Table 2 (IEMOCAP)
+    batch_size: int = 10  # dialogues per batch, paper Table 2
+    epochs: int = 50  # paper Table 2
+    weight_decay: float = 1e-8  # authors' code
+    grad_clip: float = 2.0  # max global grad norm, authors' code
+    lr_schedule: str = "plateau"  # "plateau" on dev loss (authors' code), "cosine" or "none"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    patience: int = 20  # early stop after this many epochs without dev WF1 gain (authors' code)
+    modulation: bool = True  # eqs. 16-19
+    modulation_start: int = 4  # first modulated epoch, 1-based (authors' code)
+    modulation_end: int = 0  # last modulated epoch; 0 = until the end
+    noise: bool = True  # the Gaussian term of eq. 19
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    amp: bool = True  # mixed precision on CUDA only
+    eval_batch_size: int = 32
+    dev_fraction: float = 0.1  # carve a dev split from train when the feature set has none
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {  # paper Table 2
+    "iemocap": dict(lr=1.7e-4, batch_size=10, epochs=50),
+    "meld": dict(lr=1.2e-4, batch_size=10, epochs=50),
+    "mosei": dict(lr=1.9e-4, batch_size=32, epochs=30),
+    "tiny": dict(lr=2e-3, batch_size=4, epochs=12, patience=12, modulation_start=2),
+}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint_dir: Path
+    history_path: Path
+    metrics: dict[str, Any]  # test metrics of the best checkpoint (empty when no test split)
+    best_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+    report_paths: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # CPU kernels are deterministic for a fixed thread count; warn (not fail) for CUDA ones.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train(
+    fs: FeatureSet,
+    model_cfg: Ada2IConfig,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+) -> TrainResult:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Step 1: prepare data, model, optimiser.
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    fs = fs.select_modalities(model_cfg.modalities)
+    model_cfg = replace(model_cfg, input_dims={m: fs.dims[m] for m in model_cfg.modalities},
+                        n_classes=len(fs.label_names))
+    train_set, dev_set, test_set = _splits(fs, cfg)
+    model = Ada2I(model_cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(optimizer, cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    meta = {
+        "label_names": fs.label_names,
+        "feature_spec": fs.feature_spec,
+        "train_config": cfg.to_dict(),
+        "dev_dialogues": [d.id for d in dev_set],
+        "source": fs.source,
+    }
+    (run_dir / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), **meta}, indent=1))
+
+    progress = {"epoch": 0, "best_wf1": -1.0, "best_epoch": 0, "stale": 0, "history": []}
+    if resume:
+        restored = load_train_state(run_dir / "last", model, optimizer, scheduler)
+        if restored is not None:
+            progress = restored
+            log.info("resuming %s after epoch %d", run_dir, progress["epoch"])
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + progress["epoch"])
+
+    # Step 2: epochs.
+    bar = tqdm(total=cfg.epochs, initial=progress["epoch"], desc=f"train {model_cfg.modalities}",
+               disable=not cfg.progress, unit="epoch")
+    epoch_seconds = []
+    while progress["epoch"] < cfg.epochs and progress["stale"] < cfg.patience:
+        epoch = progress["epoch"] + 1
+        started = time.perf_counter()
+        modulate = cfg.modulation and epoch >= cfg.modulation_start and (
+            not cfg.modulation_end or epoch <= cfg.modulation_end)
+        stats = train_epoch(model, fs, train_set, optimizer, scaler, cfg, model_cfg.alpha, modulate,
+                            generator, device, use_amp)
+        dev = predict(model, fs, dev_set, str(device), cfg.eval_batch_size)
+        dev_metrics = compute_metrics(dev.y_true, dev.y_pred, fs.label_names)
+        _step_scheduler(scheduler, cfg, dev.loss)
+        epoch_seconds.append(time.perf_counter() - started)
+
+        record = {"epoch": epoch, "seconds": epoch_seconds[-1], "lr": optimizer.param_groups[0]["lr"],
+                  "modulated": modulate, **stats, "dev_loss": dev.loss,
+                  "dev_wf1": dev_metrics["weighted_f1"], "dev_acc": dev_metrics["accuracy"],
+                  "class_weight_norms": model.class_weight_norms()}
+        progress["history"].append(record)
+        progress["epoch"] = epoch
+        if dev_metrics["weighted_f1"] > progress["best_wf1"]:
+            progress.update(best_wf1=dev_metrics["weighted_f1"], best_epoch=epoch, stale=0)
+            save_checkpoint(run_dir / "best", model, **meta, epoch=epoch, dev_metrics=_brief(dev_metrics))
+        else:
+            progress["stale"] += 1
+        # Step 3: save everything needed to resume, after the best checkpoint (crash-safe order).
+        save_train_state(run_dir / "last", model, optimizer, scheduler, progress, {**meta, "epoch": epoch})
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", dev_wf1=f"{dev_metrics['weighted_f1']:.3f}",
+                        best=f"{progress['best_wf1']:.3f}")
+        log.debug("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "class_weight_norms"})
+    bar.close()
+
+    # Step 4: evaluate the best checkpoint on test, save history and plots.
+    history_path = run_dir / "history.json"
+    history_path.write_text(json.dumps(progress["history"], indent=1))
+    plots = plot_training(progress["history"], run_dir / "plots")
+    best, _ = load_checkpoint(run_dir / "best", device=device)
+    metrics, paths = {}, {"plots": plots}
+    if test_set:
+        test = predict(best, fs, test_set, str(device), cfg.eval_batch_size)
+        metrics = compute_metrics(test.y_true, test.y_pred, fs.label_names)
+        metrics.update(split="test", best_epoch=progress["best_epoch"], modalities=model_cfg.modalities)
+        paths.update(write_report(metrics, test, fs.label_names, run_dir / "test"))
+    return TrainResult(
+        run_dir=run_dir,
+        checkpoint_dir=run_dir / "best",
+        history_path=history_path,
+        metrics=metrics,
+        best_epoch=progress["best_epoch"],
+        epochs_run=progress["epoch"],
+        seconds_per_epoch=float(np.median(epoch_seconds)) if epoch_seconds else float("nan"),
+        report_paths=paths,
+    )
+
+
+def train_epoch(model: Ada2I, fs: FeatureSet, dialogues, optimizer, scaler, cfg: TrainConfig, alpha: float,
+                modulate: bool, generator: torch.Generator, device: torch.device, use_amp: bool) -> dict[str, Any]:
+    """One pass over the training dialogues; returns mean losses and imbalance diagnostics
+    (s_m, rho_m, k_m, per-modality loss). rho and k are computed every step, applied only when
+    `modulate` is on, so unmodulated runs still show their imbalance."""
+    model.train()
+    sums: dict[str, float] = {}
+    per_mod: dict[str, dict[str, list[float]]] = {"score": {}, "rho": {}, "k": {}, "unimodal_loss": {}}
+    n_steps = 0
+    for batch in iter_batches(fs, dialogues, cfg.batch_size, shuffle=True, generator=generator):
+        if not batch.n_labelled:
+            continue
+        batch = batch.to(device)
+        with torch.autocast(device.type, enabled=use_amp):
+            out = model({m: batch.features[m] for m in model.modalities}, batch.utterance_mask,
+                        batch.modality_mask)
+            losses = ada2i_loss(out, batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses.total).backward()
+        scaler.unscale_(optimizer)
+        scores = unimodal_scores(out, batch.labels)
+        rho = discrepancy_ratios(scores)
+        k = coefficients(rho, alpha) if modulate else {m: 1.0 for m in rho}
+        if modulate and len(model.modalities) > 1:
+            modulate_gradients(model.encoder_parameters(), k, noise=cfg.noise)
+        # Clip after modulation so the added noise cannot enlarge the actual step.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+
+        n_steps += 1
+        for name, value in losses.as_floats().items():
+            sums[name] = sums.get(name, 0.0) + value
+        for name, values in (("score", scores), ("rho", rho), ("k", k), ("unimodal_loss", unimodal_losses(out, batch.labels))):
+            for m, v in values.items():
+                per_mod[name].setdefault(m, []).append(v)
+    stats: dict[str, Any] = {("loss" if k == "total" else f"loss_{k}"): v / max(n_steps, 1) for k, v in sums.items()}
+    for name, values in per_mod.items():
+        stats[name] = {m: float(np.mean(v)) for m, v in values.items()}
+    return stats
+
+
+def _splits(fs: FeatureSet, cfg: TrainConfig):
+    train_set, dev_set, test_set = fs.split("train"), fs.split("dev"), fs.split("test")
+    if not train_set:
+        raise ValueError(f"{fs.path or 'feature set'}: no dialogues in the 'train' split")
+    if not dev_set:
+        # A fixed, seeded 10% of training dialogues (the authors' convention), recorded in the run.
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        n_dev = max(1, round(cfg.dev_fraction * len(train_set)))
+        if len(train_set) - n_dev < 1:
+            raise ValueError(f"{fs.path or 'feature set'}: too few training dialogues to carve a dev split")
+        dev_ids = {train_set[i].id for i in order[:n_dev]}
+        dev_set = [d for d in train_set if d.id in dev_ids]
+        train_set = [d for d in train_set if d.id not in dev_ids]
+    return train_set, dev_set, test_set
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    if cfg.lr_schedule == "none":
+        return None
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose plateau, cosine or none")
+
+
+def _step_scheduler(scheduler, cfg: TrainConfig, dev_loss: float) -> None:
+    if scheduler is None:
+        return
+    if cfg.lr_schedule == "plateau":
+        if math.isfinite(dev_loss):
+            scheduler.step(dev_loss)
+    else:
+        scheduler.step()
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1") if k in metrics}
+
+
+def configs_for(model_preset: str, modalities: str, overrides: dict[str, Any] | None = None,
+                ) -> tuple[Ada2IConfig, TrainConfig]:
+    """Model and train configs from a preset name plus flat overrides (keys of either config)."""
+    overrides = dict(overrides or {})
+    model_keys = set(Ada2IConfig.__dataclass_fields__)
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    unknown = set(overrides) - model_keys - train_keys
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}")
+    model_cfg = preset(model_preset, modalities=modalities,
+                       **{k: v for k, v in overrides.items() if k in model_keys})
+    train_cfg = TrainConfig(**{**TRAIN_PRESETS.get(model_preset, {}),
+                               **{k: v for k, v in overrides.items() if k in train_keys}})
+    return model_cfg, train_cfg
+
+
+def train_from_featureset(
+    featureset_dir: str | Path,
+    out_dir: str | Path,
+    model_preset: str = "iemocap",
+    modalities: str = "tav",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """The entry point flows and the CLI call."""
+    fs = FeatureSet.load(featureset_dir)
+    model_cfg, train_cfg = configs_for(model_preset, modalities, {**(overrides or {}), "seed": seed})
+    return train(fs, model_cfg, train_cfg, out_dir, resume=resume)

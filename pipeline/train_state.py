@@ -1,0 +1,97 @@
+"""Resumable trainer state without pickle: tensors in safetensors, everything else in JSON.
+
+`last/` under a run directory holds the model (a normal checkpoint) plus trainer.safetensors
+(optimizer moments, torch RNG) and trainer.json (epoch, history, early-stopping state, scheduler,
+numpy/python RNG). Written after every epoch, each file atomically, the JSON last: a run killed
+mid-write resumes from the previous complete epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.ada2i import Ada2I
+from model.checkpoint import atomic_write, save_checkpoint
+
+STATE_TENSORS = "trainer.safetensors"
+STATE_JSON = "trainer.json"
+
+
+def save_train_state(
+    directory: Path,
+    model: Ada2I,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(directory, model, **meta)
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, slots in opt["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    body = {
+        "progress": progress,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": {"numpy": _numpy_state(), "python": _python_state()},
+    }
+    atomic_write(directory / STATE_TENSORS, lambda p: save_file(tensors, p))
+    atomic_write(directory / STATE_JSON, lambda p: Path(p).write_text(json.dumps(body)))
+
+
+def load_train_state(
+    directory: Path, model: Ada2I, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any] | None:
+    """Restore in place; returns the saved progress dict, or None when there is nothing to resume."""
+    if not (directory / STATE_JSON).is_file():
+        return None
+    body = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    weights = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict(weights, strict=True)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, slots in body["optimizer"]["scalars"].items():
+        state.setdefault(int(idx), {}).update(slots)
+    optimizer.load_state_dict({"state": state, "param_groups": body["optimizer"]["param_groups"]})
+    if scheduler is not None and body["scheduler"] is not None:
+        scheduler.load_state_dict(body["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    np.random.set_state(_numpy_restore(body["rng"]["numpy"]))
+    random.setstate(_python_restore(body["rng"]["python"]))
+    return body["progress"]
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_restore(s: list[Any]) -> tuple[Any, ...]:
+    return (s[0], np.asarray(s[1], dtype=np.uint32), s[2], s[3], s[4])
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_restore(s: list[Any]) -> tuple[Any, ...]:
+    return (s[0], tuple(s[1]), s[2])
