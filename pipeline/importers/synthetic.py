@@ -40,7 +40,8 @@ def make_synthetic(
     lengths = _dialogue_lengths(rng, total_dialogues, utterances)
     splits = [s for s, k in n_dialogues.items() for _ in range(k)]
     class_means = {
-        m: rng.standard_normal((n_classes, d)).astype(np.float32) / np.sqrt(d) for m, d in dims.items()
+        m: rng.standard_normal((n_classes, d)).astype(np.float32) / np.sqrt(d)
+        for m, d in dims.items()
     }
     dialogues, labels = [], []
     for i, (n, split) in enumerate(zip(lengths, splits, strict=True)):

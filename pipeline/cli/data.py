@@ -1,0 +1,77 @@
+"""`erc import`: existing feature data (authors' pickle, ../shared/data, synthetic) -> FeatureSet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+NAMES = ("iemocap-shared", "meld-shared", "authors-pickle", "synthetic")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "import",
+        help="import existing features into a FeatureSet directory",
+        description="Write a FeatureSet (features.safetensors + meta.json) from existing data.",
+    )
+    p.add_argument("name", choices=NAMES)
+    p.add_argument("--out", required=True, help="output FeatureSet directory")
+    p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
+    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/ada2i-erc)")
+    p.add_argument("--modalities", default="ta", help="iemocap-shared: t, a or ta (default ta)")
+    p.add_argument(
+        "--audio-source", choices=("handcrafted", "pyaudioanalysis"), default="handcrafted"
+    )
+    p.add_argument("--limit-dialogues", type=int, help="first K dialogues per split (quick runs)")
+    p.add_argument("--path", help="authors-pickle: the pickle file")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="authors-pickle: you trust the file (unpickling can run code); read restricted",
+    )
+    p.add_argument("--dataset", choices=("iemocap", "meld", "mosei"), default="iemocap")
+    p.add_argument("--mosei-classes", type=int, choices=(7, 2), default=7)
+    p.add_argument("--dev-seed", type=int, default=12, help="authors-pickle dev draw (default 12)")
+    p.add_argument("--dev-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0, help="synthetic: seed")
+    p.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from pipeline.featureset import FeatureSet, split_counts
+    from pipeline.importers.shared_data import import_dataset
+
+    kw: dict = {}
+    if args.name in ("iemocap-shared", "meld-shared"):
+        kw = {
+            "data_dir": args.data_dir,
+            "cache_dir": args.cache_dir,
+            "limit_dialogues": args.limit_dialogues,
+            "progress": True,
+        }
+        if args.name == "iemocap-shared":
+            kw.update(modalities=args.modalities, audio_source=args.audio_source)
+    elif args.name == "authors-pickle":
+        kw = {
+            "path": args.path,
+            "trust": args.trust_pickle,
+            "dataset": args.dataset,
+            "mosei_classes": args.mosei_classes,
+            "dev_seed": args.dev_seed,
+            "dev_fraction": args.dev_fraction,
+        }
+    else:
+        kw = {"seed": args.seed}
+    t0 = time.perf_counter()
+    out = import_dataset(args.name, args.out, **kw)
+    fs = FeatureSet.load(out, validate=False)
+    summary = {
+        "out": str(out),
+        "utterances": len(fs),
+        "dims": fs.dims,
+        "splits": split_counts(fs),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(summary))
+    return 0
