@@ -64,7 +64,9 @@ class Ada2I(nn.Module):
         logits, fused, unimodal = self.head(z, valid)  # [B, T, C], [B, T, C] | None, m -> [B, T, C]
         return Ada2IOutput(logits, fused, unimodal, feature_loss, valid)
 
-    def _check_inputs(self, features: dict[str, torch.Tensor], utterance_mask: torch.Tensor) -> None:
+    def _check_inputs(
+        self, features: dict[str, torch.Tensor], utterance_mask: torch.Tensor
+    ) -> None:
         missing = [m for m in self.modalities if m not in features]
         if missing:
             raise ValueError(f"model expects modalities {self.modalities!r}; missing {missing}")

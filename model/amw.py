@@ -23,7 +23,10 @@ class AdaptiveModalityWeighting(nn.Module):
         self.modalities = cfg.modalities
         h, c = cfg.hidden, cfg.n_classes
         self.weight = nn.ParameterDict(
-            {m: nn.Parameter(torch.empty(c, h).uniform_(-(h**-0.5), h**-0.5)) for m in self.modalities}
+            {
+                m: nn.Parameter(torch.empty(c, h).uniform_(-(h**-0.5), h**-0.5))
+                for m in self.modalities
+            }
         )  # W^m as class vectors: [C, H]
         self.bias = nn.Parameter(torch.zeros(c))  # b: [C]
         mlp_hidden = cfg.mlp_hidden or cfg.hidden

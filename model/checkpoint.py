@@ -44,7 +44,9 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON ({exc})") from exc
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT}")
+        raise ValueError(
+            f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT}"
+        )
     return meta
 
 
@@ -60,7 +62,9 @@ def load_checkpoint(
         state = load_file(str(weights), device=str(device))
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise ValueError(f"{weights}: weights do not match the config in {META_FILE} ({exc})") from exc
+        raise ValueError(
+            f"{weights}: weights do not match the config in {META_FILE} ({exc})"
+        ) from exc
     return model.to(device).eval(), meta
 
 

@@ -56,7 +56,9 @@ class Ada2IConfig:
         if missing:
             raise ValueError(f"no input dim for modalities {missing}; input_dims={self.input_dims}")
         if self.encoder_style not in ("projected", "authors"):
-            raise ValueError(f"encoder_style must be 'projected' or 'authors', got {self.encoder_style!r}")
+            raise ValueError(
+                f"encoder_style must be 'projected' or 'authors', got {self.encoder_style!r}"
+            )
         if self.n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
         if not 0.0 <= self.beta <= 1.0:
@@ -90,16 +92,33 @@ def heads_for(width: int, requested: int = 0, max_heads: int = 8) -> int:
 # Paper Table 2. Feature dims are the paper's; real runs take dims from the feature set.
 PRESETS: dict[str, dict[str, Any]] = {
     "iemocap": dict(
-        input_dims={"t": 768, "a": 512, "v": 1024}, n_classes=6, hidden=300, rank=11, alpha=0.037, beta=0.01
+        input_dims={"t": 768, "a": 512, "v": 1024},
+        n_classes=6,
+        hidden=300,
+        rank=11,
+        alpha=0.037,
+        beta=0.01,
     ),
     "meld": dict(
-        input_dims={"t": 768, "a": 300, "v": 342}, n_classes=7, hidden=200, rank=6, alpha=0.4, beta=0.55
+        input_dims={"t": 768, "a": 300, "v": 342},
+        n_classes=7,
+        hidden=200,
+        rank=6,
+        alpha=0.4,
+        beta=0.55,
     ),
     "mosei": dict(
-        input_dims={"t": 768, "a": 512, "v": 1024}, n_classes=7, hidden=500, rank=10, alpha=0.4, beta=0.2
+        input_dims={"t": 768, "a": 512, "v": 1024},
+        n_classes=7,
+        hidden=500,
+        rank=10,
+        alpha=0.4,
+        beta=0.2,
     ),
     # Small and fast, for tests and the demo (not from the paper).
-    "tiny": dict(n_classes=4, hidden=32, rank=4, alpha=0.1, beta=0.2, encoder_layers=1, afw_layers=1),
+    "tiny": dict(
+        n_classes=4, hidden=32, rank=4, alpha=0.1, beta=0.2, encoder_layers=1, afw_layers=1
+    ),
 }
 
 # The authors' encoder sizes (official-code-notes.md), for like-for-like comparisons.

@@ -57,7 +57,8 @@ def sinusoid(length: int, width: int, device: torch.device, dtype: torch.dtype) 
     """Vaswani et al. positional encoding over utterance index: [T, W]."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # [T, 1]
     rate = torch.exp(
-        torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10_000.0) / width)
+        torch.arange(0, width, 2, device=device, dtype=torch.float32)
+        * (-math.log(10_000.0) / width)
     )  # [ceil(W/2)]
     table = torch.zeros(length, width, device=device)
     table[:, 0::2] = torch.sin(position * rate)

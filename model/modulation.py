@@ -61,6 +61,11 @@ def modulate_gradients(
                 std = p.grad.std()
                 if torch.isfinite(std) and std > 0:
                     p.grad.add_(
-                        torch.randn(p.grad.shape, generator=generator, device=p.grad.device,
-                                    dtype=p.grad.dtype) * std
+                        torch.randn(
+                            p.grad.shape,
+                            generator=generator,
+                            device=p.grad.device,
+                            dtype=p.grad.dtype,
+                        )
+                        * std
                     )

@@ -68,7 +68,11 @@ def iter_batches(
     generator: torch.Generator | None = None,
 ) -> Iterator[Batch]:
     """Batches of `batch_size` dialogues; shuffled with `generator` for training, in order else."""
-    order = torch.randperm(len(dialogues), generator=generator).tolist() if shuffle else range(len(dialogues))
+    order = (
+        torch.randperm(len(dialogues), generator=generator).tolist()
+        if shuffle
+        else range(len(dialogues))
+    )
     chosen = [dialogues[i] for i in order]
     for start in range(0, len(chosen), batch_size):
         yield collate(fs, chosen[start : start + batch_size])

@@ -43,10 +43,20 @@ def plot_training(history: list[dict[str, Any]], out_dir: str | Path) -> dict[st
     paths = {"diagnostics_json": str(out_dir / "diagnostics.json")}
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("loss", "train L_main"), ("loss_cls", "L_cls"), ("loss_modal", "L_modal"),
-                       ("loss_feature", "L_feature"), ("dev_loss", "dev L_main")):
+    for key, label in (
+        ("loss", "train L_main"),
+        ("loss_cls", "L_cls"),
+        ("loss_modal", "L_modal"),
+        ("loss_feature", "L_feature"),
+        ("dev_loss", "dev L_main"),
+    ):
         if key in history[0]:
-            ax1.plot(epochs, [h[key] for h in history], label=label, ls="--" if key == "dev_loss" else "-")
+            ax1.plot(
+                epochs,
+                [h[key] for h in history],
+                label=label,
+                ls="--" if key == "dev_loss" else "-",
+            )
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
@@ -60,9 +70,16 @@ def plot_training(history: list[dict[str, Any]], out_dir: str | Path) -> dict[st
     paths["training_curves"] = _save(fig, out_dir / "training_curves.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key, title in zip(axes, ("score", "rho", "k"),
-                              ("unimodal score s_m (eq. 16)", "discrepancy ratio rho_m (eq. 17)",
-                               "modulation coefficient k_m"), strict=True):
+    for ax, key, title in zip(
+        axes,
+        ("score", "rho", "k"),
+        (
+            "unimodal score s_m (eq. 16)",
+            "discrepancy ratio rho_m (eq. 17)",
+            "modulation coefficient k_m",
+        ),
+        strict=True,
+    ):
         for m, values in series[key].items():
             ax.plot(epochs, values, color=COLOURS[m], label=MODALITY_NAMES[m])
         ax.set_title(title)
@@ -89,7 +106,9 @@ def plot_training(history: list[dict[str, Any]], out_dir: str | Path) -> dict[st
     mods = list(norms[-1])
     if mods:
         n_classes = len(norms[-1][mods[0]])
-        fig, axes = plt.subplots(1, len(mods), figsize=(4.5 * len(mods), 3.8), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            1, len(mods), figsize=(4.5 * len(mods), 3.8), squeeze=False, sharey=True
+        )
         for ax, m in zip(axes[0], mods, strict=True):
             table = np.array([n[m] for n in norms])  # [epochs, C]
             for c in range(n_classes):

@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from model.ada2i import Ada2I
 from model.checkpoint import load_checkpoint
@@ -31,13 +36,21 @@ class Predictions:
 
 @torch.no_grad()
 def predict(
-    model: Ada2I, fs: FeatureSet, dialogues: list[Dialogue], device: str = "cpu", batch_size: int = 32
+    model: Ada2I,
+    fs: FeatureSet,
+    dialogues: list[Dialogue],
+    device: str = "cpu",
+    batch_size: int = 32,
 ) -> Predictions:
     model.eval()
     ids, dids, y_true, y_pred, probs, losses = [], [], [], [], [], []
     for batch in iter_batches(fs, dialogues, batch_size):
         batch = batch.to(device)
-        out = model({m: batch.features[m] for m in model.modalities}, batch.utterance_mask, batch.modality_mask)
+        out = model(
+            {m: batch.features[m] for m in model.modalities},
+            batch.utterance_mask,
+            batch.modality_mask,
+        )
         if batch.n_labelled:
             losses.append(float(ada2i_loss(out, batch.labels).total))
         p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
@@ -59,14 +72,21 @@ def predict(
     )
 
 
-def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+def compute_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
+) -> dict[str, Any]:
     """Accuracy, weighted/macro F1, per-class precision/recall/F1/support and the confusion matrix,
     over labelled utterances only (y_true >= 0)."""
     keep = y_true >= 0
     yt, yp = y_true[keep], y_pred[keep]
     labels = list(range(len(label_names)))
     if len(yt) == 0:
-        return {"n": 0, "accuracy": float("nan"), "weighted_f1": float("nan"), "macro_f1": float("nan")}
+        return {
+            "n": 0,
+            "accuracy": float("nan"),
+            "weighted_f1": float("nan"),
+            "macro_f1": float("nan"),
+        }
     p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
     return {
         "n": int(len(yt)),
@@ -74,7 +94,12 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[st
         "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
         "macro_f1": float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
             for i, name in enumerate(label_names)
         },
         "confusion": confusion_matrix(yt, yp, labels=labels).tolist(),
@@ -82,7 +107,9 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[st
     }
 
 
-def write_report(metrics: dict[str, Any], preds: Predictions, label_names: list[str], out_dir: Path) -> dict[str, str]:
+def write_report(
+    metrics: dict[str, Any], preds: Predictions, label_names: list[str], out_dir: Path
+) -> dict[str, str]:
     """metrics.json, per_class.csv, predictions.csv and confusion.png into out_dir; returns paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -96,14 +123,31 @@ def write_report(metrics: dict[str, Any], preds: Predictions, label_names: list[
         w = csv.writer(f)
         w.writerow(["label", "precision", "recall", "f1", "support"])
         for name, row in metrics.get("per_class", {}).items():
-            w.writerow([name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", row["support"]])
+            w.writerow(
+                [
+                    name,
+                    f"{row['precision']:.4f}",
+                    f"{row['recall']:.4f}",
+                    f"{row['f1']:.4f}",
+                    row["support"],
+                ]
+            )
     with open(paths["predictions"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dialogue_id", "utterance_id", "label", "predicted", *[f"p_{n}" for n in label_names]])
+        w.writerow(
+            ["dialogue_id", "utterance_id", "label", "predicted", *[f"p_{n}" for n in label_names]]
+        )
         for i, uid in enumerate(preds.utterance_ids):
             true = label_names[preds.y_true[i]] if preds.y_true[i] >= 0 else ""
-            w.writerow([preds.dialogue_ids[i], uid, true, label_names[preds.y_pred[i]],
-                        *[f"{x:.5f}" for x in preds.probs[i]]])
+            w.writerow(
+                [
+                    preds.dialogue_ids[i],
+                    uid,
+                    true,
+                    label_names[preds.y_pred[i]],
+                    *[f"{x:.5f}" for x in preds.probs[i]],
+                ]
+            )
     if "confusion" in metrics:
         plot_confusion(np.asarray(metrics["confusion"]), label_names, paths["confusion_png"])
     else:
@@ -122,7 +166,14 @@ def plot_confusion(cm: np.ndarray, label_names: list[str], path: Path) -> None:
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(label_names)), label_names)
     ax.set_yticks(range(len(label_names)), label_names)
     ax.set_xlabel("predicted")
@@ -140,7 +191,9 @@ def check_feature_spec(expected: dict[str, Any], actual: dict[str, Any], where: 
             raise ValueError(f"{where}: checkpoint needs modality {m!r} but the features lack it")
         got = actual[m]
         if int(spec.get("dim", -1)) != int(got.get("dim", -2)):
-            raise ValueError(f"{where}: modality {m!r} has dim {got.get('dim')}, checkpoint expects {spec.get('dim')}")
+            raise ValueError(
+                f"{where}: modality {m!r} has dim {got.get('dim')}, checkpoint expects {spec.get('dim')}"
+            )
         want_ex, got_ex = spec.get("extractors"), got.get("extractors")
         if want_ex is not None and got_ex is not None and _ex_ids(want_ex) != _ex_ids(got_ex):
             raise ValueError(
@@ -173,7 +226,9 @@ def evaluate_checkpoint(
         raise ValueError(f"{featureset_dir}: no dialogues in split {split!r}")
     preds = predict(model, fs, dialogues, device=device)
     metrics = compute_metrics(preds.y_true, preds.y_pred, fs.label_names)
-    metrics.update({"split": split, "checkpoint": str(checkpoint_dir), "modalities": model.modalities})
+    metrics.update(
+        {"split": split, "checkpoint": str(checkpoint_dir), "modalities": model.modalities}
+    )
     out = Path(out_dir) if out_dir else Path(checkpoint_dir).parent / f"eval_{split}"
     metrics["paths"] = write_report(metrics, preds, fs.label_names, out)
     return metrics

@@ -114,9 +114,13 @@ class FeatureSet:
             if d.length <= 0:
                 raise ValueError(f"{where}: dialogue {d.id!r} is empty")
             if d.start != covered:
-                raise ValueError(f"{where}: dialogue {d.id!r} starts at row {d.start}, expected {covered}")
+                raise ValueError(
+                    f"{where}: dialogue {d.id!r} starts at row {d.start}, expected {covered}"
+                )
             if len(d.utterance_ids) != d.length or len(d.speakers) != d.length:
-                raise ValueError(f"{where}: dialogue {d.id!r} lists a wrong number of utterances/speakers")
+                raise ValueError(
+                    f"{where}: dialogue {d.id!r} lists a wrong number of utterances/speakers"
+                )
             covered += d.length
             rows = slice(d.start, d.start + d.length)
             for m, x in self.features.items():
@@ -182,7 +186,9 @@ class FeatureSet:
             "dialogues": [d.to_dict() for d in self.dialogues],
         }
         atomic_write(directory / FEATURES_FILE, lambda p: save_file(tensors, str(p)))
-        atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        atomic_write(
+            directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1))
+        )
         return directory
 
     @classmethod
@@ -235,7 +241,9 @@ def from_arrays(
     built, start = [], 0
     for d in dialogues:
         n = len(d["utterance_ids"])
-        extra = {k: v for k, v in d.items() if k not in {"id", "split", "utterance_ids", "speakers"}}
+        extra = {
+            k: v for k, v in d.items() if k not in {"id", "split", "utterance_ids", "speakers"}
+        }
         built.append(
             Dialogue(
                 id=str(d["id"]),
@@ -248,14 +256,18 @@ def from_arrays(
             )
         )
         start += n
-    feats = {m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in features.items()}
+    feats = {
+        m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in features.items()
+    }
     pres = {
         m: torch.from_numpy(np.asarray(present[m], dtype=bool))
         if present and m in present
         else torch.ones(start, dtype=torch.bool)
         for m in feats
     }
-    spec = {m: {"dim": int(x.shape[1]), **((feature_spec or {}).get(m, {}))} for m, x in feats.items()}
+    spec = {
+        m: {"dim": int(x.shape[1]), **((feature_spec or {}).get(m, {}))} for m, x in feats.items()
+    }
     return FeatureSet(
         features=feats,
         present=pres,
@@ -274,4 +286,3 @@ def split_counts(fs: FeatureSet) -> dict[str, dict[str, int]]:
         c["dialogues"] += 1
         c["utterances"] += d.length
     return out
-

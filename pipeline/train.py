@@ -86,12 +86,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # CPU kernels are deterministic for a fixed thread count; warn (not fail) for CUDA ones.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # CPU kernels are already deterministic for a fixed thread count. The switch is only for
+    # CUDA, and only set there: it imports torch._dynamo, ~5 s of start-up on a CPU run.
+    if device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train(
@@ -106,11 +108,14 @@ def train(
     # Step 1: prepare data, model, optimiser.
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
     fs = fs.select_modalities(model_cfg.modalities)
-    model_cfg = replace(model_cfg, input_dims={m: fs.dims[m] for m in model_cfg.modalities},
-                        n_classes=len(fs.label_names))
+    model_cfg = replace(
+        model_cfg,
+        input_dims={m: fs.dims[m] for m in model_cfg.modalities},
+        n_classes=len(fs.label_names),
+    )
     train_set, dev_set, test_set = _splits(fs, cfg)
     model = Ada2I(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -124,7 +129,9 @@ def train(
         "dev_dialogues": [d.id for d in dev_set],
         "source": fs.source,
     }
-    (run_dir / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), **meta}, indent=1))
+    (run_dir / "config.json").write_text(
+        json.dumps({"model": model_cfg.to_dict(), **meta}, indent=1)
+    )
 
     progress = {"epoch": 0, "best_wf1": -1.0, "best_epoch": 0, "stale": 0, "history": []}
     if resume:
@@ -132,41 +139,77 @@ def train(
         if restored is not None:
             progress = restored
             log.info("resuming %s after epoch %d", run_dir, progress["epoch"])
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + progress["epoch"])
+    generator = torch.Generator()
 
     # Step 2: epochs.
-    bar = tqdm(total=cfg.epochs, initial=progress["epoch"], desc=f"train {model_cfg.modalities}",
-               disable=not cfg.progress, unit="epoch")
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=progress["epoch"],
+        desc=f"train {model_cfg.modalities}",
+        disable=not cfg.progress,
+        unit="epoch",
+    )
     epoch_seconds = []
     while progress["epoch"] < cfg.epochs and progress["stale"] < cfg.patience:
         epoch = progress["epoch"] + 1
         started = time.perf_counter()
-        modulate = cfg.modulation and epoch >= cfg.modulation_start and (
-            not cfg.modulation_end or epoch <= cfg.modulation_end)
-        stats = train_epoch(model, fs, train_set, optimizer, scaler, cfg, model_cfg.alpha, modulate,
-                            generator, device, use_amp)
+        generator.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch order, same after a resume
+        modulate = (
+            cfg.modulation
+            and epoch >= cfg.modulation_start
+            and (not cfg.modulation_end or epoch <= cfg.modulation_end)
+        )
+        stats = train_epoch(
+            model,
+            fs,
+            train_set,
+            optimizer,
+            scaler,
+            cfg,
+            model_cfg.alpha,
+            modulate,
+            generator,
+            device,
+            use_amp,
+        )
         dev = predict(model, fs, dev_set, str(device), cfg.eval_batch_size)
         dev_metrics = compute_metrics(dev.y_true, dev.y_pred, fs.label_names)
         _step_scheduler(scheduler, cfg, dev.loss)
         epoch_seconds.append(time.perf_counter() - started)
 
-        record = {"epoch": epoch, "seconds": epoch_seconds[-1], "lr": optimizer.param_groups[0]["lr"],
-                  "modulated": modulate, **stats, "dev_loss": dev.loss,
-                  "dev_wf1": dev_metrics["weighted_f1"], "dev_acc": dev_metrics["accuracy"],
-                  "class_weight_norms": model.class_weight_norms()}
+        record = {
+            "epoch": epoch,
+            "seconds": epoch_seconds[-1],
+            "lr": optimizer.param_groups[0]["lr"],
+            "modulated": modulate,
+            **stats,
+            "dev_loss": dev.loss,
+            "dev_wf1": dev_metrics["weighted_f1"],
+            "dev_acc": dev_metrics["accuracy"],
+            "class_weight_norms": model.class_weight_norms(),
+        }
         progress["history"].append(record)
         progress["epoch"] = epoch
         if dev_metrics["weighted_f1"] > progress["best_wf1"]:
             progress.update(best_wf1=dev_metrics["weighted_f1"], best_epoch=epoch, stale=0)
-            save_checkpoint(run_dir / "best", model, **meta, epoch=epoch, dev_metrics=_brief(dev_metrics))
+            save_checkpoint(
+                run_dir / "best", model, **meta, epoch=epoch, dev_metrics=_brief(dev_metrics)
+            )
         else:
             progress["stale"] += 1
         # Step 3: save everything needed to resume, after the best checkpoint (crash-safe order).
-        save_train_state(run_dir / "last", model, optimizer, scheduler, progress, {**meta, "epoch": epoch})
+        save_train_state(
+            run_dir / "last", model, optimizer, scheduler, progress, {**meta, "epoch": epoch}
+        )
         bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", dev_wf1=f"{dev_metrics['weighted_f1']:.3f}",
-                        best=f"{progress['best_wf1']:.3f}")
-        log.debug("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "class_weight_norms"})
+        bar.set_postfix(
+            loss=f"{stats['loss']:.3f}",
+            dev_wf1=f"{dev_metrics['weighted_f1']:.3f}",
+            best=f"{progress['best_wf1']:.3f}",
+        )
+        log.debug(
+            "epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "class_weight_norms"}
+        )
     bar.close()
 
     # Step 4: evaluate the best checkpoint on test, save history and plots.
@@ -178,7 +221,9 @@ def train(
     if test_set:
         test = predict(best, fs, test_set, str(device), cfg.eval_batch_size)
         metrics = compute_metrics(test.y_true, test.y_pred, fs.label_names)
-        metrics.update(split="test", best_epoch=progress["best_epoch"], modalities=model_cfg.modalities)
+        metrics.update(
+            split="test", best_epoch=progress["best_epoch"], modalities=model_cfg.modalities
+        )
         paths.update(write_report(metrics, test, fs.label_names, run_dir / "test"))
     return TrainResult(
         run_dir=run_dir,
@@ -192,22 +237,41 @@ def train(
     )
 
 
-def train_epoch(model: Ada2I, fs: FeatureSet, dialogues, optimizer, scaler, cfg: TrainConfig, alpha: float,
-                modulate: bool, generator: torch.Generator, device: torch.device, use_amp: bool) -> dict[str, Any]:
+def train_epoch(
+    model: Ada2I,
+    fs: FeatureSet,
+    dialogues,
+    optimizer,
+    scaler,
+    cfg: TrainConfig,
+    alpha: float,
+    modulate: bool,
+    generator: torch.Generator,
+    device: torch.device,
+    use_amp: bool,
+) -> dict[str, Any]:
     """One pass over the training dialogues; returns mean losses and imbalance diagnostics
     (s_m, rho_m, k_m, per-modality loss). rho and k are computed every step, applied only when
     `modulate` is on, so unmodulated runs still show their imbalance."""
     model.train()
     sums: dict[str, float] = {}
-    per_mod: dict[str, dict[str, list[float]]] = {"score": {}, "rho": {}, "k": {}, "unimodal_loss": {}}
+    per_mod: dict[str, dict[str, list[float]]] = {
+        "score": {},
+        "rho": {},
+        "k": {},
+        "unimodal_loss": {},
+    }
     n_steps = 0
     for batch in iter_batches(fs, dialogues, cfg.batch_size, shuffle=True, generator=generator):
         if not batch.n_labelled:
             continue
         batch = batch.to(device)
         with torch.autocast(device.type, enabled=use_amp):
-            out = model({m: batch.features[m] for m in model.modalities}, batch.utterance_mask,
-                        batch.modality_mask)
+            out = model(
+                {m: batch.features[m] for m in model.modalities},
+                batch.utterance_mask,
+                batch.modality_mask,
+            )
             losses = ada2i_loss(out, batch.labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses.total).backward()
@@ -225,10 +289,17 @@ def train_epoch(model: Ada2I, fs: FeatureSet, dialogues, optimizer, scaler, cfg:
         n_steps += 1
         for name, value in losses.as_floats().items():
             sums[name] = sums.get(name, 0.0) + value
-        for name, values in (("score", scores), ("rho", rho), ("k", k), ("unimodal_loss", unimodal_losses(out, batch.labels))):
+        for name, values in (
+            ("score", scores),
+            ("rho", rho),
+            ("k", k),
+            ("unimodal_loss", unimodal_losses(out, batch.labels)),
+        ):
             for m, v in values.items():
                 per_mod[name].setdefault(m, []).append(v)
-    stats: dict[str, Any] = {("loss" if k == "total" else f"loss_{k}"): v / max(n_steps, 1) for k, v in sums.items()}
+    stats: dict[str, Any] = {
+        ("loss" if k == "total" else f"loss_{k}"): v / max(n_steps, 1) for k, v in sums.items()
+    }
     for name, values in per_mod.items():
         stats[name] = {m: float(np.mean(v)) for m, v in values.items()}
     return stats
@@ -240,10 +311,14 @@ def _splits(fs: FeatureSet, cfg: TrainConfig):
         raise ValueError(f"{fs.path or 'feature set'}: no dialogues in the 'train' split")
     if not dev_set:
         # A fixed, seeded 10% of training dialogues (the authors' convention), recorded in the run.
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        order = torch.randperm(
+            len(train_set), generator=torch.Generator().manual_seed(cfg.seed)
+        ).tolist()
         n_dev = max(1, round(cfg.dev_fraction * len(train_set)))
         if len(train_set) - n_dev < 1:
-            raise ValueError(f"{fs.path or 'feature set'}: too few training dialogues to carve a dev split")
+            raise ValueError(
+                f"{fs.path or 'feature set'}: too few training dialogues to carve a dev split"
+            )
         dev_ids = {train_set[i].id for i in order[:n_dev]}
         dev_set = [d for d in train_set if d.id in dev_ids]
         train_set = [d for d in train_set if d.id not in dev_ids]
@@ -253,7 +328,8 @@ def _splits(fs: FeatureSet, cfg: TrainConfig):
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     if cfg.lr_schedule == "none":
@@ -275,8 +351,11 @@ def _brief(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1") if k in metrics}
 
 
-def configs_for(model_preset: str, modalities: str, overrides: dict[str, Any] | None = None,
-                ) -> tuple[Ada2IConfig, TrainConfig]:
+def configs_for(
+    model_preset: str,
+    modalities: str,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Ada2IConfig, TrainConfig]:
     """Model and train configs from a preset name plus flat overrides (keys of either config)."""
     overrides = dict(overrides or {})
     model_keys = set(Ada2IConfig.__dataclass_fields__)
@@ -284,10 +363,17 @@ def configs_for(model_preset: str, modalities: str, overrides: dict[str, Any] | 
     unknown = set(overrides) - model_keys - train_keys
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}")
-    model_cfg = preset(model_preset, modalities=modalities,
-                       **{k: v for k, v in overrides.items() if k in model_keys})
-    train_cfg = TrainConfig(**{**TRAIN_PRESETS.get(model_preset, {}),
-                               **{k: v for k, v in overrides.items() if k in train_keys}})
+    model_cfg = preset(
+        model_preset,
+        modalities=modalities,
+        **{k: v for k, v in overrides.items() if k in model_keys},
+    )
+    train_cfg = TrainConfig(
+        **{
+            **TRAIN_PRESETS.get(model_preset, {}),
+            **{k: v for k, v in overrides.items() if k in train_keys},
+        }
+    )
     return model_cfg, train_cfg
 
 
@@ -302,5 +388,7 @@ def train_from_featureset(
 ) -> TrainResult:
     """The entry point flows and the CLI call."""
     fs = FeatureSet.load(featureset_dir)
-    model_cfg, train_cfg = configs_for(model_preset, modalities, {**(overrides or {}), "seed": seed})
+    model_cfg, train_cfg = configs_for(
+        model_preset, modalities, {**(overrides or {}), "seed": seed}
+    )
     return train(fs, model_cfg, train_cfg, out_dir, resume=resume)

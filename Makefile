@@ -1,0 +1,50 @@
+# Everything a newcomer needs; each target installs what it uses (uv + the locked environment).
+# make demo   - the main job on the embedded default (offline, local Prefect, demo data)
+# make test   - the test suite CI runs
+# make lint   - ruff check + format check
+# make bench  - benchmarks (see BENCHMARKS.md)
+# make prefect-up / prefect-down - local Prefect server, process pool, deployments and a worker
+
+PORT ?= 4200
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install demo test test-all lint format bench prefect-up prefect-down clean
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --frozen
+
+demo: install
+	$(UV) run python -m flows.demo
+
+test: install
+	$(UV) run pytest -q -m "not slow"
+
+test-all: install
+	$(UV) run pytest -q
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format: install
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: install
+	$(UV) run python -m bench.train_speed --compare
+	$(UV) run python -m bench.extract_speed
+
+prefect-up: install
+	ERC_PREFECT_PORT=$(PORT) scripts/prefect-up.sh
+
+prefect-down:
+	scripts/prefect-down.sh
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""`erc train`, `erc evaluate`, `erc grid`: the model stages over a FeatureSet directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from model.config import CONCAT_BASELINE, PRESETS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train Ada2I on a feature set")
+    _common(p)
+    p.add_argument("--modalities", default="tav", help="subset of t, a, v (default: tav)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if OUT has a last epoch"
+    )
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a feature set split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (…/best)")
+    p.add_argument("--features", required=True, help="feature set directory")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("grid", help="every modality subset x seeds -> one table")
+    _common(p)
+    p.add_argument(
+        "--subsets", default="", help="comma-separated, e.g. tav,ta,t (default: all available)"
+    )
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--baseline", action="store_true", help="also train the plain concatenation baseline"
+    )
+    p.set_defaults(func=_grid)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--features", required=True, help="feature set directory (features.safetensors + meta.json)"
+    )
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--preset",
+        default="iemocap",
+        choices=sorted(PRESETS),
+        help="model/training preset (paper Table 2)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model or training setting, e.g. --set epochs=10 --set dropout=0.5",
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.train import train_from_featureset
+
+    result = train_from_featureset(
+        args.features,
+        args.out,
+        args.preset,
+        args.modalities,
+        args.seed,
+        parse_overrides(args.set),
+        resume=not args.no_resume,
+    )
+    m = result.metrics
+    print(
+        f"best epoch {result.best_epoch}/{result.epochs_run}, {result.seconds_per_epoch:.2f} s/epoch"
+    )
+    if m:
+        print(
+            f"test weighted F1 {m['weighted_f1']:.4f}  accuracy {m['accuracy']:.4f}  (n={m['n']})"
+        )
+    print(f"checkpoint: {result.checkpoint_dir}")
+    for name, path in result.report_paths.items():
+        if isinstance(path, str):
+            print(f"{name}: {path}")
+    print(f"plots: {result.run_dir / 'plots'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, args.features, args.split, args.out, args.device)
+    print(
+        f"{args.split}: weighted F1 {m['weighted_f1']:.4f}  accuracy {m['accuracy']:.4f}  (n={m['n']})"
+    )
+    for name, path in m["paths"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from pipeline.grid import run_grid
+
+    variants = {"ada2i": {}}
+    if args.baseline:
+        variants["concat"] = dict(CONCAT_BASELINE, modulation=False)
+    md = run_grid(
+        args.features,
+        args.out,
+        [s for s in args.subsets.split(",") if s] or None,
+        [int(s) for s in args.seeds.split(",")],
+        args.preset,
+        parse_overrides(args.set),
+        variants,
+    )
+    print(md.read_text())
+    print(f"table: {md} (and grid.csv)")
+    return 0

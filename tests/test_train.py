@@ -1,0 +1,225 @@
+"""Training, evaluation, resume, diagnostics and the grid on small synthetic feature sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cli import main as cli_main
+from pipeline.evaluate import evaluate_checkpoint
+from pipeline.featureset import FeatureSet
+from pipeline.grid import run_grid
+from pipeline.importers.synthetic import make_synthetic
+from pipeline.train import configs_for, train
+
+DIMS = {"t": 16, "a": 12, "v": 20}
+LABELS = ["neu", "hap", "sad", "ang"]
+
+
+def small(seed=0, signal=None, **kw) -> FeatureSet:
+    return make_synthetic(
+        n_dialogues={"train": 24, "dev": 4, "test": 8},
+        utterances=36 * 12,
+        dims=DIMS,
+        signal=signal or {"t": 0.9, "a": 0.5, "v": 0.3},
+        label_names=LABELS,
+        seed=seed,
+        **kw,
+    )
+
+
+def tiny_run(fs, out, subset="tav", **overrides):
+    mc, tc = configs_for("tiny", subset, {"progress": False, "epochs": 6, **overrides})
+    return train(fs, mc, tc, out, resume=overrides.pop("resume", True))
+
+
+def test_training_learns_the_planted_signal(tmp_path):
+    result = tiny_run(small(), tmp_path / "run", epochs=12)
+    assert result.metrics["weighted_f1"] > 0.7  # chance is ~0.25
+    assert result.metrics["n"] == sum(d.length for d in small().split("test"))
+    hist = json.loads(result.history_path.read_text())
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert (result.checkpoint_dir / "model.safetensors").is_file()
+
+
+def test_same_seed_same_run(tmp_path):
+    a = tiny_run(small(), tmp_path / "a", epochs=3)
+    b = tiny_run(small(), tmp_path / "b", epochs=3)
+    ha, hb = (json.loads(r.history_path.read_text()) for r in (a, b))
+    assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
+    assert a.metrics["weighted_f1"] == b.metrics["weighted_f1"]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight = tiny_run(small(), tmp_path / "straight", epochs=5)
+    tiny_run(small(), tmp_path / "resumed", epochs=3)
+    resumed = tiny_run(small(), tmp_path / "resumed", epochs=5)
+    hs = json.loads(straight.history_path.read_text())
+    hr = json.loads(resumed.history_path.read_text())
+    assert len(hr) == 5
+    np.testing.assert_allclose([h["loss"] for h in hr], [h["loss"] for h in hs], rtol=1e-6)
+    assert resumed.metrics["weighted_f1"] == pytest.approx(straight.metrics["weighted_f1"])
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    noise_only = small(signal={"t": 0.0, "a": 0.0, "v": 0.0})
+    result = tiny_run(noise_only, tmp_path / "run", epochs=30, patience=3)
+    assert result.epochs_run == result.best_epoch + 3 < 30
+
+
+def test_diagnostics_track_imbalance_and_modulation(tmp_path):
+    result = tiny_run(
+        small(signal={"t": 1.5, "a": 0.2, "v": 0.1}),
+        tmp_path / "run",
+        epochs=5,
+        modulation_start=3,
+        alpha=0.5,
+    )
+    diag = json.loads((result.run_dir / "plots" / "diagnostics.json").read_text())
+    assert set(diag["rho"]) == {"t", "a", "v"}
+    hist = json.loads(result.history_path.read_text())
+    late = hist[-1]
+    assert late["modulated"] and not hist[0]["modulated"]
+    assert late["rho"]["t"] > 1.0  # text dominates the planted data
+    # k is averaged over the epoch's batches; the weakest modality varies batch to batch
+    assert late["k"]["t"] < min(late["k"]["a"], late["k"]["v"]) <= 1.0
+    assert all(h["k"] == {"t": 1.0, "a": 1.0, "v": 1.0} for h in hist[:2])
+    assert len(late["class_weight_norms"]["t"]) == len(LABELS)
+    for name in ("training_curves", "discrepancy", "unimodal_loss", "weight_norms"):
+        png = result.run_dir / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_checkpoint_reproduces_test_metrics(tmp_path):
+    fs = small()
+    fs.save(tmp_path / "fs")
+    result = tiny_run(FeatureSet.load(tmp_path / "fs"), tmp_path / "run", epochs=3)
+    m = evaluate_checkpoint(result.checkpoint_dir, tmp_path / "fs", "test", tmp_path / "eval")
+    assert m["weighted_f1"] == pytest.approx(result.metrics["weighted_f1"])
+    assert np.array(m["confusion"]).sum() == m["n"]
+    lines = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 1 + m["n"]
+
+
+def test_checkpoint_refuses_mismatched_features(tmp_path):
+    fs = small()
+    result = tiny_run(fs, tmp_path / "run", subset="ta", epochs=1)
+    other = make_synthetic(
+        n_dialogues={"train": 2, "test": 2},
+        utterances=20,
+        dims={"t": 16, "a": 7},
+        label_names=LABELS,
+    )
+    other.save(tmp_path / "other")
+    with pytest.raises(ValueError, match="modality 'a' has dim 7, checkpoint expects 12"):
+        evaluate_checkpoint(result.checkpoint_dir, tmp_path / "other")
+
+
+def test_every_subset_and_the_baseline_train(tmp_path):
+    fs = small()
+    for subset in ("tav", "av", "v"):
+        r = tiny_run(fs, tmp_path / subset, subset=subset, epochs=2)
+        assert 0.0 <= r.metrics["weighted_f1"] <= 1.0 and r.metrics["modalities"] == subset
+    r = tiny_run(fs, tmp_path / "concat", epochs=2, use_afw=False, use_amw=False, modulation=False)
+    assert json.loads(r.history_path.read_text())[-1]["loss_modal"] == 0.0
+
+
+def test_grid_writes_one_table(tmp_path):
+    fs = small()
+    fs.save(tmp_path / "fs")
+    md = run_grid(
+        tmp_path / "fs",
+        tmp_path / "grid",
+        subsets=["tav", "t"],
+        seeds=[0, 1],
+        model_preset="tiny",
+        overrides={"epochs": 2, "progress": False},
+        variants={"ada2i": {}, "concat": {"use_afw": False, "use_amw": False, "modulation": False}},
+    )
+    text = md.read_text()
+    assert text.count("| ada2i |") == 2 and text.count("| concat |") == 2
+    rows = (tmp_path / "grid" / "grid.csv").read_text().splitlines()
+    assert rows[0] == "variant,subset,seeds,wf1_mean,wf1_std,acc_mean,acc_std" and len(rows) == 5
+    assert (tmp_path / "grid" / "ada2i" / "t" / "seed1" / "best" / "checkpoint.json").is_file()
+
+
+def test_featureset_validation_names_the_problem(tmp_path):
+    fs = small()
+    fs.features["a"][fs.dialogues[2].start + 1, 3] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"dialogue 'syn0002' utterance 'syn0002_u001' has NaN/inf in modality a"
+    ):
+        fs.validate()
+    fs = small()
+    fs.labels[5] = 9
+    with pytest.raises(ValueError, match="label id 9 outside the label set"):
+        fs.validate()
+    fs = small()
+    fs.feature_spec["t"]["dim"] = 99
+    with pytest.raises(ValueError, match="feat.t has dim 16 but its feature spec says 99"):
+        fs.validate()
+    fs = small()
+    fs.dialogues[0].length = 0
+    with pytest.raises(ValueError, match="is empty"):
+        fs.validate()
+
+
+def test_bad_featureset_on_disk_is_refused_and_nothing_half_written(tmp_path):
+    fs = small()
+    fs.save(tmp_path / "fs")
+    (tmp_path / "fs" / "features.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="features.safetensors: not a readable safetensors file"):
+        FeatureSet.load(tmp_path / "fs")
+    bad = small()
+    bad.labels[0] = -7
+    with pytest.raises(ValueError):
+        bad.save(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "features.safetensors").exists()
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    small().save(tmp_path / "fs")
+    code = cli_main(
+        [
+            "train",
+            "--features",
+            str(tmp_path / "fs"),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--modalities",
+            "ta",
+            "--set",
+            "epochs=2",
+            "--set",
+            "progress=false",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test weighted F1" in out and "checkpoint:" in out
+    code = cli_main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "run" / "best"),
+            "--features",
+            str(tmp_path / "fs"),
+        ]
+    )
+    assert code == 0
+    assert (
+        cli_main(["train", "--features", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")])
+        == 2
+    )
+    assert "missing/features.safetensors: feature set file not found" in capsys.readouterr().err
+
+
+def test_training_uses_cpu_when_no_gpu():
+    from pipeline.train import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
