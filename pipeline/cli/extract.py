@@ -1,0 +1,139 @@
+"""`erc extract`, `erc status`, `erc gc`, `erc check-media`: the feature-extraction area of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "extract",
+        help="extract features of a manifest into a feature store",
+        description="Compute every missing (utterance, extractor) entry; cached ones are skipped. "
+        "Failures are listed in <store>/reports/failures.csv and .json.",
+    )
+    _common(p)
+    p.add_argument("--strict", action="store_true", help="stop at the first failed utterance")
+    p.add_argument("--device", default="cpu", help="torch device for the extractors (cpu, cuda)")
+    p.add_argument("--speakers", help="comma-separated speaker list; others are failures")
+    p.add_argument("--featureset", type=Path, help="then write a FeatureSet directory here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_extract)
+
+    p = subparsers.add_parser(
+        "status",
+        help="what a manifest has cached / missing / stale in a store",
+        description="Per extractor: cached, missing, stale (an older spec or input of the same "
+        "utterance is stored), invalid (no key: missing file, bad row).",
+    )
+    _common(p)
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser(
+        "gc",
+        help="delete store entries no manifest needs",
+        description="With --manifest: keep only the entries those manifests need under --preset. "
+        "Without: remove only debris (orphan objects, rows without objects, old temp files).",
+    )
+    p.add_argument("--store", required=True, type=Path, help="feature store directory")
+    p.add_argument("--manifest", action="append", type=Path, help="manifest to keep (repeatable)")
+    p.add_argument("--preset", default="offline", help="extractor preset (offline, paper, tiny)")
+    p.add_argument("--modalities", default="tav", help="modality letters to keep")
+    p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
+    p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    p.set_defaults(func=_gc)
+
+    p = subparsers.add_parser(
+        "check-media",
+        help="sanity report of a manifest's media files",
+        description="Per file: duration, streams, audio/video length, silence ratio, face-found "
+        "rate (--faces), segments vs duration; suspect files listed. Writes media_check.csv/.md.",
+    )
+    p.add_argument("--manifest", required=True, type=Path, help="manifest (CSV, JSONL, Parquet)")
+    p.add_argument("--out", type=Path, default=Path("media_check"), help="report folder")
+    p.add_argument("--faces", action="store_true", help="also measure the face-found rate (MTCNN)")
+    p.add_argument("--fps", type=float, default=1.0, help="frames per second checked for faces")
+    p.set_defaults(func=_check_media)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, type=Path, help="manifest (CSV, JSONL, Parquet)")
+    p.add_argument("--store", required=True, type=Path, help="feature store directory")
+    p.add_argument("--preset", default="offline", help="extractor preset (offline, paper, tiny)")
+    p.add_argument("--modalities", default="tav", help="modality letters, e.g. tav, ta, v")
+    p.add_argument(
+        "--fps", type=float, default=2.0, help="face frames sampled per second (default 2)"
+    )
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from pipeline.extract import build_featureset, extract_features
+    from pipeline.extract_plan import load_extractors
+
+    exs = load_extractors(args.preset, args.modalities, args.device)  # built once for both steps
+    speakers = [s.strip() for s in args.speakers.split(",")] if args.speakers else None
+    summary = extract_features(
+        args.manifest,
+        args.store,
+        preset=args.preset,
+        modalities=args.modalities,
+        strict=args.strict,
+        fps=args.fps,
+        device=args.device,
+        progress=not args.no_progress,
+        extractors=exs,
+        speakers=speakers,
+    )
+    print(f"{summary.line()}  (failures: {summary.failures_path})")
+    print("seconds: " + json.dumps(summary.per_extractor_seconds))
+    if args.featureset:
+        out = build_featureset(
+            args.manifest, args.store, args.preset, args.modalities, args.featureset, exs, args.fps
+        )
+        print(f"featureset: {out}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline.extract_plan import store_status
+
+    counts = store_status(args.manifest, args.store, args.preset, args.modalities, args.fps)
+    print(f"{'extractor':<24}{'cached':>8}{'missing':>9}{'stale':>7}{'invalid':>9}")
+    for name, c in counts.items():
+        print(f"{name:<24}{c['cached']:>8}{c['missing']:>9}{c['stale']:>7}{c['invalid']:>9}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from pipeline.store import FeatureStore
+
+    with FeatureStore(args.store, create=False) as store:
+        keep = None
+        if args.manifest:
+            from pipeline.extract_plan import referenced_keys
+
+            keep = referenced_keys(args.manifest, store, args.preset, args.modalities, args.fps)
+        report = store.gc(keep, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {report.objects_deleted} objects and {report.rows_deleted} index rows, "
+        f"{report.bytes_freed / 2**20:.2f} MiB; kept {report.kept} objects"
+    )
+    return 0
+
+
+def _check_media(args: argparse.Namespace) -> int:
+    from pipeline.check_media import run_check, summary_markdown
+
+    detector = None
+    if args.faces:
+        from extractors.visual import FaceVisualExtractor
+
+        faces = FaceVisualExtractor(pretrained=False)  # only its MTCNN (shipped weights) is used
+        detector = lambda frames: [len(d) > 0 for d in faces.detect_faces(list(frames))]  # noqa: E731
+    report, csv, md = run_check(args.manifest, args.out, fps=args.fps, face_detector=detector)
+    print(summary_markdown(report), end="")
+    print(f"report: {csv} and {md}")
+    return 0
