@@ -1,0 +1,181 @@
+"""Cache keys from file contents, and running a task so that finished work is skipped.
+
+A stage's fingerprint hashes what its output depends on: the bytes of its input files (manifest,
+featureset, checkpoint), a stat fingerprint of the media files (path, size, mtime: hashing hours of
+video on every run would cost more than the cache saves; the feature store hashes media bytes
+itself), the source code of the modules that compute it (so a changed extractor or model reruns the
+stage; the extractor's version and config are part of that code), and its parameters. The flow
+passes the fingerprint to the task, and the task's cache policy (INPUTS + TASK_SOURCE) keys on it.
+
+Prefect keeps the results and keys under ``<out>/.prefect-cache``: deleting the output folder resets
+the cache with it. A cached result that points at files that are gone is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prefect import Task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+import pipeline
+
+PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
+
+# Cache policy of every cached task: the fingerprint and parameters, and the task's own code.
+CACHE_POLICY = INPUTS + TASK_SOURCE
+
+# The source files each stage's output depends on (relative to the project root; folders recurse).
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "demo": ("pipeline/demo.py",),
+    "manifest": ("pipeline/manifest.py", "pipeline/adapters"),
+    "extract": (
+        "extractors",
+        "pipeline/extract.py",
+        "pipeline/extract_plan.py",
+        "pipeline/media.py",
+        "pipeline/store.py",
+        "pipeline/manifest.py",
+    ),
+    "featureset": ("pipeline/extract.py", "pipeline/featureset.py", "pipeline/store.py"),
+    "train": (
+        "model",
+        "pipeline/train.py",
+        "pipeline/data.py",
+        "pipeline/featureset.py",
+        "pipeline/diagnostics.py",
+    ),
+    "predict": (
+        "model",
+        "extractors",
+        "pipeline/predict.py",
+        "pipeline/segment.py",
+        "pipeline/speech.py",
+        "pipeline/subtitles.py",
+        "pipeline/report_html.py",
+        "pipeline/extract.py",
+        "pipeline/extract_plan.py",
+        "pipeline/media.py",
+    ),
+    "evaluate": (
+        "model",
+        "pipeline/evaluate.py",
+        "pipeline/diagnostics.py",
+        "pipeline/data.py",
+        "pipeline/featureset.py",
+    ),
+}
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(directory: str | Path) -> str:
+    """Hash of every file under ``directory`` (relative names + contents; hidden files skipped)."""
+    root = Path(directory)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + file_digest(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+def media_fingerprint(paths: Iterable[str]) -> str:
+    """Hash of (path, size, mtime_ns) per media file; a missing file counts as such."""
+    h = hashlib.sha256()
+    for p in sorted(set(p for p in paths if p)):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def manifest_fingerprint(manifest: str | Path) -> str:
+    """Manifest bytes + its media files' stat fingerprint."""
+    from pipeline.manifest import MEDIA_COLUMNS, read_manifest
+
+    df = read_manifest(manifest)
+    media = [p for col in MEDIA_COLUMNS for p in df[col]]
+    return combine(file_digest(manifest), media_fingerprint(media))
+
+
+def code_digest(stage: str) -> str:
+    """Hash of the source files a stage depends on (STAGE_CODE)."""
+    h = hashlib.sha256()
+    for rel in STAGE_CODE[stage]:
+        target = PROJECT_ROOT / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in files:
+            if path.is_file():
+                h.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def combine(*parts: Any) -> str:
+    """One hex digest of any JSON-able parts."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def short(digest: str) -> str:
+    return digest[:10]
+
+
+def cached_task(task: Task, cache_dir: Path, refresh: bool = False) -> Task:
+    """``task`` with results and cache keys under ``cache_dir`` (the run's output folder)."""
+    return task.with_options(
+        cache_policy=CACHE_POLICY,
+        persist_result=True,
+        result_storage=cache_dir,
+        result_serializer="json",
+        refresh_cache=refresh or None,
+    )
+
+
+def run_cached(
+    task: Task,
+    cache_dir: Path,
+    still_valid: Callable[[Any], bool],
+    refresh: bool = False,
+    **parameters: Any,
+) -> tuple[Any, bool]:
+    """Run ``task`` (or take its cached result) -> (result, whether it came from the cache).
+
+    A cached result for which ``still_valid(result)`` is False (its files were deleted) is
+    recomputed. A failure raises, which fails the flow.
+    """
+    state = cached_task(task, cache_dir, refresh)(**parameters, return_state=True)
+    result = state.result()
+    cached = state.name == "Cached"
+    if cached and not still_valid(result):
+        state = cached_task(task, cache_dir, refresh=True)(**parameters, return_state=True)
+        result, cached = state.result(), False
+    return result, cached
+
+
+def exists(*keys: str) -> Callable[[Any], bool]:
+    """still_valid check: the paths at ``result[key]`` (or the result itself) all exist."""
+
+    def check(result: Any) -> bool:
+        if not keys:
+            return bool(result) and Path(result).exists()
+        return all(result.get(k) and Path(result[k]).exists() for k in keys)
+
+    return check

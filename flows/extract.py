@@ -1,0 +1,360 @@
+"""The `extract` flow: a dataset or manifest -> features in the store -> a FeatureSet folder.
+
+    manifest (given, built by an adapter, or the generated demo)
+      -> shards (whole dialogues, balanced by utterance count)
+      -> extract-shards subflow: one `extract-shard` task per shard, on the chosen task runner
+         (threads in this process, or Dask: a local cluster or the address of one)
+      -> `build-featureset` -> <out>/featureset/<preset>-<modalities>-<key>/
+
+Every step is cached on content (flows/caching.py); the feature store below is content-addressed
+too, so even a forced rerun computes only what changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from flows import artifacts
+from flows.caching import (
+    cached_task,
+    code_digest,
+    combine,
+    exists,
+    file_digest,
+    manifest_fingerprint,
+    run_cached,
+    short,
+)
+from flows.params import (
+    DEFAULT_OUT,
+    PRESETS,
+    Dataset,
+    Layout,
+    Preset,
+    TaskRunnerChoice,
+    check_choice,
+    check_manifest_source,
+    check_modalities,
+)
+
+SHARDS_PER_DASK_WORKER = 2  # smaller shards even out the load when dialogues differ in length
+SHARDS_FOR_REMOTE_CLUSTER = 8  # when the Dask cluster's size is not known up front
+# Where build-manifest looks for CMU-MOSEI media and transcripts under root (first found wins).
+MOSEI_VIDEO_DIRS = ("Videos/Full/Combined", "videos", "Videos", "Raw/Videos/Full/Combined")
+MOSEI_TEXT_DIRS = ("Transcript/Segmented/Combined", "transcripts", "Transcripts")
+
+
+# --- tasks: each returns paths or small JSON summaries, never tensors --------------------------
+
+
+@task(name="make-demo-data")
+def make_demo_data(out_dir: str, n_dialogues: int, utterances: int, fingerprint: str) -> str:
+    """Generate the demo conversations (real face image, generated audio, written transcripts)."""
+    from pipeline.demo import make_demo_dataset
+
+    return str(
+        make_demo_dataset(out_dir, n_dialogues=n_dialogues, utterances_per_dialogue=utterances)
+    )
+
+
+@task(name="build-manifest", retries=2, retry_delay_seconds=5)  # reads the raw dataset: I/O
+def build_manifest(dataset: str, root: str | None, out_path: str) -> str:
+    """Raw dataset layout -> manifest file, by the dataset's adapter (pipeline/adapters/)."""
+    from pipeline import adapters
+    from pipeline.manifest import write_manifest
+
+    if dataset == "shared":  # ../shared/data (or root): the 52 real IEMOCAP clips with media
+        df = adapters.load_shared_clips(root)
+    elif dataset == "iemocap":
+        df = adapters.load_iemocap(root)
+    elif dataset == "meld":
+        df = adapters.load_meld(root)
+    elif dataset == "mosei":
+        df = adapters.load_mosei(*mosei_layout(Path(root)))
+    else:
+        raise ValueError(f"no adapter for dataset {dataset!r}")
+    return str(write_manifest(df, out_path))
+
+
+def mosei_layout(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """A CMU-MOSEI folder -> (labels CSV, video folder, transcript folder), the last two optional."""
+    labels = root / "CMU_MOSEI_Labels.csv"
+    if not labels.is_file():
+        found = sorted(root.glob("*abels*.csv"))
+        if not found:
+            raise FileNotFoundError(f"{root}: no CMU_MOSEI_Labels.csv (or *Labels*.csv)")
+        labels = found[0]
+    videos = next((root / d for d in MOSEI_VIDEO_DIRS if (root / d).is_dir()), None)
+    texts = next((root / d for d in MOSEI_TEXT_DIRS if (root / d).is_dir()), None)
+    return labels, videos, texts
+
+
+@task(name="write-shards", retries=2, retry_delay_seconds=2)  # file I/O only
+def write_shards(manifest: str, shard_dir: str, n_shards: int) -> list[str]:
+    """Split a manifest into ``n_shards`` manifests of whole dialogues, balanced by row count.
+
+    Shards are written with absolute media paths, so they work from any folder.
+    """
+    from pipeline.manifest import dialogues, read_manifest, write_manifest
+
+    df = read_manifest(manifest)
+    groups = [rows.index for _, rows in dialogues(df)]
+    n = max(1, min(n_shards, len(groups)))
+    # Longest dialogues first onto the least-loaded shard (LPT); each shard keeps manifest order.
+    loads, members = [0] * n, [[] for _ in range(n)]
+    for k in sorted(range(len(groups)), key=lambda k: -len(groups[k])):
+        target = loads.index(min(loads))
+        loads[target] += len(groups[k])
+        members[target].append(k)
+    out = Path(shard_dir)
+    paths = []
+    for i, ks in enumerate(members):
+        rows = [j for k in sorted(ks) for j in groups[k]]
+        paths.append(str(write_manifest(df.loc[rows], out / f"shard-{i + 1:03d}-of-{n:03d}.csv")))
+    return paths
+
+
+@task(name="extract-shard")
+def extract_shard(
+    manifest: str, store_root: str, preset: str, modalities: str, strict: bool, fingerprint: str
+) -> dict[str, Any]:
+    """Extract every utterance of one manifest shard into the store -> counts + failures path."""
+    from pipeline.extract import extract_features
+
+    s = extract_features(
+        manifest,
+        store_root,
+        preset=preset,
+        modalities=modalities,
+        strict=strict,
+        progress=False,
+        report_dir=str(Path(manifest).with_suffix("")) + "-reports",  # one per shard
+    )
+    return {
+        "shard": Path(manifest).name,
+        "done": int(s.done),
+        "cached": int(s.cached),
+        "failed": int(s.failed),
+        "failures_path": str(s.failures_path) if s.failures_path else "",
+    }
+
+
+@task(name="build-featureset")
+def build_featureset(
+    manifest: str, store_root: str, preset: str, modalities: str, out_dir: str, fingerprint: str
+) -> str:
+    """Store entries of a manifest -> the FeatureSet folder that training reads."""
+    from pipeline.extract import build_featureset as build
+
+    return str(build(manifest, store_root, preset, modalities, out_dir))
+
+
+# --- fan-out -----------------------------------------------------------------------------------
+
+
+def make_task_runner(choice: str, address: str | None, n_workers: int) -> TaskRunner:
+    """The task runner for extraction: threads here, or Dask (a local cluster or ``address``)."""
+    if choice == "default":
+        return ThreadPoolTaskRunner(max_workers=1)  # extractors load big models: one at a time
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": n_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": ":0",  # any free port: never clashes with another cluster
+        }
+    )
+
+
+@flow(name="extract-shards")
+def extract_shards(
+    shards: list[str],
+    fingerprints: list[str],
+    store_root: str,
+    preset: str,
+    modalities: str,
+    strict: bool,
+    cache_dir: str,
+    refresh: bool = False,
+) -> list[dict[str, Any]]:
+    """One `extract-shard` task per shard, all submitted at once to this flow's task runner."""
+    shard_task = cached_task(extract_shard, Path(cache_dir), refresh)
+    futures = [
+        shard_task.submit(
+            manifest=shard,
+            store_root=store_root,
+            preset=preset,
+            modalities=modalities,
+            strict=strict,
+            fingerprint=fp,
+        )
+        for shard, fp in zip(shards, fingerprints, strict=True)
+    ]
+    results = []
+    for future in futures:
+        summary = dict(future.result())  # raises the shard's error (strict mode): fails the run
+        summary["status"] = "cached" if future.state.name == "Cached" else "ran"
+        results.append(summary)
+    return results
+
+
+# --- the flow ----------------------------------------------------------------------------------
+
+
+def prepare_manifest(
+    manifest: str | None,
+    dataset: str,
+    root: str | None,
+    layout: Layout,
+    demo_size: tuple[int, int],
+    refresh: bool,
+) -> tuple[str, bool]:
+    """The run's manifest -> (path, whether it came from the cache)."""
+    if manifest:
+        return str(Path(manifest).expanduser().resolve()), True
+    if dataset == "demo":
+        return run_cached(
+            make_demo_data,
+            layout.cache,
+            exists(),
+            refresh,
+            out_dir=str(layout.demo_data),
+            n_dialogues=demo_size[0],
+            utterances=demo_size[1],
+            fingerprint=code_digest("demo"),
+        )
+    root = str(Path(root).expanduser().resolve()) if root else None
+    return build_manifest(dataset, root, str(layout.manifest)), False
+
+
+def auto_shards(shards: int, task_runner: str, address: str | None, dask_workers: int) -> int:
+    if shards > 0:
+        return shards
+    if task_runner == "default":
+        return 1
+    return SHARDS_FOR_REMOTE_CLUSTER if address else SHARDS_PER_DASK_WORKER * dask_workers
+
+
+@flow(name="extract", log_prints=True)
+def extract(
+    manifest: str | None = None,
+    dataset: Dataset = "demo",
+    root: str | None = None,
+    preset: Preset = "offline",
+    modalities: str = "tav",
+    out_dir: str = DEFAULT_OUT,
+    store_root: str | None = None,
+    strict: bool = False,
+    task_runner: TaskRunnerChoice = "default",
+    dask_address: str | None = None,
+    dask_workers: int = 2,
+    shards: int = 0,
+    demo_dialogues: int = 6,
+    demo_utterances: int = 8,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Features for every utterance of a manifest (or dataset), then a FeatureSet folder.
+
+    Args:
+        manifest: manifest file (CSV/JSONL/Parquet); when set, dataset and root are ignored.
+        dataset: "demo" (generated into the output folder) or a raw dataset layout under root.
+        root: folder of the raw dataset (not for "demo").
+        preset: extractor preset: "offline" (works without downloads), "paper", "tiny" (tests).
+        modalities: subset of "tav" (text, audio, visual).
+        out_dir: output folder (see flows/params.py for its layout).
+        store_root: feature store folder to share between runs; default <out_dir>/store.
+        strict: any failed utterance fails the run (default: report it and carry on).
+        task_runner: "default" (in this process) or "dask" (a local cluster, or dask_address).
+        dask_address: address of an existing Dask scheduler, e.g. "tcp://10.0.0.5:8786".
+        dask_workers: worker processes of the local Dask cluster.
+        shards: manifest shards (extraction tasks); 0 = 1 in-process, 2 per Dask worker.
+        demo_dialogues, demo_utterances: size of the generated demo set (dataset "demo").
+        refresh: ignore Prefect's cache (the feature store still skips unchanged work).
+    Returns:
+        {"manifest", "featureset_dir", "store_root", "shards", "failed", "stages"}.
+    """
+    modalities = check_modalities(modalities)
+    check_choice("preset", preset, PRESETS)
+    check_choice("task_runner", task_runner, ("default", "dask"))
+    check_manifest_source(manifest, dataset, root)
+    if dask_workers < 1 or shards < 0 or demo_dialogues < 1 or demo_utterances < 1:
+        raise ValueError(
+            "dask_workers, demo_dialogues and demo_utterances must be >= 1, shards >= 0"
+        )
+    logger = get_run_logger()
+    layout = Layout.at(out_dir)
+    store = str(Path(store_root).expanduser().resolve() if store_root else layout.store)
+    stages: dict[str, str] = {}
+
+    manifest_path, cached = prepare_manifest(
+        manifest, dataset, root, layout, (demo_dialogues, demo_utterances), refresh
+    )
+    stages["manifest"] = "given" if manifest else "cached" if cached else "ran"
+    manifest_fp = manifest_fingerprint(manifest_path)  # manifest bytes + media stat fingerprint
+    logger.info("manifest %s (%s)", manifest_path, short(manifest_fp))
+
+    n_shards = auto_shards(shards, task_runner, dask_address, dask_workers)
+    shard_dir = layout.shards / f"{short(file_digest(manifest_path))}-{n_shards}"
+    shard_paths = write_shards(manifest_path, str(shard_dir), n_shards)
+    extract_code = code_digest("extract")
+    fingerprints = [
+        combine(manifest_fingerprint(p), extract_code, store, preset, modalities, strict)
+        for p in shard_paths
+    ]
+    runner = make_task_runner(task_runner, dask_address, dask_workers)
+    results = extract_shards.with_options(task_runner=runner)(
+        shards=shard_paths,
+        fingerprints=fingerprints,
+        store_root=store,
+        preset=preset,
+        modalities=modalities,
+        strict=strict,
+        cache_dir=str(layout.cache),
+        # A deleted store invalidates every cached extraction.
+        refresh=refresh or not Path(store).is_dir(),
+    )
+    stages["extract"] = "cached" if all(r["status"] == "cached" for r in results) else "ran"
+    artifacts.publish_extraction(
+        results, sorted({r["failures_path"] for r in results if r["failed"]})
+    )
+    failed = sum(r["failed"] for r in results)
+    if failed:
+        logger.warning("%d utterance(s) failed extraction: see the erc-failures artifact", failed)
+        if strict:
+            raise RuntimeError(f"strict mode: {failed} utterance(s) failed extraction")
+
+    fs_fp = combine(manifest_fp, extract_code, code_digest("featureset"), store, preset, modalities)
+    fs_dir = layout.featuresets / f"{preset}-{modalities}-{short(fs_fp)}"
+    featureset, cached = run_cached(
+        build_featureset,
+        layout.cache,
+        exists(),
+        refresh,
+        manifest=manifest_path,
+        store_root=store,
+        preset=preset,
+        modalities=modalities,
+        out_dir=str(fs_dir),
+        fingerprint=fs_fp,
+    )
+    stages["featureset"] = "cached" if cached else "ran"
+    done = sum(r["done"] for r in results)
+    from_store = sum(r["cached"] for r in results)
+    print(f"extract: {done} computed, {from_store} from the store, {failed} failed")
+    print(f"featureset: {featureset}")
+    return {
+        "manifest": manifest_path,
+        "featureset_dir": featureset,
+        "store_root": store,
+        "shards": results,
+        "failed": failed,
+        "stages": stages,
+    }

@@ -1,0 +1,171 @@
+"""The `predict` flow: new conversation videos + a checkpoint -> an emotion per utterance.
+
+One `predict-videos` task over pipeline.predict.predict_videos (segment -> extract exactly the
+checkpoint's extractors -> Ada2I -> CSV/JSONL/HTML per video + a summary), cached on the videos'
+stat fingerprint, the checkpoint's content and the manifest. With its defaults it predicts the demo
+videos with the checkpoint of the last train run in runs/demo: run extract-and-train/local first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows import artifacts
+from flows.caching import (
+    code_digest,
+    combine,
+    exists,
+    file_digest,
+    media_fingerprint,
+    run_cached,
+    short,
+    tree_digest,
+)
+from flows.evaluate import last_trained
+from flows.params import DEFAULT_OUT, Layout, check_dir
+
+
+@task(name="predict-videos")
+def predict_videos(
+    inputs: list[str],
+    checkpoint_dir: str,
+    out_dir: str,
+    manifest: str | None,
+    store_root: str | None,
+    asr_model: str | None,
+    strict: bool,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Every utterance of every video -> predictions files; one failing video is skipped."""
+    from pipeline.predict import predict_videos as predict_all
+
+    s = predict_all(
+        inputs,
+        checkpoint_dir,
+        out_dir,
+        manifest=manifest,
+        store_root=store_root,
+        asr_model=asr_model,
+        strict=strict,
+        progress=False,
+    )
+    return {
+        "out_dir": str(s.out_dir),
+        "summary_csv": str(s.summary_csv),
+        "summary_md": str(s.summary_md),
+        "index_html": str(s.index_html),
+        "videos": [
+            {
+                "video": v.video,
+                "status": v.status,
+                "reason": v.reason,
+                "utterances": v.n_utterances,
+                "segments_from": v.segment_source,
+                "labels": json.dumps(v.label_counts),
+                "outputs": dict(v.outputs),
+            }
+            for v in s.videos
+        ],
+    }
+
+
+def publish_predictions(result: dict[str, Any]) -> None:
+    rows = [{k: v for k, v in r.items() if k != "outputs"} for r in result["videos"]]
+    artifacts.table("erc-predictions", rows, "Predicted videos (status, segmentation, labels)")
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        artifacts.table("erc-predict-failures", failed, "Videos that could not be predicted")
+    paths = {k: result[k] for k in ("summary_md", "summary_csv", "index_html")}
+    for r in result["videos"]:
+        for kind, path in r["outputs"].items():
+            paths[f"{Path(r['video']).name} {kind}"] = path
+    summary_md = Path(result["summary_md"])
+    body = summary_md.read_text() if summary_md.is_file() else ""
+    create_markdown_artifact(
+        markdown=body + "\n\n" + artifacts.paths_markdown("Prediction files", paths),
+        key="erc-prediction-files",
+        description="Predictions per video: CSV, JSONL and HTML report",
+    )
+
+
+@flow(name="predict", log_prints=True)
+def predict(
+    inputs: list[str] | None = None,
+    checkpoint_dir: str | None = None,
+    manifest: str | None = None,
+    out_dir: str = DEFAULT_OUT,
+    store_root: str | None = None,
+    asr_model: str | None = None,
+    strict: bool = False,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Predict per-utterance emotions for videos (files or folders) with a trained checkpoint.
+
+    Args:
+        inputs: video files or folders of videos; default: the demo videos in out_dir.
+        checkpoint_dir: a checkpoint folder; default: the first of the last train run in out_dir.
+        manifest: utterance timestamps (and transcripts); default: subtitles (.srt/.vtt) next to
+            each video, else voice-activity segments (+ Whisper when asr_model is given).
+        out_dir: output folder; predictions go to <out_dir>/predictions/<key>/.
+        store_root: feature store (default <out_dir>/store, shared with the extract flow).
+        asr_model: Whisper model name or folder, for videos without manifest rows or subtitles.
+        strict: a failing video fails the run (default: reported and skipped).
+        refresh: ignore Prefect's cache.
+    Returns:
+        out_dir, summary files and one entry per video (status, reason, outputs).
+    """
+    layout = Layout.at(out_dir)
+    if inputs is None:
+        inputs = [str(layout.demo_data)]
+    missing = [p for p in inputs if not Path(p).expanduser().exists()]
+    if not inputs or missing:
+        raise FileNotFoundError(f"inputs not found: {missing or 'none given'}")
+    check_dir("checkpoint_dir", checkpoint_dir)
+    if manifest and not Path(manifest).expanduser().is_file():
+        raise FileNotFoundError(f"manifest not found: {Path(manifest).expanduser().resolve()}")
+    logger = get_run_logger()
+    checkpoint = str(
+        Path(checkpoint_dir).expanduser().resolve()
+        if checkpoint_dir
+        else last_trained(layout)[0]["checkpoint_dir"]
+    )
+    from pipeline.predict import list_videos
+
+    videos = [str(p) for p in list_videos([str(Path(p).expanduser().resolve()) for p in inputs])]
+    if not videos:
+        raise FileNotFoundError(f"no videos in {inputs}")
+    manifest_path = str(Path(manifest).expanduser().resolve()) if manifest else None
+    fp = combine(
+        media_fingerprint(videos),
+        # subtitles next to the videos decide the segments
+        media_fingerprint(str(p) for v in videos for p in Path(v).parent.glob(Path(v).stem + ".*")),
+        tree_digest(checkpoint),
+        file_digest(manifest_path) if manifest_path else "",
+        code_digest("predict"),
+        asr_model,
+    )
+    result, cached = run_cached(
+        predict_videos,
+        layout.cache,
+        exists("summary_csv"),
+        refresh,
+        inputs=videos,
+        checkpoint_dir=checkpoint,
+        out_dir=str(layout.out / "predictions" / short(fp)),
+        manifest=manifest_path,
+        store_root=str(Path(store_root).expanduser().resolve() if store_root else layout.store),
+        asr_model=asr_model,
+        strict=strict,
+        fingerprint=fp,
+    )
+    result = {**result, "status": "cached" if cached else "ran"}
+    publish_predictions(result)
+    ok = sum(v["status"] == "ok" for v in result["videos"])
+    logger.info("predict (%s): %d of %d videos", result["status"], ok, len(result["videos"]))
+    print(f"predictions: {result['index_html']} ({ok} of {len(result['videos'])} videos)")
+    return result

@@ -1,0 +1,264 @@
+"""The Prefect flows under prefect_test_harness, on a tiny generated demo set.
+
+One module-scoped run of extract-and-train (tiny extractors, text + audio, 3 dialogues x 4
+utterances, 2 epochs) is shared by the tests that check its outputs, its artifacts and that a
+second run comes entirely from the caches. Visual extraction is left out to keep the module fast
+(DenseNet on CPU dominates the run); the flows pass modalities through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("prefect")
+pytest.importorskip("prefect_dask")
+
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from flows.evaluate import evaluate  # noqa: E402
+from flows.extract import extract  # noqa: E402
+from flows.extract_and_train import extract_and_train  # noqa: E402
+from flows.predict import predict  # noqa: E402
+from flows.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(
+    preset="tiny",
+    modalities="ta",
+    model_preset="tiny",
+    demo_dialogues=3,
+    demo_utterances=4,
+    overrides={"epochs": 2},
+)
+FLOW_NAMES = {"extract", "train", "evaluate", "predict", "extract-and-train"}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary API server takes long to start on a busy 2-core machine.
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo_runs(harness, tmp_path_factory):
+    """The same extract-and-train run twice: (out_dir, first summary, second summary, seconds)."""
+    out = tmp_path_factory.mktemp("flows") / "demo"
+    t0 = time.perf_counter()
+    first = extract_and_train(out_dir=str(out), **TINY)
+    t1 = time.perf_counter()
+    second = extract_and_train(out_dir=str(out), **TINY)
+    t2 = time.perf_counter()
+    return out, first, second, (t1 - t0, t2 - t1)
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda out: extract(manifest="/no/such/manifest.csv", out_dir=out), "manifest not found"),
+        (lambda out: extract(modalities="tx", out_dir=out), "unknown letter(s) x"),
+        (lambda out: extract(modalities="", out_dir=out), "non-empty subset"),
+        (lambda out: extract(preset="huge", out_dir=out), "preset"),
+        (lambda out: extract(dataset="iemocap", out_dir=out), "needs root="),
+        (lambda out: extract(dataset="meld", root="/no/such/dir", out_dir=out), "root not found"),
+        (lambda out: extract_and_train(model_preset="giant", out_dir=out), "giant"),
+        (lambda out: extract_and_train(seeds=(), out_dir=out), "at least one seed"),
+        (lambda out: extract_and_train(overrides={"epochz": 1}, out_dir=out), "epochz"),
+        (lambda out: extract_and_train(modalities="tvv", out_dir=out), "without repeats"),
+        (lambda out: train(out_dir=out), "run the extract flow first"),
+        (lambda out: evaluate(out_dir=out), "run the train flow first"),
+        (lambda out: evaluate(split="final", out_dir=out), "split"),
+    ],
+)
+def test_bad_parameters_fail_at_once(harness, tmp_path, call, message):
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    with pytest.raises(Exception) as info:
+        call(str(out))
+    assert message in str(info.value)
+    assert time.perf_counter() - t0 < 30  # before any extraction or training
+    assert not (out / "demo-data").exists() and not (out / "store").exists()
+
+
+# --- the whole job on the demo -----------------------------------------------------------------
+
+
+def test_extract_and_train_writes_outputs(demo_runs):
+    out, first, _, _ = demo_runs
+    assert set(first["stages"].values()) == {"ran"}
+    assert first["failed_utterances"] == 0
+    summary = json.loads((out / "summary.json").read_text())  # written again by the second run
+    assert summary["paths"] == first["paths"]
+    [row] = first["metrics"]  # one seed
+    assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["weighted_f1"] <= 1.0
+    assert row["modalities"] == "ta"
+    paths = first["paths"]
+    assert all(Path(p).exists() for p in paths.values())
+    checkpoint = Path(paths["checkpoint seed 0"])
+    assert (checkpoint / "model.safetensors").is_file()
+    assert (checkpoint / "checkpoint.json").is_file()
+    by_suffix = {Path(p).name for p in paths.values()}
+    assert {"metrics.json", "per_class.csv", "predictions.csv", "confusion.png"} <= by_suffix
+    featureset = Path(paths["featureset"])
+    assert (featureset / "features.safetensors").is_file()
+    meta = json.loads((featureset / "meta.json").read_text())
+    assert sum(d["length"] for d in meta["dialogues"]) == 3 * 4
+
+
+def test_second_run_comes_from_the_caches(demo_runs):
+    _, first, second, (t_first, t_second) = demo_runs
+    assert set(second["stages"].values()) == {"cached"}, second["stages"]
+    assert second["paths"] == first["paths"]
+    assert second["metrics"] == first["metrics"]
+    assert t_second < t_first
+
+
+def test_run_publishes_artifacts(demo_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        keys = {
+            a.key
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(
+                        any_=[
+                            "erc-metrics",
+                            "erc-per-class",
+                            "erc-confusion-matrix",
+                            "erc-reports",
+                            "erc-checkpoints",
+                            "erc-training",
+                            "erc-extraction",
+                            "erc-summary",
+                        ]
+                    )
+                )
+            )
+        }
+    assert {"erc-metrics", "erc-per-class", "erc-confusion-matrix", "erc-summary"} <= keys
+    assert {"erc-extraction", "erc-training", "erc-checkpoints", "erc-reports"} <= keys
+
+
+def test_train_again_does_not_extract_and_reuses_finished_seeds(demo_runs):
+    out, first, _, _ = demo_runs
+    runs = train(
+        out_dir=str(out), preset="tiny", modalities="ta", model_preset="tiny", seeds=(0, 1),
+        overrides={"epochs": 2},
+    )  # fmt: skip
+    assert [r["status"] for r in runs] == ["cached", "ran"]
+    assert runs[0]["checkpoint_dir"] == first["paths"]["checkpoint seed 0"]
+    assert Path(runs[1]["checkpoint_dir"], "model.safetensors").is_file()
+    # evaluate defaults to the last train run's checkpoints: seed 0 cached, seed 1 new.
+    reports = evaluate(out_dir=str(out))
+    assert [r["status"] for r in reports] == ["cached", "ran"]
+
+
+def test_deleted_output_is_recomputed_not_served_stale(demo_runs):
+    import shutil
+
+    out, first, _, _ = demo_runs
+    shutil.rmtree(first["paths"]["featureset"])
+    again = extract(
+        out_dir=str(out), preset="tiny", modalities="ta", demo_dialogues=3, demo_utterances=4
+    )
+    assert again["stages"] == {"manifest": "cached", "extract": "cached", "featureset": "ran"}
+    assert Path(again["featureset_dir"], "features.safetensors").is_file()
+
+
+def test_failed_video_is_reported_and_others_complete(demo_runs, tmp_path):
+    """One missing video: non-strict completes with a failures report; strict fails the run."""
+    from pipeline.manifest import read_manifest, write_manifest
+
+    out, first, _, _ = demo_runs
+    df = read_manifest(first["paths"]["manifest"])
+    bad = df["dialogue_id"] == df["dialogue_id"].iloc[-1]
+    df.loc[bad, "video_path"] = str(tmp_path / "missing.mp4")
+    manifest = write_manifest(df, tmp_path / "manifest.csv")
+    store = first["paths"]["feature store"]  # the good utterances come from the store
+    result = extract(
+        manifest=str(manifest), store_root=store, out_dir=str(tmp_path / "out"),
+        preset="tiny", modalities="ta",
+    )  # fmt: skip
+    assert result["failed"] >= int(bad.sum())
+    [shard] = result["shards"]
+    assert Path(shard["failures_path"]).is_file()
+    assert "missing.mp4" in Path(shard["failures_path"]).read_text()
+    assert Path(result["featureset_dir"], "features.safetensors").is_file()
+    with pytest.raises(Exception, match="(?i)fail|missing|not found"):
+        extract(
+            manifest=str(manifest), store_root=store, out_dir=str(tmp_path / "strict"),
+            preset="tiny", modalities="ta", strict=True,
+        )  # fmt: skip
+
+
+def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
+    out, first, _, _ = demo_runs
+    result = predict(out_dir=str(out))  # defaults: the demo videos, the last train run's checkpoint
+    assert result["status"] == "ran"
+    assert [v["status"] for v in result["videos"]] == ["ok"] * 3
+    assert sum(v["utterances"] for v in result["videos"]) == 3 * 4
+    assert Path(result["index_html"]).is_file() and Path(result["summary_csv"]).is_file()
+    assert predict(out_dir=str(out))["status"] == "cached"
+    with pytest.raises(FileNotFoundError, match="inputs not found"):
+        predict(inputs=[str(tmp_path / "none.mp4")], out_dir=str(out))
+
+
+def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
+    """Two shards on a local Dask cluster of two worker processes."""
+    _, first, _, _ = demo_runs
+    result = extract(
+        manifest=first["paths"]["manifest"], out_dir=str(tmp_path / "dask"), preset="tiny",
+        modalities="t", task_runner="dask", dask_workers=2, shards=2,
+    )  # fmt: skip
+    assert len(result["shards"]) == 2
+    assert all(s["status"] == "ran" for s in result["shards"])
+    assert sum(s["done"] + s["cached"] for s in result["shards"]) > 0
+    assert sum(s["failed"] for s in result["shards"]) == 0
+    assert Path(result["featureset_dir"], "features.safetensors").is_file()
+
+
+# --- deployments and docker files (structure only; no server, no engine) ------------------------
+
+
+def test_prefect_yaml_deploys_every_flow_on_the_process_pool():
+    import importlib
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    names = set()
+    for d in spec["deployments"]:
+        module, func = d["entrypoint"].split(":")
+        fl = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), func)
+        names.add(fl.name)
+        pool = d["work_pool"]["name"]
+        assert (d["name"], pool) in {("local", "erc-process"), ("gpu", "erc-gpu")}
+    assert names == FLOW_NAMES
+    local = {d["entrypoint"] for d in spec["deployments"] if d["name"] == "local"}
+    assert "flows/extract_and_train.py:extract_and_train" in local
+    [pull] = spec["pull"]
+    assert "prefect.deployments.steps.set_working_directory" in pull
+
+
+def test_docker_compose_has_postgres_server_worker_and_deploy():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "server", "worker", "deploy"} <= set(services)
+    server_env = services["server"]["environment"]
+    assert "postgresql+asyncpg" in str(server_env)
+    assert services["deploy"].get("restart", "no") == "no"
+    for name in ("worker", "deploy"):
+        assert "PREFECT_API_URL" in str(services[name]["environment"])
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert "uv sync" in text and "--frozen" in text
