@@ -1,0 +1,168 @@
+"""Batch-inference benchmarks; prints ONE JSON line per part.
+
+    python -m bench.predict_speed                 # both parts
+    python -m bench.predict_speed --part speed    # (a) wall seconds per minute of video, per stage
+    python -m bench.predict_speed --part iemocap  # (b) accuracy / weighted F1 on the 52 real clips
+
+(a) speed: a tiny Ada2I is trained on offline-preset (tav) features of one generated demo set, then
+    predict_videos runs cold (empty store) on a second, different demo set (SRT next to each video)
+    and prints seconds per minute of video for each stage: segment, extract (per extractor +
+    decode), build, model, report. Extractor models are loaded before the clock (a worker loads
+    them once); a VAD-only segmentation pass over the same videos is timed as segment_vad.
+(b) iemocap: the training FeatureSet comes from the pipeline's own extraction (offline text: the
+    packaged MiniLM) on ../shared/data/iemocap/iemocap_erc.csv WITHOUT the clips' dialogues; text is
+    the only modality the pipeline can compute for both sides offline (the training utterances have
+    no media). Then predict_videos runs on the raw clips with a manifest holding their transcripts
+    (each clip = one utterance = its own one-utterance dialogue, so the model sees no context), and
+    accuracy / weighted F1 are computed against clips.csv's erc_label (labelled clips only).
+Nothing from ../shared is copied: manifests point into it; everything else is in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.extract import build_featureset, extract_features
+from pipeline.extract_plan import load_extractors
+from pipeline.manifest import write_manifest
+from pipeline.predict import predict_videos, stage_seconds
+
+THREADS = 2  # the target machine: 2 cores
+
+
+def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict:
+    from pipeline.demo import make_demo_dataset
+    from pipeline.media import probe
+    from pipeline.segment import automatic
+    from pipeline.train import train_from_featureset
+
+    train_m = make_demo_dataset(
+        work / "train_demo", n_dialogues=4, utterances_per_dialogue=8, seed=1
+    )
+    make_demo_dataset(work / "test_demo", dialogues, utterances, seed=2)
+    t0 = time.perf_counter()
+    exs = load_extractors("offline", "tav")
+    load_s = time.perf_counter() - t0
+    extract_features(
+        train_m, work / "train_store", "offline", "tav", extractors=exs, progress=False
+    )
+    fs = build_featureset(train_m, work / "train_store", "offline", "tav", work / "fs", exs)
+    run = train_from_featureset(
+        fs, work / "run", "tiny", "tav", overrides={"epochs": epochs, "progress": False}
+    )
+    videos = sorted((work / "test_demo").glob("*.mp4"))
+    t0 = time.perf_counter()
+    summary = predict_videos(
+        videos, run.checkpoint_dir, work / "out", extractors=exs, progress=False
+    )
+    wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for v in videos:  # the automatic route without a speech model (none offline): VAD only
+        automatic(v, v.stem, None, probe(v))
+    vad_s = time.perf_counter() - t0
+    minutes = sum(r.media_seconds for r in summary.videos) / 60
+    stages = stage_seconds(summary.videos)
+    stages["segment_vad"] = vad_s
+    return {
+        "part": "speed",
+        "preset": "offline",
+        "modalities": "tav",
+        "videos": len(videos),
+        "ok": len(summary.ok),
+        "utterances": sum(r.n_utterances for r in summary.videos),
+        "minutes_of_video": round(minutes, 3),
+        "wall_seconds": round(wall, 2),
+        "seconds_per_video_minute": round(wall / minutes, 2),
+        "per_stage_seconds_per_video_minute": {k: round(v / minutes, 3) for k, v in stages.items()},
+        "model_load_seconds": round(load_s, 2),
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def part_iemocap(work: Path, epochs: int) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from pipeline.adapters.shared import load_shared_clips, load_shared_iemocap
+    from pipeline.train import train_from_featureset
+
+    clips = load_shared_clips()
+    held_out = set(clips["dialogue_id"])
+    full = load_shared_iemocap()
+    train_df = full[~full["dialogue_id"].isin(held_out)].reset_index(drop=True)
+    train_m = write_manifest(train_df, work / "iemocap_train.csv")
+    exs = load_extractors("offline", "t")
+    t0 = time.perf_counter()
+    extract_features(train_m, work / "store", "offline", "t", extractors=exs, progress=False)
+    fs = build_featureset(train_m, work / "store", "offline", "t", work / "fs", exs)
+    extract_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run = train_from_featureset(
+        fs, work / "run", "iemocap", "t", overrides={"epochs": epochs, "progress": False}
+    )
+    train_s = time.perf_counter() - t0
+    clips_m = write_manifest(clips, work / "clips.csv")
+    t0 = time.perf_counter()
+    summary = predict_videos(
+        clips["video_path"].tolist(), run.checkpoint_dir, work / "out", manifest=clips_m,
+        store_root=work / "store", extractors=exs, progress=False,
+    )  # fmt: skip
+    predict_s = time.perf_counter() - t0
+    preds = pd.concat(
+        [pd.read_csv(r.outputs["csv"], keep_default_na=False) for r in summary.ok],
+        ignore_index=True,
+    )
+    labelled = preds[preds["label"] != ""]
+    y_true, y_pred = labelled["label"].tolist(), labelled["predicted"].tolist()
+    return {
+        "part": "iemocap_clips",
+        "modalities": "t",
+        "extractor": "offline sbert (packaged all-MiniLM-L6-v2)",
+        "train_utterances": len(train_df),
+        "held_out_dialogues": len(held_out),
+        "clips": len(clips),
+        "clips_predicted": len(preds),
+        "labelled_clips": len(labelled),
+        "accuracy": round(accuracy_score(y_true, y_pred), 4),
+        "weighted_f1": round(f1_score(y_true, y_pred, average="weighted", zero_division=0), 4),
+        "test_split_metrics": {
+            k: round(v, 4) for k, v in run.metrics.items() if k in ("accuracy", "weighted_f1")
+        },
+        "epochs": epochs,
+        "extract_seconds": round(extract_s, 1),
+        "train_seconds": round(train_s, 1),
+        "predict_seconds": round(predict_s, 1),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("speed", "iemocap", "both"), default="both")
+    p.add_argument("--dialogues", type=int, default=6, help="generated test videos (part a)")
+    p.add_argument("--utterances", type=int, default=10, help="utterances per video (part a)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (part b; a: 3)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(THREADS)
+    with tempfile.TemporaryDirectory(prefix="predict_speed_") as tmp:
+        if args.part in ("speed", "both"):
+            print(
+                json.dumps(part_speed(Path(tmp) / "a", args.dialogues, args.utterances, 3)),
+                flush=True,
+            )
+        if args.part in ("iemocap", "both"):
+            print(json.dumps(part_iemocap(Path(tmp) / "b", args.epochs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""`erc predict`: per-utterance emotions for new conversation videos with a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict an emotion for every utterance of new videos",
+        description="Segments each video (manifest rows, else <stem>.srt/.vtt next to it, else "
+        "voice-activity detection + Whisper), extracts exactly the checkpoint's features (cached "
+        "in the store), and writes <video>.predictions.csv/.jsonl, <video>.report.html and "
+        "summary.csv/.md + index.html into --out. Exit status 1 when some video failed.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER")
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (best/)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--manifest", type=Path, help="utterance timestamps/transcripts for the videos")
+    p.add_argument("--store", type=Path, help="feature store (default: <out>/store)")
+    p.add_argument(
+        "--asr-model",
+        help="Whisper model name or folder for videos with neither manifest rows nor subtitles "
+        "(e.g. openai/whisper-small); default: voice-activity detection only, empty transcripts",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--strict", action="store_true", help="stop at the first failing video")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pipeline.predict import predict_videos
+
+    summary = predict_videos(
+        args.inputs,
+        args.checkpoint,
+        args.out,
+        manifest=args.manifest,
+        store_root=args.store,
+        device=args.device,
+        asr_model=args.asr_model,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    for v in summary.videos:
+        detail = (
+            f"{v.n_utterances} utterances ({v.segment_source})" if v.status == "ok" else v.reason
+        )
+        print(f"{v.status:<7}{Path(v.video).name}: {detail}")
+    print(summary.line())
+    print(f"index: {summary.index_html}")
+    return 1 if summary.failed else 0

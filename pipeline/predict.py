@@ -1,0 +1,377 @@
+"""Batch inference: new conversation videos + a checkpoint -> an emotion for every utterance.
+
+    predict_videos(inputs, checkpoint_dir, out_dir, ...) -> PredictSummary
+
+Per video, named steps (each timed; the seconds go into the summary):
+    1. segment   pipeline.segment: manifest rows, else subtitles, else VAD + Whisper
+    2. extract   exactly the extractors of the checkpoint's feature spec, into the feature store
+    3. build     a FeatureSet of the video's utterances; refused unless its spec matches the checkpoint
+    4. model     Ada2I -> class probabilities + per-modality support
+    5. report    <name>.predictions.csv / .jsonl, <name>.report.html
+Then summary.csv, summary.md and index.html over all videos. A video that fails (unreadable, no
+audio stream while the checkpoint uses audio, no segments, no features) is recorded with its reason
+and skipped; strict=True raises instead.
+
+Per-modality support (columns support_<m>): softmax of modality m's unimodal class scores
+(Ada2IOutput.unimodal, the eq. 16 scores the modulation uses) taken at the predicted class; NaN when
+the utterance lacks that modality. The report shows each modality's share of the summed support.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from extractors.base import Extractor
+from model.checkpoint import load_checkpoint
+from pipeline import media
+from pipeline.data import iter_batches
+from pipeline.evaluate import check_feature_spec
+from pipeline.extract import build_featureset, extract_features, feature_spec
+from pipeline.featureset import FeatureSet
+from pipeline.manifest import read_manifest, write_manifest
+from pipeline.report_html import write_index, write_video_report
+from pipeline.segment import manifest_rows, segment_video
+from pipeline.speech import Asr, load_asr
+from pipeline.subtitles import find_subtitles
+
+log = logging.getLogger(__name__)
+
+MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".wav", ".flac", ".mp3", ".m4a")
+DEFAULT_FPS = 2.0  # the extraction default, used when a checkpoint's visual spec does not say
+
+
+class PredictError(ValueError):
+    """A failure under strict=True, or a checkpoint/extractor mismatch (always fatal)."""
+
+
+@dataclass
+class VideoResult:
+    video: str
+    status: str  # "ok" | "failed"
+    reason: str = ""
+    n_utterances: int = 0
+    segment_source: str = ""  # "srt", "asr+vad", ...
+    label_counts: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # csv, jsonl, html, manifest, failures
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage (+ per extractor)
+    media_seconds: float = 0.0
+
+
+@dataclass
+class PredictSummary:
+    out_dir: Path
+    videos: list[VideoResult]
+    label_names: list[str]
+    summary_csv: Path
+    summary_md: Path
+    index_html: Path
+
+    @property
+    def ok(self) -> list[VideoResult]:
+        return [v for v in self.videos if v.status == "ok"]
+
+    @property
+    def failed(self) -> list[VideoResult]:
+        return [v for v in self.videos if v.status != "ok"]
+
+    def line(self) -> str:
+        return f"{len(self.ok)} videos predicted, {len(self.failed)} failed ({self.summary_md})"
+
+
+def list_videos(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
+    """Files as given, folders expanded to their media files (not recursive), in sorted order."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser().resolve()
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in MEDIA_SUFFIXES)
+        else:
+            out.append(p)  # a missing file becomes a failed video, not a crash
+    if not out:
+        raise FileNotFoundError(f"no media files in {[str(i) for i in items]}")
+    return list(dict.fromkeys(out))
+
+
+def resolve_extractors(
+    spec: dict[str, dict[str, Any]], modalities: str, hint: str | None, device: str = "cpu"
+) -> dict[str, list[Extractor]]:
+    """Rebuild the extractors a checkpoint's feature spec names, modality by modality.
+
+    Each preset (the one the training features came from first) is built for the modality and its
+    spec compared with check_feature_spec (names, versions, config hashes incl. weights); the first
+    match wins. Nothing matching -> PredictError listing what each preset would give.
+    """
+    from extractors.presets import build_extractors, preset_names
+
+    names = preset_names()
+    order = ([hint] if hint in names else []) + [p for p in names if p != hint]
+    fps = float(spec.get("v", {}).get("fps", DEFAULT_FPS))
+    chosen: dict[str, list[Extractor]] = {}
+    for m in modalities:
+        if not spec.get(m, {}).get("extractors"):
+            raise PredictError(
+                f"the checkpoint's feature spec does not name the extractors of modality {m!r} "
+                "(features imported, not extracted), so they cannot be recomputed from video"
+            )
+        tried = []
+        for preset in order:
+            try:
+                exs = build_extractors(preset, m, device)[m]
+            except Exception as exc:  # e.g. WeightsUnavailableError offline for "paper"
+                tried.append(f"{preset}: unavailable ({type(exc).__name__})")
+                continue
+            try:
+                check_feature_spec({m: spec[m]}, feature_spec({m: exs}, fps), f"preset {preset}")
+            except ValueError as exc:
+                tried.append(str(exc))
+                continue
+            chosen[m] = exs
+            break
+        else:
+            raise PredictError(
+                f"no extractor preset reproduces the checkpoint's modality {m!r} features "
+                f"({spec[m].get('extractor')} v{spec[m].get('version')}, dim {spec[m].get('dim')}): "
+                + "; ".join(tried)
+            )
+    return chosen
+
+
+@torch.no_grad()
+def run_model(model, fs: FeatureSet, device: str = "cpu", batch_size: int = 16):
+    """-> probs float32 [N, C], support {m: float32 [N]} (NaN = modality absent), rows in fs order."""
+    model.eval()
+    probs, support = [], {m: [] for m in model.modalities}
+    for batch in iter_batches(fs, fs.dialogues, batch_size):
+        batch = batch.to(device)
+        out = model(
+            {m: batch.features[m] for m in model.modalities},
+            batch.utterance_mask,
+            batch.modality_mask,
+        )
+        p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
+        pred = p.argmax(dim=-1)  # [B, T]
+        for m in model.modalities:
+            pm = out.unimodal[m].float().softmax(dim=-1).cpu()  # [B, T, C]
+            at = pm.gather(-1, pred[..., None])[..., 0]  # [B, T]
+            at[~out.valid[m].cpu()] = float("nan")
+            for i, d in enumerate(batch.dialogues):
+                support[m].append(at[i, : d.length])
+        for i, d in enumerate(batch.dialogues):
+            probs.append(p[i, : d.length])
+    return (
+        torch.cat(probs).numpy().astype(np.float32),
+        {m: torch.cat(v).numpy().astype(np.float32) for m, v in support.items()},
+    )
+
+
+def _unique_name(path: Path, used: set[str]) -> str:
+    name, k = path.stem, 2
+    while name in used:
+        name, k = f"{path.stem}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _source_label(df: pd.DataFrame) -> str:
+    return "+".join(dict.fromkeys(df["segment_source"]))
+
+
+def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
+    """Steps 1-5 for one file; raises on failure (the caller records it)."""
+    res = VideoResult(str(video), "failed")
+    out_dir, work = ctx["out_dir"], ctx["out_dir"] / "work" / name
+    model, labels, modalities = ctx["model"], ctx["label_names"], ctx["modalities"]
+    # 1. segment
+    t0 = time.perf_counter()
+    info = media.probe(video)  # MediaError: missing, empty, corrupt
+    res.media_seconds = float(info.duration_s or 0.0)
+    for m, has, what in (("a", info.has_audio, "audio"), ("v", info.has_video, "video")):
+        if m in modalities and not has:
+            raise ValueError(f"no {what} stream, and the checkpoint uses {what} features")
+    automatic = find_subtitles(video) is None and (
+        ctx["manifest"] is None or manifest_rows(ctx["manifest"], video).empty
+    )
+    if automatic and ctx["asr"] is None and ctx["asr_model"]:
+        ctx["asr"] = load_asr(ctx["asr_model"], ctx["device"])  # loaded once, on first need
+    seg = segment_video(video, manifest=ctx["manifest"], asr=ctx["asr"], dialogue_id=name)
+    res.seconds["segment"] = time.perf_counter() - t0
+    res.n_utterances, res.segment_source = len(seg), _source_label(seg)
+    true_labels = seg["label"].tolist()
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = write_manifest(seg.assign(label=""), work / "manifest.csv")  # labels: not inputs
+    # 2. extract
+    t0 = time.perf_counter()
+    summary = extract_features(
+        manifest, ctx["store"], modalities=modalities, strict=ctx["strict"], fps=ctx["fps"],
+        device=ctx["device"], progress=ctx["progress"], extractors=ctx["extractors"],
+        report_dir=work,
+    )  # fmt: skip
+    res.seconds["extract"] = time.perf_counter() - t0
+    res.seconds.update({f"extract.{k}": v for k, v in summary.per_extractor_seconds.items()})
+    # 3. build + check
+    t0 = time.perf_counter()
+    fs_dir = build_featureset(
+        manifest, ctx["store"], modalities=modalities, out_dir=work / "features",
+        extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
+    )  # fmt: skip
+    fs = FeatureSet.load(fs_dir)
+    check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
+    fs = fs.select_modalities(modalities)
+    present = np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
+    if not present.any():
+        reasons = sorted({f.reason for f in summary.failures}) or ["extractors returned nothing"]
+        raise ValueError(f"no features for any utterance ({'; '.join(reasons[:3])})")
+    res.seconds["build"] = time.perf_counter() - t0
+    # 4. model
+    t0 = time.perf_counter()
+    probs, support = run_model(model, fs, ctx["device"])  # [N, C], {m: [N]}
+    res.seconds["model"] = time.perf_counter() - t0
+    # 5. outputs
+    t0 = time.perf_counter()
+    pred = [labels[i] for i in probs.argmax(axis=1)]
+    table = pd.DataFrame(
+        {
+            "dialogue_id": seg["dialogue_id"],
+            "utterance_id": seg["utterance_id"],
+            "start_s": seg["start_s"],
+            "end_s": seg["end_s"],
+            "speaker": seg["speaker"],
+            "text": seg["text"],
+            "predicted": pred,
+            **{f"p_{c}": probs[:, k] for k, c in enumerate(labels)},
+            "segment_source": seg["segment_source"],
+            **{f"support_{m}": support[m] for m in modalities},
+            "missing": [
+                "".join(m for j, m in enumerate(modalities) if not row[j]) for row in present
+            ],
+        }
+    )
+    if any(true_labels):
+        table["label"] = true_labels
+    csv_path, jsonl_path = (
+        out_dir / f"{name}.predictions.csv",
+        out_dir / f"{name}.predictions.jsonl",
+    )
+    table.to_csv(csv_path, index=False, float_format="%.6g")
+    table.to_json(jsonl_path, orient="records", lines=True, force_ascii=False)
+    html = write_video_report(
+        table, labels, modalities, out_dir / f"{name}.report.html", str(video)
+    )
+    res.seconds["report"] = time.perf_counter() - t0
+    res.label_counts = dict(Counter(pred))
+    res.outputs = {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html),
+                   "manifest": str(manifest), "failures": str(summary.failures_path)}  # fmt: skip
+    res.status = "ok"
+    return res
+
+
+def predict_videos(
+    inputs: Sequence[str | Path] | str | Path,
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    manifest: str | Path | pd.DataFrame | None = None,
+    store_root: str | Path | None = None,
+    device: str = "cpu",
+    asr_model: str | Asr | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+) -> PredictSummary:
+    """Predict every utterance of every video; see the module docstring for steps and outputs.
+
+    asr_model: Whisper name or folder (or a loaded Asr) for videos with neither manifest rows nor
+    subtitles; None = VAD segments with empty text. store_root: default <out_dir>/store.
+    extractors: already built {m: [Extractor]} (reuse across calls); refused unless they match.
+    """
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = list_videos(inputs)
+    model, meta = load_checkpoint(checkpoint_dir, device=device)
+    spec, labels = meta.get("feature_spec", {}), list(meta["label_names"])
+    spec = {m: spec.get(m, {}) for m in model.modalities}
+    fps = float(spec.get("v", {}).get("fps", DEFAULT_FPS))
+    if extractors is None:
+        hint = _source_preset(meta.get("source", ""))
+        extractors = resolve_extractors(spec, model.modalities, hint, device)
+    extractors = {m: list(extractors[m]) for m in model.modalities if m in extractors}
+    check_feature_spec(spec, feature_spec(extractors, fps), "the extractors given for prediction")
+    ctx = {
+        "out_dir": out_dir, "model": model, "label_names": labels, "modalities": model.modalities,
+        "spec": spec, "fps": fps, "extractors": extractors, "device": device, "strict": strict,
+        "progress": progress, "store": Path(store_root) if store_root else out_dir / "store",
+        "manifest": read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest,
+        "asr": asr_model if isinstance(asr_model, Asr) else None,
+        "asr_model": asr_model if isinstance(asr_model, str) else None,
+    }  # fmt: skip
+    results, used = [], set()
+    for video in videos:
+        name = _unique_name(video, used)
+        try:
+            results.append(predict_one(video, name, ctx))
+        except Exception as exc:  # one bad video must not stop the batch (strict aside)
+            reason = exc.reason if isinstance(exc, media.MediaError) else str(exc)
+            if strict:
+                raise PredictError(f"--strict: {video}: {reason}") from exc
+            log.warning("%s: skipped: %s", video, reason)
+            results.append(VideoResult(str(video), "failed", reason=reason))
+    return _write_summary(out_dir, results, labels)
+
+
+def _source_preset(source: str) -> str | None:
+    """The extraction preset recorded in a FeatureSet's source JSON (copied into checkpoints)."""
+    try:
+        return json.loads(source).get("preset")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str]) -> PredictSummary:
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "video": r.video,
+                "status": r.status,
+                "reason": r.reason,
+                "n_utterances": r.n_utterances,
+                "segment_source": r.segment_source,
+                "media_seconds": round(r.media_seconds, 3),
+                **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
+                "report": Path(r.outputs["html"]).name if r.outputs else "",
+            }
+        )
+    df = pd.DataFrame(rows)
+    csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
+    df.to_csv(csv_path, index=False)
+    md = ["| video | status | utterances | source | labels | reason |", "|---|---|---|---|---|---|"]
+    for r in results:
+        dist = " ".join(f"{c}:{r.label_counts[c]}" for c in labels if r.label_counts.get(c))
+        md.append(
+            f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | {r.segment_source} | "
+            f"{dist} | {r.reason.replace('|', '/')} |"
+        )
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    index = write_index(df, labels, out_dir / "index.html")
+    return PredictSummary(out_dir, results, labels, csv_path, md_path, index)
+
+
+def stage_seconds(results: Sequence[VideoResult]) -> dict[str, float]:
+    """Seconds per stage summed over videos (the benchmark's per-stage figures)."""
+    total: dict[str, float] = {}
+    for r in results:
+        for k, v in r.seconds.items():
+            total[k] = total.get(k, 0.0) + (0.0 if math.isnan(v) else v)
+    return total
