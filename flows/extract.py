@@ -43,9 +43,6 @@ from flows.params import (
 
 SHARDS_PER_DASK_WORKER = 2  # smaller shards even out the load when dialogues differ in length
 SHARDS_FOR_REMOTE_CLUSTER = 8  # when the Dask cluster's size is not known up front
-# Where build-manifest looks for CMU-MOSEI media and transcripts under root (first found wins).
-MOSEI_VIDEO_DIRS = ("Videos/Full/Combined", "videos", "Videos", "Raw/Videos/Full/Combined")
-MOSEI_TEXT_DIRS = ("Transcript/Segmented/Combined", "transcripts", "Transcripts")
 
 
 # --- tasks: each returns paths or small JSON summaries, never tensors --------------------------
@@ -64,33 +61,10 @@ def make_demo_data(out_dir: str, n_dialogues: int, utterances: int, fingerprint:
 @task(name="build-manifest", retries=2, retry_delay_seconds=5)  # reads the raw dataset: I/O
 def build_manifest(dataset: str, root: str | None, out_path: str) -> str:
     """Raw dataset layout -> manifest file, by the dataset's adapter (pipeline/adapters/)."""
-    from pipeline import adapters
+    from pipeline.adapters import load_dataset
     from pipeline.manifest import write_manifest
 
-    if dataset == "shared":  # ../shared/data (or root): the 52 real IEMOCAP clips with media
-        df = adapters.load_shared_clips(root)
-    elif dataset == "iemocap":
-        df = adapters.load_iemocap(root)
-    elif dataset == "meld":
-        df = adapters.load_meld(root)
-    elif dataset == "mosei":
-        df = adapters.load_mosei(*mosei_layout(Path(root)))
-    else:
-        raise ValueError(f"no adapter for dataset {dataset!r}")
-    return str(write_manifest(df, out_path))
-
-
-def mosei_layout(root: Path) -> tuple[Path, Path | None, Path | None]:
-    """A CMU-MOSEI folder -> (labels CSV, video folder, transcript folder), the last two optional."""
-    labels = root / "CMU_MOSEI_Labels.csv"
-    if not labels.is_file():
-        found = sorted(root.glob("*abels*.csv"))
-        if not found:
-            raise FileNotFoundError(f"{root}: no CMU_MOSEI_Labels.csv (or *Labels*.csv)")
-        labels = found[0]
-    videos = next((root / d for d in MOSEI_VIDEO_DIRS if (root / d).is_dir()), None)
-    texts = next((root / d for d in MOSEI_TEXT_DIRS if (root / d).is_dir()), None)
-    return labels, videos, texts
+    return str(write_manifest(load_dataset(dataset, root), out_path))
 
 
 @task(name="write-shards", retries=2, retry_delay_seconds=2)  # file I/O only

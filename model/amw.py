@@ -29,6 +29,7 @@ class AdaptiveModalityWeighting(nn.Module):
             }
         )  # W^m as class vectors: [C, H]
         self.bias = nn.Parameter(torch.zeros(c))  # b: [C]
+        self.scale = cfg.cosine_scale
         mlp_hidden = cfg.mlp_hidden or cfg.hidden
         self.mlp = nn.Sequential(
             nn.Linear(c, mlp_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(mlp_hidden, c)
@@ -43,6 +44,7 @@ class AdaptiveModalityWeighting(nn.Module):
         unimodal, fused = {}, self.bias  # [C], broadcast below
         for m in self.modalities:
             cos = F.normalize(z[m], dim=-1) @ F.normalize(self.weight[m], dim=-1).T  # [B, T, C]
+            cos = self.scale * cos  # [B, T, C]
             unimodal[m] = cos + self.bias / n_mod  # [B, T, C]  eq. 16's unimodal logits
             fused = fused + cos * present[m][..., None].to(cos.dtype)  # [B, T, C]
         return self.mlp(fused), fused, unimodal

@@ -45,6 +45,9 @@ class Ada2IConfig:
     # Adaptive modality weighting (sec. 3.3). False = plain concatenation + linear classifier.
     use_amw: bool = True
     mlp_hidden: int = 0  # MLP of eq. 9 on the fused class scores; 0 = hidden
+    # Cosine scores live in [-1, 1]; unscaled, their softmax stays near uniform and training
+    # crawls (NormFace, which the paper cites, shows the same). 1.0 = the paper's eq. 8 as written.
+    cosine_scale: float = 10.0
 
     def __post_init__(self) -> None:
         mods = self.modalities

@@ -9,7 +9,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny test models gain nothing from two, and OpenMP spin-waits collapse when
+# pytest shares the cores with servers, workers or subprocesses the tests start.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -328,3 +328,17 @@ def test_shared_clips():
     assert df["end_s"].between(1.0, 19.0).all() and (df["start_s"] == 0).all()
     assert (df["label"] == "").sum() == 16  # blank erc_label = unlabelled
     assert df["dialogue_id"].str.startswith("Ses01F_").all()
+
+
+def test_load_dataset_by_name_and_manifest_cli(tmp_path, shared_dir, capsys):
+    from pipeline.adapters import load_dataset
+    from pipeline.cli import main
+
+    with pytest.raises(ValueError, match="no adapter for dataset 'friends'"):
+        load_dataset("friends", tmp_path)
+    with pytest.raises(ValueError, match="needs its root folder"):
+        load_dataset("meld", None)
+    out = tmp_path / "clips.csv"
+    assert main(["manifest", "shared", "--root", str(shared_dir), "--out", str(out)]) == 0
+    assert "52 utterances" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == 52

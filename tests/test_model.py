@@ -102,8 +102,9 @@ def test_amw_ignores_feature_scale():
     y2, f2, u2 = model.head({**z, "t": z["t"] * 100.0}, present)
     torch.testing.assert_close(f1, f2)
     bias = model.head.bias / 3
-    for m in "tav":  # cosine scores lie in [-1, 1] around b/M
-        assert ((u1[m] - bias).abs() <= 1 + 1e-6).all()
+    scale = model.cfg.cosine_scale
+    for m in "tav":  # scaled cosine scores lie in [-s, s] around b/M
+        assert ((u1[m] - bias).abs() <= scale + 1e-5).all()
 
 
 def test_concat_baseline_unimodal_scores_sum_to_logits():

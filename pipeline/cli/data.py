@@ -11,6 +11,15 @@ NAMES = ("iemocap-shared", "meld-shared", "authors-pickle", "synthetic")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
+        "manifest",
+        help="build a manifest from a raw dataset layout (iemocap, meld, mosei, shared)",
+    )
+    p.add_argument("dataset", choices=("iemocap", "meld", "mosei", "shared"))
+    p.add_argument("--root", help="the dataset's root folder (optional for shared)")
+    p.add_argument("--out", required=True, help="manifest file (.csv, .jsonl or .parquet)")
+    p.set_defaults(func=_manifest)
+
+    p = subparsers.add_parser(
         "import",
         help="import existing features into a FeatureSet directory",
         description="Write a FeatureSet (features.safetensors + meta.json) from existing data.",
@@ -74,4 +83,14 @@ def run_import(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(summary))
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from pipeline.adapters import load_dataset
+    from pipeline.manifest import write_manifest
+
+    df = load_dataset(args.dataset, args.root)
+    path = write_manifest(df, args.out)
+    print(f"{path}: {len(df)} utterances in {df['dialogue_id'].nunique()} dialogues")
     return 0
