@@ -13,7 +13,9 @@ peak_rss_mib (this process's peak: models + decoding + batches), model_load_seco
 per_extractor_seconds (+ "decode": the media loop minus the audio/visual extractors), and the
 done/cached/failed counts. Targets on 2 cores (issue 3): realtime_factor >= 5 with faces at 2 fps,
 warm_rerun_ratio <= 0.02, peak RSS <= 3 GiB and flat in video length (compare --long-minutes 3
-with --long-minutes 30).
+with --long-minutes 30). load_average_start/end: the machine is shared, so every figure carries
+the load it was measured under. Results and the comparison with the previous extractor settings:
+docs/bench_extract.md.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def long_manifest(out_dir: Path, minutes: float) -> Path:
 
 
 def run(manifest: Path, work: Path, preset: str, modalities: str, fps: float) -> dict:
+    load_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     exs = load_extractors(preset, modalities)
     load_s = time.perf_counter() - t0
@@ -131,6 +134,9 @@ def run(manifest: Path, work: Path, preset: str, modalities: str, fps: float) ->
         "failed": cold.failed,
         "torch_threads": _torch_threads(),
         "cpus": os.cpu_count(),
+        # other jobs share the machine: 1/5/15-minute load averages at start and end of the run
+        "load_average_start": load_start,
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 

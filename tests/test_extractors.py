@@ -104,6 +104,14 @@ def assert_vectors(out, dim: int, present: list[bool]):
         assert np.isfinite(vec).all()
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -287,6 +295,23 @@ def test_opensmile_compare_2016():
         OpenSmileExtractor("IS09")
 
 
+def test_opensmile_is_thread_safe(egemaps):
+    """Declared thread_safe (the pipeline runs it beside visual work): two threads at once give
+    exactly the serial results, short-clip masking included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert egemaps.thread_safe is True
+    signals = [voiced(1.0 + 0.1 * i, 120.0 + 20 * i) for i in range(6)] + [noise(0.03)]
+    serial = egemaps(signals)
+    with ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(lambda x: egemaps([x])[0], signals * 2))
+    for a, b in zip(serial * 2, parallel, strict=True):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.shared
 @needs_shared
 def test_opensmile_on_real_speech(egemaps):
@@ -348,6 +373,35 @@ def test_visual_batch_equals_single_and_downscale_maps_back(face):
     np.testing.assert_allclose(face(utterances[:1])[0], batched[0], atol=1e-4)
 
 
+def test_visual_downscaled_detection_is_in_full_res_pixels(face):
+    """Detection on a copy with long side 300 (half of the 600 px photo): boxes and landmarks come
+    back in full-resolution pixels and match detection at full resolution; min_face_size stays in
+    full-resolution pixels (halved for the half-size copy, never below P-Net's 12 px)."""
+    img = grace_hopper()  # [600, 512, 3]
+    small = FaceVisualExtractor(max_side=300)  # same seed: same weights
+    (full,), (down,) = face.detect_faces([img]), small.detect_faces([img])
+    assert len(full) == 1 and len(down) == 1
+    assert box_iou(full.boxes[0], down.boxes[0]) > 0.7
+    np.testing.assert_allclose(down.landmarks, full.landmarks, atol=0.05 * img.shape[0])
+    assert small.detect_min_size(0.5) == 12.0 and face.detect_min_size(1.0) == 20.0
+    assert FaceVisualExtractor(max_side=300, min_face_size=80).detect_min_size(0.5) == 40.0
+
+
+def test_visual_offline_preset_settings_and_keys():
+    """offline: 40 px full-res minimum face and 160 px crops, recorded in the spec config (so the
+    cache key differs from the paper's 224 px default); same 1024-d output."""
+    (offline,) = build_extractors("offline", "v")["v"]
+    cfg = offline.spec.config
+    assert (cfg["crop_size"], cfg["min_face_size"], cfg["max_side"]) == (160, 40, 640)
+    default = FaceVisualExtractor()  # the paper preset's settings (pretrained aside)
+    assert (default.spec.config["crop_size"], default.spec.config["min_face_size"]) == (224, 20)
+    assert offline.spec.weights_hash == default.spec.weights_hash
+    assert offline.spec.config_hash() != default.spec.config_hash()
+    out = offline([[grace_hopper()]])
+    assert_vectors(out, 1024, [True])
+    assert offline.last_stats.frames_with_face == 1
+
+
 def test_visual_random_init_is_seeded():
     a = FaceVisualExtractor(seed=0).spec.weights_hash
     assert a == FaceVisualExtractor(seed=0).spec.weights_hash
@@ -361,8 +415,22 @@ def test_visual_random_init_is_seeded():
 def test_visual_real_faces(face):
     names = ["skimage_astronaut.png", "pyfeat_BWPictureHuman.jpg", "pyfeat_multi_face.jpg"]
     dets = face.detect_faces([read_rgb(FACES / n) for n in names])
-    assert [len(d) for d in dets] == [1, 0, 5]  # the profile face in BWPictureHuman is missed
+    # min_face_size is 20 full-resolution px: on these large photos (2560 and 1000 px wide,
+    # detected on 640 px copies) MTCNN looks for faces down to 12 copy px. It then finds the profile
+    # face in BWPictureHuman (p 0.85), and in multi_face the 5 faces (p 1.0) plus a 17 px sunglasses
+    # lens (p 0.91) that "most_confident" never keeps while a real face is there.
+    assert [len(d) for d in dets] == [1, 1, 6]
+    assert dets[1].probs[0] > 0.8
     multi = dets[2]
+    assert sorted(multi.probs)[-5] > 0.99 and multi.probs.min() < 0.95
+    widths = multi.boxes[:, 2] - multi.boxes[:, 0]
+    assert widths[np.argmin(multi.probs)] < 20 < widths[multi.probs > 0.99].min()
+    # the previous behaviour (20 px on the copy = 31 / 80 full-res px here): 0 and 5 faces
+    coarse = [
+        FaceVisualExtractor(min_face_size=m).detect_faces([read_rgb(FACES / n)])[0]
+        for m, n in [(80, names[1]), (31, names[2])]
+    ]
+    assert [len(d) for d in coarse] == [0, 5]
     areas = (multi.boxes[:, 2] - multi.boxes[:, 0]) * (multi.boxes[:, 3] - multi.boxes[:, 1])
     assert choose_face(multi, "largest") == int(np.argmax(areas))
     assert choose_face(multi, "most_confident") == int(np.argmax(multi.probs))
