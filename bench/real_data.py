@@ -39,7 +39,14 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. epochs=30"
     )
+    ap.add_argument("--table-only", action="store_true", help="table the finished runs under OUT")
     args = ap.parse_args()
+    if args.table_only:
+        from pipeline.grid import collect_runs, summarise, to_markdown
+
+        runs = collect_runs(Path(args.out) / args.dataset)
+        print(to_markdown(summarise(runs), sorted({r["seed"] for r in runs})))
+        return
     torch.set_num_threads(args.threads)
     out = Path(args.out) / args.dataset
     features = out / "features"

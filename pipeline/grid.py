@@ -73,6 +73,26 @@ def run_grid(
     return md
 
 
+def collect_runs(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Finished runs under out_dir (<variant>/<subset>/seed<k>/test/metrics.json), e.g. to table
+    a grid that was stopped early."""
+    runs = []
+    for metrics_path in sorted(Path(out_dir).glob("**/seed*/test/metrics.json")):
+        run = metrics_path.parent.parent
+        m = json.loads(metrics_path.read_text())
+        runs.append(
+            {
+                "variant": run.parent.parent.name,
+                "subset": run.parent.name,
+                "seed": int(run.name[4:]),
+                "weighted_f1": m["weighted_f1"],
+                "accuracy": m["accuracy"],
+                "best_epoch": m.get("best_epoch"),
+            }
+        )
+    return runs
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = list(dict.fromkeys((r["variant"], r["subset"]) for r in runs))
     rows = []
@@ -98,11 +118,11 @@ def to_markdown(rows: list[dict[str, Any]], seeds: list[int]) -> str:
     lines = [
         f"Test weighted F1 and accuracy (%), mean ± std over seeds {seeds}.",
         "",
-        "| variant | modalities | W-F1 | Acc |",
-        "|---|---|---|---|",
+        "| variant | modalities | seeds | W-F1 | Acc |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['variant']} | {r['subset']} | {r['wf1_mean']:.2f} ± {r['wf1_std']:.2f} | "
+        f"| {r['variant']} | {r['subset']} | {r['seeds']} | {r['wf1_mean']:.2f} ± {r['wf1_std']:.2f} | "
         f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} |"
         for r in rows
     ]

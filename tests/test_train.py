@@ -11,7 +11,7 @@ import torch
 from pipeline.cli import main as cli_main
 from pipeline.evaluate import evaluate_checkpoint
 from pipeline.featureset import FeatureSet
-from pipeline.grid import run_grid
+from pipeline.grid import collect_runs, run_grid, summarise, to_markdown
 from pipeline.importers.synthetic import make_synthetic
 from pipeline.train import configs_for, train
 
@@ -144,6 +144,9 @@ def test_grid_writes_one_table(tmp_path):
     rows = (tmp_path / "grid" / "grid.csv").read_text().splitlines()
     assert rows[0] == "variant,subset,seeds,wf1_mean,wf1_std,acc_mean,acc_std" and len(rows) == 5
     assert (tmp_path / "grid" / "ada2i" / "t" / "seed1" / "best" / "checkpoint.json").is_file()
+    collected = collect_runs(tmp_path / "grid")  # what a stopped grid can still be tabled from
+    assert len(collected) == 8 and {r["variant"] for r in collected} == {"ada2i", "concat"}
+    assert "| ada2i | TAV | 2 |" in to_markdown(summarise(collected), [0, 1])
 
 
 def test_featureset_validation_names_the_problem(tmp_path):
