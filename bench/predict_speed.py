@@ -13,9 +13,17 @@
     packaged MiniLM) on ../shared/data/iemocap/iemocap_erc.csv WITHOUT the clips' dialogues; text is
     the only modality the pipeline can compute for both sides offline (the training utterances have
     no media). Then predict_videos runs on the raw clips with a manifest holding their transcripts
-    (each clip = one utterance = its own one-utterance dialogue, so the model sees no context), and
-    accuracy / weighted F1 are computed against clips.csv's erc_label (labelled clips only).
-Nothing from ../shared is copied: manifests point into it; everything else is in a temp folder.
+    and dialogue ids, twice with the same checkpoint: "in_dialogue" (the default: the clips of a
+    dialogue are predicted together, in manifest order, so the model sees the other clips of the
+    dialogue as context) and "per_clip" (dialogue_context=False: each clip alone, a one-utterance
+    dialogue, no context). Accuracy / weighted F1 against clips.csv's erc_label (labelled clips
+    only) for both, plus the checkpoint's own test-split metrics. The clips are a sparse subset of
+    their dialogues (2-9 of ~47 utterances), so as a reference "full_dialogue_context" scores the
+    same clips predicted from a FeatureSet of their dialogues' every utterance (transcripts of
+    iemocap_erc.csv, no media), i.e. with the context the model was trained with.
+Nothing from ../shared is copied: manifests point into it; everything else is in a temp folder
+(--work DIR: in DIR instead, kept; a feature store already there is reused, so extract_seconds
+then only counts what was missing).
 """
 
 from __future__ import annotations
@@ -110,18 +118,29 @@ def part_iemocap(work: Path, epochs: int) -> dict:
     )
     train_s = time.perf_counter() - t0
     clips_m = write_manifest(clips, work / "clips.csv")
-    t0 = time.perf_counter()
-    summary = predict_videos(
-        clips["video_path"].tolist(), run.checkpoint_dir, work / "out", manifest=clips_m,
-        store_root=work / "store", extractors=exs, progress=False,
-    )  # fmt: skip
-    predict_s = time.perf_counter() - t0
-    preds = pd.concat(
-        [pd.read_csv(r.outputs["csv"], keep_default_na=False) for r in summary.ok],
-        ignore_index=True,
-    )
-    labelled = preds[preds["label"] != ""]
-    y_true, y_pred = labelled["label"].tolist(), labelled["predicted"].tolist()
+    scores, predict_s = {}, {}
+    for mode, context in (("in_dialogue", True), ("per_clip", False)):
+        t0 = time.perf_counter()
+        summary = predict_videos(
+            clips["video_path"].tolist(), run.checkpoint_dir, work / f"out_{mode}",
+            manifest=clips_m, store_root=work / "store", extractors=exs, progress=False,
+            dialogue_context=context,
+        )  # fmt: skip
+        predict_s[mode] = round(time.perf_counter() - t0, 1)
+        preds = pd.concat(
+            [pd.read_csv(r.outputs["csv"], keep_default_na=False) for r in summary.ok],
+            ignore_index=True,
+        )
+        labelled = preds[preds["label"].fillna("") != ""] if "label" in preds else preds[:0]
+        y_true, y_pred = labelled["label"].tolist(), labelled["predicted"].tolist()
+        scores[mode] = {
+            "clips_predicted": len(preds),
+            "clips_in_dialogues": sum(bool(r.dialogue) for r in summary.ok),
+            "labelled_clips": len(labelled),
+            "accuracy": round(accuracy_score(y_true, y_pred), 4),
+            "weighted_f1": round(f1_score(y_true, y_pred, average="weighted", zero_division=0), 4),
+        }
+    full_ctx = _full_context_scores(run.checkpoint_dir, full, clips, work, exs)
     return {
         "part": "iemocap_clips",
         "modalities": "t",
@@ -129,18 +148,50 @@ def part_iemocap(work: Path, epochs: int) -> dict:
         "train_utterances": len(train_df),
         "held_out_dialogues": len(held_out),
         "clips": len(clips),
-        "clips_predicted": len(preds),
-        "labelled_clips": len(labelled),
-        "accuracy": round(accuracy_score(y_true, y_pred), 4),
-        "weighted_f1": round(f1_score(y_true, y_pred, average="weighted", zero_division=0), 4),
+        "clip_dialogues": int(clips["dialogue_id"].nunique()),
+        **scores["in_dialogue"],
+        "per_clip_no_context": scores["per_clip"],
+        "full_dialogue_context": full_ctx,
         "test_split_metrics": {
             k: round(v, 4) for k, v in run.metrics.items() if k in ("accuracy", "weighted_f1")
         },
         "epochs": epochs,
         "extract_seconds": round(extract_s, 1),
         "train_seconds": round(train_s, 1),
-        "predict_seconds": round(predict_s, 1),
+        "predict_seconds": predict_s,
+        "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
+    }
+
+
+def _full_context_scores(checkpoint, full: pd.DataFrame, clips: pd.DataFrame, work: Path, exs):
+    """The labelled clips predicted inside their complete dialogues (all utterances, text)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from model.checkpoint import load_checkpoint
+    from pipeline.evaluate import predict
+    from pipeline.featureset import FeatureSet
+
+    df = full[full["dialogue_id"].isin(set(clips["dialogue_id"]))].reset_index(drop=True)
+    m = write_manifest(df, work / "clip_dialogues_full.csv")
+    extract_features(m, work / "store", "offline", "t", extractors=exs, progress=False)
+    model, meta = load_checkpoint(checkpoint)
+    names = list(meta["label_names"])
+    fs = FeatureSet.load(
+        build_featureset(
+            m, work / "store", "offline", "t", work / "fs_clip_dialogues", exs, label_names=names
+        )  # fmt: skip
+    )
+    pred = predict(model, fs, fs.dialogues)
+    by_id = dict(zip(pred.utterance_ids, (names[i] for i in pred.y_pred), strict=True))
+    labelled = clips[clips["label"] != ""]
+    y_true = labelled["label"].tolist()
+    y_pred = [by_id.get(u, "") for u in labelled["utterance_id"]]
+    return {
+        "dialogue_utterances": len(df),
+        "labelled_clips": len(labelled),
+        "accuracy": round(accuracy_score(y_true, y_pred), 4),
+        "weighted_f1": round(f1_score(y_true, y_pred, average="weighted", zero_division=0), 4),
     }
 
 
@@ -150,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dialogues", type=int, default=6, help="generated test videos (part a)")
     p.add_argument("--utterances", type=int, default=10, help="utterances per video (part a)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (part b; a: 3)")
+    p.add_argument("--threads", type=int, default=THREADS, help="torch threads")
+    p.add_argument("--work", type=Path, help="work folder to use and keep (default: a temp one)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="predict_speed_") as tmp:
+        tmp = args.work or tmp
         if args.part in ("speed", "both"):
             print(
                 json.dumps(part_speed(Path(tmp) / "a", args.dialogues, args.utterances, 3)),

@@ -12,6 +12,24 @@ Then summary.csv, summary.md and index.html over all videos. A video that fails 
 audio stream while the checkpoint uses audio, no segments, no features) is recorded with its reason
 and skipped; strict=True raises instead.
 
+Clip-per-utterance layouts (MELD's dia{D}_utt{U}.mp4, the IEMOCAP clips with clips.csv): when a
+manifest is given and its rows for the requested files put several media files under one
+dialogue_id, those clips are predicted per DIALOGUE, since Ada2I reads conversation context
+(a Transformer over the utterances of a dialogue) and one clip alone is a one-utterance dialogue:
+    1. segment   each clip: probe it, take its manifest rows (a failing clip is reported and dropped)
+    2. extract   once for the dialogue's clips (the same store keys as clip by clip)
+    3. build     one FeatureSet: the dialogue's utterances in manifest order; a clip none of whose
+                 utterances got any feature is reported failed and the dialogue rebuilt without it
+    4. model     the whole dialogue at once
+    5. report    per clip as before (<name>.predictions.csv / .jsonl / .report.html: the clip's own
+                 rows, ids and times, probabilities from the in-dialogue run), plus per dialogue
+                 dialogues/<dialogue_id>.predictions.csv / .jsonl (all its predicted utterances in
+                 manifest order, column `video` = the clip)
+The clips' VideoResult.dialogue names the dialogue (also a column of summary.csv); shared stage
+seconds are split evenly over its predicted clips. Files that are whole conversations (subtitles,
+VAD/ASR, or manifests with one media file per dialogue) keep the per-video route above;
+dialogue_context=False forces it for clips too (each clip alone, no context).
+
 Per-modality support (columns support_<m>): softmax of modality m's unimodal class scores
 (Ada2IOutput.unimodal, the eq. 16 scores the modulation uses) taken at the predicted class; NaN when
 the utterance lacks that modality. The report shows each modality's share of the summed support.
@@ -22,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -67,6 +86,7 @@ class VideoResult:
     outputs: dict[str, str] = field(default_factory=dict)  # csv, jsonl, html, manifest, failures
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (+ per extractor)
     media_seconds: float = 0.0
+    dialogue: str = ""  # clip-per-utterance: the dialogue predicted as a whole ("" = per video)
 
 
 @dataclass
@@ -189,18 +209,64 @@ def _source_label(df: pd.DataFrame) -> str:
     return "+".join(dict.fromkeys(df["segment_source"]))
 
 
+def prediction_table(
+    seg: pd.DataFrame,
+    probs: np.ndarray,
+    support: dict[str, np.ndarray],
+    present: np.ndarray,
+    labels: list[str],
+    modalities: str,
+) -> pd.DataFrame:
+    """Segments [N rows] + probs [N, C], support {m: [N]}, present bool [N, M] -> output table."""
+    pred = [labels[i] for i in probs.argmax(axis=1)]
+    return pd.DataFrame(
+        {
+            "dialogue_id": seg["dialogue_id"].to_numpy(),
+            "utterance_id": seg["utterance_id"].to_numpy(),
+            "start_s": seg["start_s"].to_numpy(),
+            "end_s": seg["end_s"].to_numpy(),
+            "speaker": seg["speaker"].to_numpy(),
+            "text": seg["text"].to_numpy(),
+            "predicted": pred,
+            **{f"p_{c}": probs[:, k] for k, c in enumerate(labels)},
+            "segment_source": seg["segment_source"].to_numpy(),
+            **{f"support_{m}": support[m] for m in modalities},
+            "missing": [
+                "".join(m for j, m in enumerate(modalities) if not row[j]) for row in present
+            ],
+        }
+    )
+
+
+def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
+    csv_path = stem.with_name(stem.name + ".predictions.csv")
+    jsonl_path = stem.with_name(stem.name + ".predictions.jsonl")
+    table.to_csv(csv_path, index=False, float_format="%.6g")
+    table.to_json(jsonl_path, orient="records", lines=True, force_ascii=False)
+    return csv_path, jsonl_path
+
+
+def _write_video_outputs(
+    table: pd.DataFrame, name: str, video: Path, ctx: dict[str, Any]
+) -> dict[str, str]:
+    out_dir = ctx["out_dir"]
+    csv_path, jsonl_path = _write_table(table, out_dir / name)
+    html = write_video_report(
+        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video)
+    )
+    return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
+
+
 def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     """Steps 1-5 for one file; raises on failure (the caller records it)."""
     res = VideoResult(str(video), "failed")
-    out_dir, work = ctx["out_dir"], ctx["out_dir"] / "work" / name
+    work = ctx["out_dir"] / "work" / name
     model, labels, modalities = ctx["model"], ctx["label_names"], ctx["modalities"]
     # 1. segment
     t0 = time.perf_counter()
     info = media.probe(video)  # MediaError: missing, empty, corrupt
     res.media_seconds = float(info.duration_s or 0.0)
-    for m, has, what in (("a", info.has_audio, "audio"), ("v", info.has_video, "video")):
-        if m in modalities and not has:
-            raise ValueError(f"no {what} stream, and the checkpoint uses {what} features")
+    _check_streams(info, modalities)
     automatic = find_subtitles(video) is None and (
         ctx["manifest"] is None or manifest_rows(ctx["manifest"], video).empty
     )
@@ -241,41 +307,179 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     res.seconds["model"] = time.perf_counter() - t0
     # 5. outputs
     t0 = time.perf_counter()
-    pred = [labels[i] for i in probs.argmax(axis=1)]
-    table = pd.DataFrame(
-        {
-            "dialogue_id": seg["dialogue_id"],
-            "utterance_id": seg["utterance_id"],
-            "start_s": seg["start_s"],
-            "end_s": seg["end_s"],
-            "speaker": seg["speaker"],
-            "text": seg["text"],
-            "predicted": pred,
-            **{f"p_{c}": probs[:, k] for k, c in enumerate(labels)},
-            "segment_source": seg["segment_source"],
-            **{f"support_{m}": support[m] for m in modalities},
-            "missing": [
-                "".join(m for j, m in enumerate(modalities) if not row[j]) for row in present
-            ],
-        }
-    )
+    table = prediction_table(seg, probs, support, present, labels, modalities)
     if any(true_labels):
         table["label"] = true_labels
-    csv_path, jsonl_path = (
-        out_dir / f"{name}.predictions.csv",
-        out_dir / f"{name}.predictions.jsonl",
-    )
-    table.to_csv(csv_path, index=False, float_format="%.6g")
-    table.to_json(jsonl_path, orient="records", lines=True, force_ascii=False)
-    html = write_video_report(
-        table, labels, modalities, out_dir / f"{name}.report.html", str(video)
-    )
+    res.outputs = _write_video_outputs(table, name, video, ctx)
+    res.outputs.update({"manifest": str(manifest), "failures": str(summary.failures_path)})
     res.seconds["report"] = time.perf_counter() - t0
-    res.label_counts = dict(Counter(pred))
-    res.outputs = {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html),
-                   "manifest": str(manifest), "failures": str(summary.failures_path)}  # fmt: skip
+    res.label_counts = dict(Counter(table["predicted"]))
     res.status = "ok"
     return res
+
+
+def _check_streams(info: media.MediaInfo, modalities: str) -> None:
+    for m, has, what in (("a", info.has_audio, "audio"), ("v", info.has_video, "video")):
+        if m in modalities and not has:
+            raise ValueError(f"no {what} stream, and the checkpoint uses {what} features")
+
+
+def _failure_reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, media.MediaError) else str(exc)
+
+
+def _resolved(path: str) -> Path | None:
+    return Path(path).resolve() if path else None
+
+
+def dialogue_groups(
+    manifest: pd.DataFrame | None, videos: Sequence[Path]
+) -> dict[str, list[tuple[Path, list[int]]]]:
+    """Clip-per-utterance dialogues: dialogue_id -> [(clip, its manifest row positions)].
+
+    A dialogue qualifies when the manifest's rows for the given files put two or more of them under
+    it; a clip qualifies when all its rows are in that one dialogue. Clips in order of their first
+    row; every other file (a whole conversation, or the only file of its dialogue) is absent.
+    """
+    if manifest is None or manifest.empty:
+        return {}
+    wanted = {v.resolve(): v for v in videos}
+    rows: dict[Path, list[int]] = {}
+    for i, (vp, ap) in enumerate(zip(manifest["video_path"], manifest["audio_path"], strict=True)):
+        for f in dict.fromkeys(x for x in (_resolved(vp), _resolved(ap)) if x is not None):
+            if f in wanted:
+                rows.setdefault(wanted[f], []).append(i)
+    dids = manifest["dialogue_id"].to_numpy()
+    files: dict[str, list[Path]] = {}
+    for v, pos in rows.items():
+        for d in dict.fromkeys(dids[pos]):
+            files.setdefault(str(d), []).append(v)
+    groups: dict[str, list[tuple[Path, list[int]]]] = {}
+    for d, members in files.items():
+        clips = [v for v in members if len(set(dids[rows[v]])) == 1]
+        if len(members) > 1 and clips:
+            groups[d] = sorted(((v, rows[v]) for v in clips), key=lambda c: c[1][0])
+    return groups
+
+
+def _safe_name(text: str, used: set[str]) -> str:
+    base = re.sub(r"[^\w.-]+", "_", text).strip("._") or "dialogue"
+    name, k = base, 2
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def predict_dialogue(
+    dialogue_id: str, clips: list[tuple[Path, str, list[int]]], ctx: dict[str, Any]
+) -> list[VideoResult]:
+    """One clip-per-utterance dialogue: clips [(path, output name, manifest rows)] in manifest order.
+
+    Steps as in the module docstring; a clip that fails is returned failed (strict: PredictError)
+    and the dialogue is predicted without it. Returns one VideoResult per clip, in `clips` order.
+    """
+    model, labels, modalities = ctx["model"], ctx["label_names"], ctx["modalities"]
+    manifest: pd.DataFrame = ctx["manifest"]
+    results = {
+        name: VideoResult(str(path), "failed", dialogue=dialogue_id) for path, name, _ in clips
+    }
+
+    def fail(name: str, reason: str) -> None:
+        if ctx["strict"]:
+            raise PredictError(f"--strict: {results[name].video}: {reason}")
+        log.warning("%s (dialogue %s): skipped: %s", results[name].video, dialogue_id, reason)
+        results[name].reason = reason
+
+    # 1. segment: each clip's own manifest rows
+    parts = []
+    for path, name, rows in clips:
+        t0 = time.perf_counter()
+        try:
+            info = media.probe(path)
+            results[name].media_seconds = float(info.duration_s or 0.0)
+            _check_streams(info, modalities)
+        except Exception as exc:
+            fail(name, _failure_reason(exc))
+            continue
+        seg = manifest.iloc[rows].assign(segment_source="manifest", _clip=name, _row=rows)
+        parts.append(seg)
+        results[name].seconds["segment"] = time.perf_counter() - t0
+        results[name].n_utterances, results[name].segment_source = len(seg), "manifest"
+    work = ctx["out_dir"] / "work" / f"dialogue_{ctx['dialogue_names'][dialogue_id]}"
+    work.mkdir(parents=True, exist_ok=True)
+    shared: dict[str, float] = {}
+    while parts:  # at most twice: again without clips that got no features at all
+        seg = pd.concat(parts).sort_values("_row", kind="stable").reset_index(drop=True)
+        true_labels = seg["label"].tolist()
+        manifest_path = write_manifest(
+            seg.drop(columns=["_clip", "_row"]).assign(label=""), work / "manifest.csv"
+        )
+        # 2. extract (once for the dialogue; cached entries are not recomputed)
+        t0 = time.perf_counter()
+        summary = extract_features(
+            manifest_path, ctx["store"], modalities=modalities, strict=ctx["strict"],
+            fps=ctx["fps"], device=ctx["device"], progress=ctx["progress"],
+            extractors=ctx["extractors"], report_dir=work,
+        )  # fmt: skip
+        shared["extract"] = shared.get("extract", 0.0) + time.perf_counter() - t0
+        for k, v in summary.per_extractor_seconds.items():
+            shared[f"extract.{k}"] = shared.get(f"extract.{k}", 0.0) + v
+        # 3. build + check
+        t0 = time.perf_counter()
+        fs_dir = build_featureset(
+            manifest_path, ctx["store"], modalities=modalities, out_dir=work / "features",
+            extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
+        )  # fmt: skip
+        fs = FeatureSet.load(fs_dir)
+        check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
+        fs = fs.select_modalities(modalities)
+        present = np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
+        shared["build"] = shared.get("build", 0.0) + time.perf_counter() - t0
+        has_any = pd.Series(present.any(axis=1)).groupby(seg["_clip"].to_numpy()).any()
+        empty = [c for c in has_any.index if not has_any[c]]
+        if not empty:
+            break
+        for name in empty:
+            uids = set(seg.loc[seg["_clip"] == name, "utterance_id"])
+            why = sorted({f.reason for f in summary.failures if f.utterance_id in uids})
+            fail(name, f"no features ({'; '.join(why[:3]) or 'extractors returned nothing'})")
+        parts = [p for p in parts if p["_clip"].iat[0] not in empty]
+    if not parts:
+        return [results[name] for _, name, _ in clips]
+    # 4. model: the whole dialogue at once
+    t0 = time.perf_counter()
+    probs, support = run_model(model, fs, ctx["device"])  # [N, C], {m: [N]}
+    shared["model"] = time.perf_counter() - t0
+    # 5. outputs: per clip (its own rows) + the dialogue
+    t0 = time.perf_counter()
+    table = prediction_table(seg, probs, support, present, labels, modalities)
+    if any(true_labels):
+        table["label"] = true_labels
+    table.insert(0, "video", [str(results[c].video) for c in seg["_clip"]])
+    stem = ctx["out_dir"] / "dialogues" / ctx["dialogue_names"][dialogue_id]
+    stem.parent.mkdir(exist_ok=True)
+    d_csv, d_jsonl = _write_table(table, stem)
+    shared["report"] = time.perf_counter() - t0
+    predicted = set(seg["_clip"])
+    ok = [name for _, name, _ in clips if name in predicted]
+    for path, name, _ in clips:
+        if name not in ok:
+            continue
+        t0 = time.perf_counter()
+        res = results[name]
+        own = table[(seg["_clip"] == name).to_numpy()].drop(columns="video").reset_index(drop=True)
+        res.outputs = _write_video_outputs(own, name, path, ctx)
+        res.outputs.update(
+            {"dialogue_csv": str(d_csv), "dialogue_jsonl": str(d_jsonl),
+             "manifest": str(manifest_path), "failures": str(summary.failures_path)}
+        )  # fmt: skip
+        res.seconds["report"] = time.perf_counter() - t0
+        for k, v in shared.items():  # shared stages: an even share per predicted clip
+            res.seconds[k] = res.seconds.get(k, 0.0) + v / len(ok)
+        res.label_counts = dict(Counter(own["predicted"]))
+        res.status = "ok"
+    return [results[name] for _, name, _ in clips]
 
 
 def predict_videos(
@@ -289,8 +493,12 @@ def predict_videos(
     strict: bool = False,
     progress: bool = True,
     extractors: dict[str, Sequence[Extractor]] | None = None,
+    dialogue_context: bool = True,
 ) -> PredictSummary:
     """Predict every utterance of every video; see the module docstring for steps and outputs.
+
+    dialogue_context: predict clip-per-utterance dialogues (manifest rows of several of the given
+    files under one dialogue_id) as whole dialogues; False = every file on its own.
 
     asr_model: Whisper name or folder (or a loaded Asr) for videos with neither manifest rows nor
     subtitles; None = VAD segments with empty text. store_root: default <out_dir>/store.
@@ -316,18 +524,42 @@ def predict_videos(
         "asr": asr_model if isinstance(asr_model, Asr) else None,
         "asr_model": asr_model if isinstance(asr_model, str) else None,
     }  # fmt: skip
-    results, used = [], set()
-    for video in videos:
-        name = _unique_name(video, used)
+    used: set[str] = set()
+    names = {video: _unique_name(video, used) for video in videos}
+    groups = dialogue_groups(ctx["manifest"], videos) if dialogue_context else {}
+    in_group = {v: d for d, clips in groups.items() for v, _ in clips}
+    dused: set[str] = set()
+    ctx["dialogue_names"] = {d: _safe_name(d, dused) for d in groups}
+    by_video: dict[Path, VideoResult] = {}
+    for video, name in names.items():
+        if video in by_video:
+            continue
+        if video in in_group:  # a clip: its whole dialogue, once, at its first clip
+            d = in_group[video]
+            clips = [(v, names[v], rows) for v, rows in groups[d]]
+            try:
+                by_video.update(
+                    zip([c[0] for c in clips], predict_dialogue(d, clips, ctx), strict=True)
+                )
+            except PredictError:
+                raise
+            except Exception as exc:  # the dialogue as a whole failed (strict aside)
+                reason = _failure_reason(exc)
+                if strict:
+                    raise PredictError(f"--strict: dialogue {d}: {reason}") from exc
+                log.warning("dialogue %s: skipped: %s", d, reason)
+                for v, _, _ in clips:
+                    by_video[v] = VideoResult(str(v), "failed", reason=reason, dialogue=d)
+            continue
         try:
-            results.append(predict_one(video, name, ctx))
+            by_video[video] = predict_one(video, name, ctx)
         except Exception as exc:  # one bad video must not stop the batch (strict aside)
-            reason = exc.reason if isinstance(exc, media.MediaError) else str(exc)
+            reason = _failure_reason(exc)
             if strict:
                 raise PredictError(f"--strict: {video}: {reason}") from exc
             log.warning("%s: skipped: %s", video, reason)
-            results.append(VideoResult(str(video), "failed", reason=reason))
-    return _write_summary(out_dir, results, labels)
+            by_video[video] = VideoResult(str(video), "failed", reason=reason)
+    return _write_summary(out_dir, [by_video[v] for v in videos], labels)
 
 
 def _source_preset(source: str) -> str | None:
@@ -348,6 +580,7 @@ def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str])
                 "reason": r.reason,
                 "n_utterances": r.n_utterances,
                 "segment_source": r.segment_source,
+                "dialogue": r.dialogue,
                 "media_seconds": round(r.media_seconds, 3),
                 **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
                 "report": Path(r.outputs["html"]).name if r.outputs else "",

@@ -18,9 +18,12 @@ import torch
 from model.checkpoint import META_FILE, load_checkpoint
 from pipeline.cli import main
 from pipeline.demo import make_demo_dataset
+from pipeline.evaluate import predict
 from pipeline.extract import build_featureset, extract_features
 from pipeline.extract_plan import load_extractors
+from pipeline.featureset import FeatureSet
 from pipeline.manifest import read_manifest, write_manifest
+from pipeline.media import SAMPLE_RATE, iter_segments, write_video
 from pipeline.predict import PredictError, predict_videos
 from pipeline.speech import build_tiny_whisper
 from pipeline.subtitles import parse_subtitles
@@ -190,3 +193,118 @@ def test_cli_predict(demo, checkpoint, tmp_path, capsys):
     assert code == 1  # one video failed, the other completed
     assert "ok     demo_d00.mp4: 5 utterances (srt)" in out and "missing.mp4: file not found" in out
     assert (tmp_path / "out" / "demo_d00.predictions.csv").is_file()
+
+
+# --- clip-per-utterance layout (MELD dia{D}_utt{U}.mp4, the IEMOCAP clips): one file per utterance
+
+
+@pytest.fixture(scope="module")
+def clips(demo, tmp_path_factory) -> pd.DataFrame:
+    """demo_d00 cut into one small mp4 per utterance (its audio, blank frames) -> manifest frame."""
+    folder = tmp_path_factory.mktemp("clips")
+    df = read_manifest(demo)
+    df = df[df["dialogue_id"] == "demo_d00"].reset_index(drop=True)
+    bounds = list(zip(df["start_s"], df["end_s"], strict=True))
+    cut = {
+        s.index: s.audio for s in iter_segments(df["video_path"].iat[0], bounds, want_frames=False)
+    }
+    rows = []
+    for i, u in df.iterrows():
+        audio = cut[i]  # [S] float32 16 kHz
+        dur = len(audio) / SAMPLE_RATE
+        frames = [np.zeros((32, 32, 3), np.uint8)] * max(1, int(dur * 5))
+        path = write_video(folder / f"dia0_utt{i}.mp4", frames, 5.0, audio)
+        rows.append({**u, "start_s": 0.0, "end_s": round(dur, 3), "video_path": str(path)})
+    return pd.DataFrame(rows)
+
+
+def _featureset_probs(manifest: Path, checkpoint: Path, extractors, store: Path, out: Path):
+    """The reference: a FeatureSet of the manifest, the model over its whole dialogues at once."""
+    model, meta = load_checkpoint(checkpoint)
+    extract_features(manifest, store, "tiny", MODALITIES, extractors=extractors, progress=False)
+    fs = FeatureSet.load(
+        build_featureset(
+            manifest, store, "tiny", MODALITIES, out, extractors, label_names=meta["label_names"]
+        )  # fmt: skip
+    )
+    pred = predict(model, fs, fs.dialogues)
+    return dict(zip(pred.utterance_ids, pred.probs, strict=True))  # id -> probs [C]
+
+
+def _probs(csv: Path, labels: list[str]) -> dict[str, np.ndarray]:
+    df = pd.read_json(csv.with_suffix(".jsonl"), lines=True, dtype={"utterance_id": str})
+    return dict(
+        zip(df["utterance_id"], df[[f"p_{c}" for c in labels]].to_numpy(float), strict=True)
+    )
+
+
+def test_clip_per_utterance_manifest_predicts_whole_dialogues(
+    clips, checkpoint, extractors, tmp_path
+):
+    manifest = write_manifest(clips, tmp_path / "clips.csv")
+    videos = [Path(v) for v in clips["video_path"]][::-1]  # manifest order wins, not this one
+    store = tmp_path / "store"
+    kw = dict(manifest=manifest, store_root=store, extractors=extractors, progress=False)
+    summary = predict_videos(videos, checkpoint, tmp_path / "out", **kw)
+    labels = summary.label_names
+    assert len(summary.ok) == len(clips) and {v.dialogue for v in summary.videos} == {"demo_d00"}
+    ref = _featureset_probs(manifest, checkpoint, extractors, store, tmp_path / "fs")
+    for res, (_, u) in zip(summary.videos[::-1], clips.iterrows(), strict=True):
+        assert Path(res.video) == Path(u["video_path"]) and res.n_utterances == 1
+        csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+        assert csv["utterance_id"].tolist() == [u["utterance_id"]]  # the clip's own row, ids
+        assert csv["end_s"].iat[0] == pytest.approx(u["end_s"], abs=1e-3)  # and times
+        assert csv["label"].tolist() == [u["label"]]
+        np.testing.assert_allclose(
+            _probs(Path(res.outputs["csv"]), labels)[u["utterance_id"]], ref[u["utterance_id"]],
+            atol=1e-5,
+        )  # fmt: skip
+    dialogue = pd.read_csv(summary.videos[0].outputs["dialogue_csv"], keep_default_na=False)
+    assert dialogue["utterance_id"].tolist() == clips["utterance_id"].tolist()
+    assert dialogue["video"].tolist() == clips["video_path"].tolist()
+    table = pd.read_csv(summary.summary_csv, keep_default_na=False)
+    assert set(table["dialogue"]) == {"demo_d00"}
+    # The context effect: a clip alone is a one-utterance dialogue and gets other probabilities,
+    # whether requested alone or with dialogue_context=False.
+    uid = clips["utterance_id"].iat[2]
+    alone = predict_videos(videos[2:3], checkpoint, tmp_path / "alone", **kw)
+    nocontext = predict_videos(
+        videos, checkpoint, tmp_path / "nocontext", dialogue_context=False, **kw
+    )
+    assert alone.videos[0].dialogue == "" and not any(v.dialogue for v in nocontext.videos)
+    p_alone = _probs(Path(alone.videos[0].outputs["csv"]), labels)[uid]
+    p_nocontext = _probs(Path(nocontext.videos[2].outputs["csv"]), labels)[uid]
+    np.testing.assert_allclose(p_alone, p_nocontext, atol=1e-5)
+    assert np.abs(p_alone - ref[uid]).max() > 1e-4
+
+
+def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path):
+    clips = clips.copy()
+    broken = tmp_path / "dia0_utt1.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    clips.loc[1, "video_path"] = str(broken)
+    manifest = write_manifest(clips, tmp_path / "clips.csv")
+    store = tmp_path / "store"
+    summary = predict_videos(
+        [Path(v) for v in clips["video_path"]], checkpoint, tmp_path / "out", manifest=manifest,
+        store_root=store, extractors=extractors, progress=False,
+    )  # fmt: skip
+    assert [Path(v.video) for v in summary.failed] == [broken]
+    assert "cannot open media" in summary.failed[0].reason
+    assert summary.failed[0].dialogue == "demo_d00" and len(summary.ok) == len(clips) - 1
+    dialogue = pd.read_csv(summary.ok[0].outputs["dialogue_csv"], keep_default_na=False)
+    rest = clips.drop(index=1)
+    assert dialogue["utterance_id"].tolist() == rest["utterance_id"].tolist()
+    ref = _featureset_probs(
+        write_manifest(rest, tmp_path / "rest.csv"), checkpoint, extractors, store, tmp_path / "fs"
+    )
+    got = _probs(Path(summary.ok[0].outputs["dialogue_csv"]), summary.label_names)
+    for uid in rest["utterance_id"]:
+        np.testing.assert_allclose(got[uid], ref[uid], atol=1e-5)
+    assert "dia0_utt1.mp4" in summary.summary_md.read_text()
+    with pytest.raises(PredictError, match="dia0_utt1.mp4"):
+        predict_videos(
+            [Path(v) for v in clips["video_path"]], checkpoint, tmp_path / "strict",
+            manifest=manifest, store_root=store, extractors=extractors, strict=True,
+            progress=False,
+        )  # fmt: skip

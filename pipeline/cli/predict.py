@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--strict", action="store_true", help="stop at the first failing video")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--per-clip",
+        action="store_true",
+        help="predict each clip alone even when the manifest groups clips into dialogues",
+    )
     p.set_defaults(func=_predict)
 
 
@@ -44,6 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
         asr_model=args.asr_model,
         strict=args.strict,
         progress=not args.no_progress,
+        dialogue_context=not args.per_clip,
     )
     for v in summary.videos:
         detail = (
