@@ -19,7 +19,9 @@ import sys
 import tempfile
 import time
 
-BENCH_SIGNAL = {"t": 0.45, "a": 0.3, "v": 0.15}  # text strongest, visual weakest
+# Text strongest, visual weakest; weak enough that neither model saturates in a few epochs (class
+# means at 4.2 / 2.3 / 1.6 noise standard deviations), so test WF1 can tell the two apart.
+BENCH_SIGNAL = {"t": 0.15, "a": 0.1, "v": 0.05}
 
 
 def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> dict:
@@ -27,8 +29,9 @@ def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> di
 
     from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE
     from pipeline.importers.synthetic import make_synthetic
-    from pipeline.train import configs_for, train
+    from pipeline.train import configs_for, limit_heap_fragmentation, train
 
+    limit_heap_fragmentation()  # before the data is made, so its temporaries are returned too
     torch.set_num_threads(threads)
     fs = make_synthetic(signal=BENCH_SIGNAL, seed=seed)
     extra = {"authors": AUTHORS_ENCODERS, "concat": {**CONCAT_BASELINE, "modulation": False}}.get(

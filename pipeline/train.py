@@ -87,6 +87,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def limit_heap_fragmentation() -> None:
+    """Dialogue batches differ in length, so every step frees and allocates differently sized
+    buffers, and glibc keeps freed heap. Trimming it and serving buffers >= 1 MiB from mmap cut
+    the benchmark's peak RSS 1388 -> 1335 MiB at no speed cost; a 64 KiB threshold cut it to
+    1124 MiB but made epochs ~1.9x slower (every mmap'd buffer is zero-filled anew), so not that.
+    Linux/glibc only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 0)  # M_TRIM_THRESHOLD: give freed heap back at once
+        libc.mallopt(
+            -3, 1024 * 1024
+        )  # M_MMAP_THRESHOLD: buffers >= 1 MiB via mmap, returned on free
+    except (OSError, AttributeError):
+        pass
+
+
 def seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -107,6 +125,7 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Step 1: prepare data, model, optimiser.
+    limit_heap_fragmentation()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
