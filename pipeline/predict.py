@@ -289,14 +289,7 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     res.seconds.update({f"extract.{k}": v for k, v in summary.per_extractor_seconds.items()})
     # 3. build + check
     t0 = time.perf_counter()
-    fs_dir = build_featureset(
-        manifest, ctx["store"], modalities=modalities, out_dir=work / "features",
-        extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
-    )  # fmt: skip
-    fs = FeatureSet.load(fs_dir)
-    check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
-    fs = fs.select_modalities(modalities)
-    present = np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
+    fs, present = _checked_features(manifest, ctx, modalities, labels, work)
     if not present.any():
         reasons = sorted({f.reason for f in summary.failures}) or ["extractors returned nothing"]
         raise ValueError(f"no features for any utterance ({'; '.join(reasons[:3])})")
@@ -427,14 +420,7 @@ def predict_dialogue(
             shared[f"extract.{k}"] = shared.get(f"extract.{k}", 0.0) + v
         # 3. build + check
         t0 = time.perf_counter()
-        fs_dir = build_featureset(
-            manifest_path, ctx["store"], modalities=modalities, out_dir=work / "features",
-            extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
-        )  # fmt: skip
-        fs = FeatureSet.load(fs_dir)
-        check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
-        fs = fs.select_modalities(modalities)
-        present = np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
+        fs, present = _checked_features(manifest_path, ctx, modalities, labels, work)
         shared["build"] = shared.get("build", 0.0) + time.perf_counter() - t0
         has_any = pd.Series(present.any(axis=1)).groupby(seg["_clip"].to_numpy()).any()
         empty = [c for c in has_any.index if not has_any[c]]
@@ -480,6 +466,19 @@ def predict_dialogue(
         res.label_counts = dict(Counter(own["predicted"]))
         res.status = "ok"
     return [results[name] for _, name, _ in clips]
+
+
+def _checked_features(manifest, ctx: dict, modalities: str, labels: list[str], work: Path):
+    """Store -> FeatureSet for one prediction unit, refused unless it matches the checkpoint.
+    Returns (feature set, present: bool [N, M])."""
+    fs_dir = build_featureset(
+        manifest, ctx["store"], modalities=modalities, out_dir=work / "features",
+        extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
+    )  # fmt: skip
+    fs = FeatureSet.load(fs_dir)
+    check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
+    fs = fs.select_modalities(modalities)
+    return fs, np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
 
 
 def predict_videos(
