@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from model.ada2i import Ada2I
 from model.checkpoint import atomic_write, save_checkpoint
+from pipeline.optim import Adam
 
 STATE_TENSORS = "trainer.safetensors"
 STATE_JSON = "trainer.json"
@@ -27,7 +28,7 @@ STATE_JSON = "trainer.json"
 def save_train_state(
     directory: Path,
     model: Ada2I,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Adam,
     scheduler: Any,
     progress: dict[str, Any],
     meta: dict[str, Any],
@@ -54,7 +55,7 @@ def save_train_state(
 
 
 def load_train_state(
-    directory: Path, model: Ada2I, optimizer: torch.optim.Optimizer, scheduler: Any
+    directory: Path, model: Ada2I, optimizer: Adam, scheduler: Any
 ) -> dict[str, Any] | None:
     """Restore in place; returns the saved progress dict, or None when there is nothing to resume."""
     if not (directory / STATE_JSON).is_file():
