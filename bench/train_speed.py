@@ -24,8 +24,21 @@ import time
 BENCH_SIGNAL = {"t": 0.15, "a": 0.1, "v": 0.05}
 
 
-def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> dict:
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(
+    config: str, epochs: int, threads: int, seed: int, full: bool, extra_set: dict | None = None
+) -> dict:
     import torch
+
+    # What the process holds before any of ours runs: the interpreter and the torch build.
+    rss_torch = _rss_mib()
 
     from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE
     from pipeline.importers.synthetic import make_synthetic
@@ -37,7 +50,7 @@ def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> di
     extra = {"authors": AUTHORS_ENCODERS, "concat": {**CONCAT_BASELINE, "modulation": False}}.get(
         config, {}
     )
-    overrides = {**extra, "progress": False, "threads": threads, "seed": seed}
+    overrides = {**extra, **(extra_set or {}), "progress": False, "threads": threads, "seed": seed}
     if not full:
         overrides.update(epochs=epochs, patience=epochs)
     model_cfg, train_cfg = configs_for("iemocap", "tav", overrides)
@@ -49,6 +62,7 @@ def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> di
         "config": config,
         "s_per_epoch": round(result.seconds_per_epoch, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_import_torch_mib": round(rss_torch, 1),
         "test_wf1": round(result.metrics["weighted_f1"], 4),
         "test_acc": round(result.metrics["accuracy"], 4),
         "epochs_run": result.epochs_run,
@@ -56,6 +70,7 @@ def run_one(config: str, epochs: int, threads: int, seed: int, full: bool) -> di
         "wall_s": round(wall, 1),
         "threads": threads,
         "seed": seed,
+        "settings": extra_set or {},
         "params_m": round(
             sum(
                 p.numel()
@@ -79,7 +94,17 @@ def main() -> None:
     ap.add_argument(
         "--compare", action="store_true", help="run ours and authors in separate processes"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model/training setting, e.g. --set micro_batch_utterances=0",
+    )
     args = ap.parse_args()
+    from pipeline.cli.train import parse_overrides
+
+    extra_set = parse_overrides(args.set)
     if args.compare:
         for config in ("authors", "ours"):
             cmd = [
@@ -94,11 +119,15 @@ def main() -> None:
                 str(args.threads),
                 "--seed",
                 str(args.seed),
-            ] + (["--full"] if args.full else [])
+            ]
+            cmd += ["--full"] if args.full else []
+            cmd += [f"--set={s}" for s in args.set]
             subprocess.run(cmd, check=True)
         return
     print(
-        json.dumps(run_one(args.config, args.epochs, args.threads, args.seed, args.full)),
+        json.dumps(
+            run_one(args.config, args.epochs, args.threads, args.seed, args.full, extra_set)
+        ),
         flush=True,
     )
 

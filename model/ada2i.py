@@ -23,8 +23,16 @@ class Ada2IOutput:
     logits: torch.Tensor  # [B, T, C]  y_hat (eq. 9), what predictions come from
     fused: torch.Tensor | None  # [B, T, C]  Z^{m-adapt} (eq. 8); None for the concat baseline
     unimodal: dict[str, torch.Tensor]  # m -> [B, T, C]  per-modality scores (eq. 16)
-    feature_loss: torch.Tensor  # scalar  L_feature (eq. 12), 0 without AFW
+    feature_losses: dict[str, torch.Tensor]  # m -> scalar  L_feature (eq. 12) of m; {} without AFW
     valid: dict[str, torch.Tensor]  # m -> bool [B, T]  real utterance with modality m present
+
+    @property
+    def feature_loss(self) -> torch.Tensor:
+        """L_feature summed over modalities (scalar; 0 without AFW)."""
+        total = self.logits.new_zeros(())
+        for loss in self.feature_losses.values():
+            total = total + loss
+        return total
 
 
 class Ada2I(nn.Module):
@@ -58,11 +66,11 @@ class Ada2I(nn.Module):
             key_mask = torch.where(present.any(dim=1, keepdim=True), present, utterance_mask)
             z[m] = self.encoders[m](features[m], key_mask)  # [B, T, H]
 
-        feature_loss = z[self.modalities[0]].new_zeros(())
+        feature_losses: dict[str, torch.Tensor] = {}
         if self.afw is not None:
-            z, feature_loss = self.afw(z, valid)  # m -> [B, T, H]
+            z, feature_losses = self.afw(z, valid)  # m -> [B, T, H], m -> scalar
         logits, fused, unimodal = self.head(z, valid)  # [B, T, C], [B, T, C] | None, m -> [B, T, C]
-        return Ada2IOutput(logits, fused, unimodal, feature_loss, valid)
+        return Ada2IOutput(logits, fused, unimodal, feature_losses, valid)
 
     def _check_inputs(
         self, features: dict[str, torch.Tensor], utterance_mask: torch.Tensor

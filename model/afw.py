@@ -40,9 +40,9 @@ class AFWLayer(nn.Module):
 
     def forward(
         self, z: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """z: m -> [B, T, H]; valid: m -> bool [B, T] (real utterance with modality m present).
-        Returns (m -> Z_m^{f-adapt} [B, T, H], L_feature summed over modalities, scalar)."""
+        Returns (m -> Z_m^{f-adapt} [B, T, H], m -> L_feature of modality m, scalar)."""
         theta, pooled = {}, {}
         for m in self.modalities:
             theta[m] = self._theta(m, z[m])  # [B, T, R, R]
@@ -50,7 +50,7 @@ class AFWLayer(nn.Module):
             count = w.sum(dim=1).clamp_min(1.0)  # [B, 1, 1]
             pooled[m] = (theta[m] * w).sum(dim=1) / count  # [B, R, R]
 
-        out, feature_loss = {}, z[self.modalities[0]].new_zeros(())
+        out, feature_loss = {}, {}
         for m in self.modalities:
             contracted = theta[m]  # [B, T, R, R]
             for o in MODALITY_ORDER:
@@ -60,7 +60,7 @@ class AFWLayer(nn.Module):
             att = self.att[m](contracted.flatten(-2))  # [B, T, H]
             out[m] = self.dropout(att * z[m] + self.beta * z[m])  # [B, T, H]  eq. 7
             att_hat = self.mapping[m](z[m])  # [B, T, H]  eq. 11
-            feature_loss = feature_loss + _masked_l1(att, att_hat, valid[m])
+            feature_loss[m] = _masked_l1(att, att_hat, valid[m])
         return out, feature_loss
 
     def _theta(self, m: str, z: torch.Tensor) -> torch.Tensor:
@@ -88,9 +88,12 @@ class AdaptiveFeatureWeighting(nn.Module):
 
     def forward(
         self, z: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        total = next(iter(z.values())).new_zeros(())
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Returns (m -> Z_m^{f-adapt} [B, T, H], m -> L_feature of modality m summed over layers,
+        as the authors' code). Kept per modality: each is a mean over that modality's valid
+        utterances, which is what lets micro-batches be re-weighted into the whole batch's loss."""
+        total = {m: z[m].new_zeros(()) for m in z}
         for layer in self.layers:
-            z, loss = layer(z, valid)
-            total = total + loss  # summed over layers, as the authors' code
+            z, losses = layer(z, valid)
+            total = {m: total[m] + losses[m] for m in total}
         return z, total

@@ -1,8 +1,14 @@
-"""The joint objective of paper eq. 14: L_main = L_cls + L_feature + L_modal (weights 1:1:1)."""
+"""The joint objective of paper eq. 14: L_main = L_cls + L_feature + L_modal (weights 1:1:1).
+
+Each term is a mean: L_cls and L_modal over the labelled utterances, L_feature (per modality) over
+the utterances that have the modality. A batch split into micro-batches gets exactly the whole
+batch's loss (and so gradient) when each micro-batch's means are weighted by its share of those
+counts: `ada2i_loss(out, labels, whole=BatchCounts.of(...))`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,25 +29,62 @@ class Losses:
         return {k: float(getattr(self, k).detach()) for k in ("total", "cls", "modal", "feature")}
 
 
-def ada2i_loss(out: Ada2IOutput, labels: torch.Tensor) -> Losses:
-    """labels: int64 [B, T] with IGNORE for padding/unlabelled. Means run over labelled utterances."""
+@dataclass(frozen=True)
+class BatchCounts:
+    """What the loss means divide by: labelled utterances, and per modality the utterances that
+    have it (Ada2IOutput.valid)."""
+
+    labelled: int
+    valid: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, labels: torch.Tensor, valid: dict[str, torch.Tensor]) -> BatchCounts:
+        """labels: int64 [B, T]; valid: m -> bool [B, T]."""
+        return cls(int((labels != IGNORE).sum()), {m: int(v.sum()) for m, v in valid.items()})
+
+
+def ada2i_loss(out: Ada2IOutput, labels: torch.Tensor, whole: BatchCounts | None = None) -> Losses:
+    """labels: int64 [B, T] with IGNORE for padding/unlabelled. Means run over labelled utterances.
+    whole: the counts of the batch this is a micro-batch of; each term is then weighted by this
+    micro-batch's share, so the micro-batches' losses add up to the whole batch's."""
     n_classes = out.logits.shape[-1]
     flat = labels.reshape(-1)  # [B*T]
-    cls = F.cross_entropy(out.logits.reshape(-1, n_classes).float(), flat, ignore_index=IGNORE)
-    if out.fused is not None:
-        modal = F.cross_entropy(out.fused.reshape(-1, n_classes).float(), flat, ignore_index=IGNORE)
-    else:
+    share = 1.0
+    if whole is not None:
+        n_labelled = int((flat != IGNORE).sum())
+        share = n_labelled / max(whole.labelled, 1)
+    if share == 0.0:  # no labelled utterance here: the mean would be nan, the weight is zero
+        cls = out.logits.new_zeros((), dtype=torch.float32)
         modal = cls.new_zeros(())
-    feature = out.feature_loss.float()
+    else:
+        logits = out.logits.reshape(-1, n_classes).float()
+        cls = share * F.cross_entropy(logits, flat, ignore_index=IGNORE)
+        modal = (
+            share
+            * F.cross_entropy(out.fused.reshape(-1, n_classes).float(), flat, ignore_index=IGNORE)
+            if out.fused is not None
+            else cls.new_zeros(())
+        )
+    feature = cls.new_zeros(())
+    for m, loss in out.feature_losses.items():
+        weight = 1.0 if whole is None else int(out.valid[m].sum()) / max(whole.valid.get(m, 0), 1)
+        feature = feature + weight * loss.float()
     return Losses(total=cls + modal + feature, cls=cls, modal=modal, feature=feature)
 
 
-def unimodal_losses(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, float]:
-    """Per-modality cross-entropy of the unimodal scores on the utterances that have the modality:
-    a diagnostic of how well each modality alone fits (not optimised)."""
+def unimodal_loss_totals(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """m -> (summed cross-entropy of the unimodal scores, number of utterances) on the labelled
+    utterances that have modality m: a diagnostic of how well each modality alone fits (not
+    optimised); sums and counts so micro-batches add up."""
     result = {}
     for m, scores in out.unimodal.items():
         keep = out.valid[m] & (labels != IGNORE)  # [B, T]
         if keep.any():
-            result[m] = float(F.cross_entropy(scores[keep].float(), labels[keep]).detach())
+            total = F.cross_entropy(scores[keep].float(), labels[keep], reduction="sum")
+            result[m] = (float(total.detach()), int(keep.sum()))
     return result
+
+
+def unimodal_losses(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, float]:
+    """Per-modality mean of unimodal_loss_totals."""
+    return {m: total / n for m, (total, n) in unimodal_loss_totals(out, labels).items()}

@@ -21,14 +21,21 @@ from model.losses import IGNORE
 
 
 @torch.no_grad()
-def unimodal_scores(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, float]:
-    scores = {}
+def unimodal_score_totals(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """m -> (sum of true-class probabilities, number of utterances): s_m's numerator and
+    denominator, which add up across the micro-batches of one batch."""
+    totals = {}
     for m, logits in out.unimodal.items():
         keep = out.valid[m] & (labels != IGNORE)  # [B, T]
         if keep.any():
             p = logits[keep].float().softmax(dim=-1)  # [n, C]
-            scores[m] = float(p.gather(1, labels[keep][:, None]).mean())
-    return scores
+            totals[m] = (float(p.gather(1, labels[keep][:, None]).sum()), int(keep.sum()))
+    return totals
+
+
+def unimodal_scores(out: Ada2IOutput, labels: torch.Tensor) -> dict[str, float]:
+    """s_m of eq. 16 (as a mean, see above) for the modalities with a labelled utterance."""
+    return {m: total / n for m, (total, n) in unimodal_score_totals(out, labels).items()}
 
 
 def discrepancy_ratios(scores: dict[str, float]) -> dict[str, float]:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from model.losses import IGNORE, BatchCounts  # IGNORE: label of padding and unlabelled utterances
 from pipeline.featureset import Dialogue, FeatureSet
-
-IGNORE = -100  # must equal model.losses.IGNORE: padding and unlabelled utterances
 
 
 @dataclass
@@ -60,14 +59,13 @@ def collate(fs: FeatureSet, dialogues: list[Dialogue]) -> Batch:
     return Batch(features, utterance_mask, modality_mask, labels, speakers, list(dialogues))
 
 
-def iter_batches(
-    fs: FeatureSet,
+def batch_dialogues(
     dialogues: list[Dialogue],
     batch_size: int,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
-) -> Iterator[Batch]:
-    """Batches of `batch_size` dialogues; shuffled with `generator` for training, in order else."""
+) -> Iterator[list[Dialogue]]:
+    """Groups of `batch_size` dialogues; shuffled with `generator` for training, in order else."""
     order = (
         torch.randperm(len(dialogues), generator=generator).tolist()
         if shuffle
@@ -75,4 +73,47 @@ def iter_batches(
     )
     chosen = [dialogues[i] for i in order]
     for start in range(0, len(chosen), batch_size):
-        yield collate(fs, chosen[start : start + batch_size])
+        yield chosen[start : start + batch_size]
+
+
+def iter_batches(
+    fs: FeatureSet,
+    dialogues: list[Dialogue],
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[Batch]:
+    """Collated batches of `batch_size` dialogues (see batch_dialogues)."""
+    for group in batch_dialogues(dialogues, batch_size, shuffle, generator):
+        yield collate(fs, group)
+
+
+def micro_batches(dialogues: list[Dialogue], max_utterances: int) -> list[list[Dialogue]]:
+    """Split one batch's dialogues into micro-batches whose padded size (dialogues x longest
+    dialogue) stays within `max_utterances`. Dialogues go longest first, so each micro-batch holds
+    dialogues of similar length and pads little; one longer than the budget goes alone. A
+    dialogue's outputs do not depend on what shares its batch, so training on the micro-batches
+    with their gradients summed is training on the batch (see model.losses.BatchCounts) with a
+    peak memory bounded by the budget. max_utterances <= 0: one micro-batch, the whole batch."""
+    if max_utterances <= 0:
+        return [list(dialogues)]
+    groups: list[list[Dialogue]] = []
+    for d in sorted(dialogues, key=lambda d: -d.length):  # stable: ties keep batch order
+        current = groups[-1] if groups else None
+        if current and (len(current) + 1) * current[0].length <= max_utterances:
+            current.append(d)
+        else:
+            groups.append([d])
+    return groups
+
+
+def batch_counts(fs: FeatureSet, dialogues: list[Dialogue], modalities: str) -> BatchCounts:
+    """The loss denominators of a batch of dialogues (labelled utterances; per modality, the
+    utterances that have it), read from the FeatureSet without collating the batch."""
+    labelled, valid = 0, dict.fromkeys(modalities, 0)
+    for d in dialogues:
+        rows = slice(d.start, d.start + d.length)
+        labelled += int((fs.labels[rows] >= 0).sum())
+        for m in modalities:
+            valid[m] += int(fs.present[m][rows].sum())
+    return BatchCounts(labelled, valid)

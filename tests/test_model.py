@@ -86,10 +86,10 @@ def test_theta_rows_are_distributions_and_beta_residual():
         torch.nn.init.zeros_(layer.att[m].weight)
         torch.nn.init.zeros_(layer.att[m].bias)
     valid = {m: torch.ones(2, 5, dtype=torch.bool) for m in "tav"}
-    out, loss = layer(z, valid)
+    out, losses = layer(z, valid)
     for m in "tav":
         torch.testing.assert_close(out[m], 0.25 * z[m])
-    assert loss > 0
+    assert set(losses) == set("tav") and all(loss > 0 for loss in losses.values())
 
 
 def test_amw_ignores_feature_scale():

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from model.ada2i import Ada2I
+from model.losses import ada2i_loss
+from model.modulation import unimodal_score_totals
 from pipeline.cli import main as cli_main
-from pipeline.evaluate import evaluate_checkpoint
+from pipeline.data import batch_counts, collate, micro_batches
+from pipeline.evaluate import compute_metrics, evaluate_checkpoint, selection_metrics
 from pipeline.featureset import FeatureSet
 from pipeline.grid import collect_runs, run_grid, summarise, to_markdown
 from pipeline.importers.synthetic import make_synthetic
@@ -226,3 +232,91 @@ def test_training_uses_cpu_when_no_gpu():
     from pipeline.train import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _grads_and_scores(model, fs, dialogues, budget):
+    """Summed gradients and s_m totals of one batch, run whole (budget 0) or in micro-batches."""
+    model.zero_grad(set_to_none=True)
+    whole = batch_counts(fs, dialogues, model.modalities)
+    totals, loss_sum = {}, 0.0
+    for part in micro_batches(dialogues, budget):
+        b = collate(fs, part)
+        out = model({m: b.features[m] for m in model.modalities}, b.utterance_mask, b.modality_mask)
+        losses = ada2i_loss(out, b.labels, whole if budget else None)
+        losses.total.backward()
+        loss_sum += float(losses.total.detach())
+        for m, (s, n) in unimodal_score_totals(out, b.labels).items():
+            totals[m] = (totals.get(m, (0.0, 0))[0] + s, totals.get(m, (0.0, 0))[1] + n)
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return grads, {m: s / n for m, (s, n) in totals.items()}, loss_sum
+
+
+def test_micro_batches_give_the_whole_batch_gradient():
+    fs = small(missing_rate={"v": 0.3})
+    fs.labels[fs.dialogues[1].start : fs.dialogues[1].start + 4] = -1  # some unlabelled
+    batch = fs.split("train")[:10]
+    mc, _ = configs_for("tiny", "tav", {"dropout": 0.0})
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = Ada2I(replace(mc, input_dims=fs.dims, n_classes=len(LABELS))).train()
+    parts = micro_batches(batch, 30)
+    assert len(parts) > 2  # really split
+    g_whole, s_whole, l_whole = _grads_and_scores(model, fs, batch, 0)
+    g_micro, s_micro, l_micro = _grads_and_scores(model, fs, batch, 30)
+    assert l_micro == pytest.approx(l_whole, rel=1e-5)
+    assert s_micro == pytest.approx(s_whole, rel=1e-5)
+    assert g_micro.keys() == g_whole.keys()
+    for name in g_whole:
+        torch.testing.assert_close(g_micro[name], g_whole[name], atol=1e-6, rtol=1e-4)
+
+
+def test_micro_batch_plan_respects_the_budget():
+    fs = small()
+    batch = fs.split("train")[:10]
+    parts = micro_batches(batch, 40)
+    assert sorted(d.id for p in parts for d in p) == sorted(d.id for d in batch)
+    for p in parts:
+        assert len(p) * max(d.length for d in p) <= 40 or len(p) == 1
+        assert [d.length for d in p] == sorted((d.length for d in p), reverse=True)
+    assert micro_batches(batch, 0) == [batch]
+    longest = max(d.length for d in batch)
+    assert [len(p) for p in micro_batches(batch, longest - 1)][0] == 1  # too long: alone
+
+
+def test_selection_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    for n_classes, n in ((6, 300), (4, 17), (7, 5)):
+        y_true = rng.integers(-1, n_classes, n)  # -1: unlabelled, ignored by both
+        y_pred = rng.integers(0, n_classes - 1, n)  # the last class is never predicted
+        ours = selection_metrics(y_true, y_pred, n_classes)
+        sk = compute_metrics(y_true, y_pred, [f"c{i}" for i in range(n_classes)])
+        for key in ("n", "accuracy", "weighted_f1", "macro_f1"):
+            assert ours[key] == pytest.approx(sk[key], abs=1e-12), key
+    assert np.isnan(selection_metrics(np.array([-1]), np.array([0]), 3)["weighted_f1"])
+
+
+def test_training_process_does_not_import_a_compiler_or_scikit_learn(tmp_path):
+    """torch.optim would import torch._dynamo (~130 MiB, ~4 s) and per-epoch metrics
+    scikit-learn (+ pandas, SciPy: ~160 MiB); training needs neither until its test report."""
+    make_synthetic(
+        n_dialogues={"train": 6, "dev": 2},
+        utterances=60,
+        dims=DIMS,
+        label_names=LABELS,
+    ).save(tmp_path / "fs")
+    script = f"""
+import sys
+from pipeline.featureset import FeatureSet
+from pipeline.train import configs_for, train
+mc, tc = configs_for("tiny", "tav", {{"epochs": 2, "progress": False, "micro_batch_utterances": 20}})
+result = train(FeatureSet.load({str(tmp_path / "fs")!r}), mc, tc, {str(tmp_path / "run")!r})
+assert result.epochs_run == 2, result
+loaded = [m for m in ("torch._dynamo", "sklearn", "scipy", "pandas") if m in sys.modules]
+print("loaded:", loaded)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded: []" in done.stdout
