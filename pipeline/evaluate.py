@@ -66,6 +66,15 @@ def predict(
     )
 
 
+# What every metrics function returns for a split without a labelled utterance.
+NO_LABELLED_UTTERANCES = {
+    "n": 0,
+    "accuracy": float("nan"),
+    "weighted_f1": float("nan"),
+    "macro_f1": float("nan"),
+}
+
+
 def selection_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy and weighted/macro F1 over labelled utterances (y_true >= 0), from the confusion
     matrix in numpy: what training reads every epoch to pick the best checkpoint. Equal to
@@ -75,12 +84,7 @@ def selection_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) ->
     keep = y_true >= 0
     yt, yp = y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)
     if len(yt) == 0:
-        return {
-            "n": 0,
-            "accuracy": float("nan"),
-            "weighted_f1": float("nan"),
-            "macro_f1": float("nan"),
-        }
+        return dict(NO_LABELLED_UTTERANCES)
     cm = np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(
         n_classes, n_classes
     )
@@ -113,12 +117,7 @@ def compute_metrics(
     yt, yp = y_true[keep], y_pred[keep]
     labels = list(range(len(label_names)))
     if len(yt) == 0:
-        return {
-            "n": 0,
-            "accuracy": float("nan"),
-            "weighted_f1": float("nan"),
-            "macro_f1": float("nan"),
-        }
+        return dict(NO_LABELLED_UTTERANCES)
     p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
     return {
         "n": int(len(yt)),

@@ -19,7 +19,7 @@ from pipeline.evaluate import compute_metrics, evaluate_checkpoint, selection_me
 from pipeline.featureset import FeatureSet
 from pipeline.grid import collect_runs, run_grid, summarise, to_markdown
 from pipeline.importers.synthetic import make_synthetic
-from pipeline.train import configs_for, train
+from pipeline.train import configs_for, improves, train
 
 DIMS = {"t": 16, "a": 12, "v": 20}
 LABELS = ["neu", "hap", "sad", "ang"]
@@ -320,3 +320,14 @@ print("loaded:", loaded)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loaded: []" in done.stdout
+
+
+def test_selection_prefers_higher_wf1_then_lower_dev_loss():
+    start = {"best_wf1": -1.0, "best_epoch": 0}
+    assert improves(0.2, 9.0, start)
+    best = {"best_wf1": 0.8, "best_loss": 0.5}
+    assert improves(0.81, 2.0, best)  # WF1 decides first
+    assert not improves(0.79, 0.1, best)
+    assert improves(0.8, 0.4, best)  # a tie: the lower dev loss wins
+    assert not improves(0.8, 0.5, best) and not improves(0.8, float("nan"), best)
+    assert improves(0.8, 0.4, {"best_wf1": 0.8})  # a state saved before best_loss existed
