@@ -90,5 +90,20 @@ class Ada2I(nn.Module):
         """The parameters gradient modulation scales, per modality (paper eq. 18)."""
         return {m: list(self.encoders[m].parameters()) for m in self.modalities}
 
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups: one per modality encoder (named "encoder.<m>", whose step eq. 18
+        scales), then everything else ("shared"). Flattened, they are model.parameters() in its
+        order, so optimiser states saved with a single group still line up."""
+        encoders = [
+            {"name": f"encoder.{m}", "params": list(self.encoders[m].parameters())}
+            for m in self.modalities
+        ]
+        inside = {id(p) for g in encoders for p in g["params"]}
+        shared = [p for p in self.parameters() if id(p) not in inside]
+        groups = encoders + ([{"name": "shared", "params": shared}] if shared else [])
+        flat = [p for g in groups for p in g["params"]]
+        assert [id(p) for p in flat] == [id(p) for p in self.parameters()]
+        return groups
+
     def class_weight_norms(self) -> dict[str, list[float]]:
         return self.head.class_weight_norms()

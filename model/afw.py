@@ -34,7 +34,15 @@ class AFWLayer(nn.Module):
         h, r = cfg.hidden, cfg.rank
         # W_Q1, W_Q2, W_K1, W_K2 of eq. 5 as one H -> 4R map per modality (one matmul, not four).
         self.qk = nn.ModuleDict({m: nn.Linear(h, 4 * r) for m in self.modalities})
+        if cfg.qk_init_std > 0:  # unit-variance Z in: each projection has std qk_init_std
+            for lin in self.qk.values():
+                nn.init.normal_(lin.weight, std=cfg.qk_init_std / math.sqrt(h))
+                nn.init.zeros_(lin.bias)
         self.att = nn.ModuleDict({m: nn.Linear(r * r, h) for m in self.modalities})  # eq. 6
+        if cfg.afw_gate_init > 0:
+            for lin in self.att.values():
+                lin.weight.data.mul_(0.1)
+                nn.init.constant_(lin.bias, cfg.afw_gate_init - cfg.beta)
         self.mapping = nn.ModuleDict({m: nn.Linear(h, h) for m in self.modalities})  # Phi_m, eq. 11
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -47,8 +55,13 @@ class AFWLayer(nn.Module):
         for m in self.modalities:
             theta[m] = self._theta(m, z[m])  # [B, T, R, R]
             w = valid[m].to(theta[m].dtype)[..., None, None]  # [B, T, 1, 1]
-            count = w.sum(dim=1).clamp_min(1.0)  # [B, 1, 1]
-            pooled[m] = (theta[m] * w).sum(dim=1) / count  # [B, R, R]
+            count = w.sum(dim=1)  # [B, 1, 1]
+            pooled[m] = (theta[m] * w).sum(dim=1) / count.clamp_min(1.0)  # [B, R, R]
+            # A dialogue without a single utterance of m (no face anywhere) has no A^(m): its
+            # masked mean would be the zero matrix and wipe out every other modality's
+            # contraction. Contracting with the identity skips it instead.
+            eye = torch.eye(self.rank, dtype=theta[m].dtype, device=theta[m].device)
+            pooled[m] = torch.where(count > 0, pooled[m], eye)  # [B, R, R]
 
         out, feature_loss = {}, {}
         for m in self.modalities:
@@ -68,7 +81,16 @@ class AFWLayer(nn.Module):
         g_q = q1[..., :, None] * q2[..., None, :]  # [B, T, R, R]  mode-1 Khatri-Rao, reshaped
         g_k = k1[..., :, None] * k2[..., None, :]  # [B, T, R, R]
         scores = g_q * g_k / math.sqrt(self.rank)  # [B, T, R, R]
-        return scores.softmax(dim=-1) if self.theta_softmax else scores
+        if self.theta_softmax == "last":  # rows sum to 1
+            return scores.softmax(dim=-1)
+        if self.theta_softmax == "first":  # columns sum to 1
+            return scores.softmax(dim=-2)
+        if (
+            self.theta_softmax == "joint"
+        ):  # all R*R entries sum to 1, times R: rows sum to 1 on average
+            b, t, r, _ = scores.shape
+            return scores.reshape(b, t, r * r).softmax(dim=-1).reshape(b, t, r, r) * r
+        return scores  # "none": the authors' code
 
 
 def _masked_l1(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

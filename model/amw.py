@@ -34,6 +34,10 @@ class AdaptiveModalityWeighting(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(c, mlp_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(mlp_hidden, c)
         )
+        self.mlp_residual = cfg.mlp_residual
+        if self.mlp_residual:  # starts as the identity on the fused scores
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(
         self, z: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
@@ -47,7 +51,8 @@ class AdaptiveModalityWeighting(nn.Module):
             cos = self.scale * cos  # [B, T, C]
             unimodal[m] = cos + self.bias / n_mod  # [B, T, C]  eq. 16's unimodal logits
             fused = fused + cos * present[m][..., None].to(cos.dtype)  # [B, T, C]
-        return self.mlp(fused), fused, unimodal
+        y_hat = fused + self.mlp(fused) if self.mlp_residual else self.mlp(fused)  # [B, T, C]
+        return y_hat, fused, unimodal
 
     def class_weight_norms(self) -> dict[str, list[float]]:
         """Raw per-class norms ||W_k^m|| (paper Fig. 5)."""

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 MODALITY_ORDER = "tav"  # canonical order: contractions, concatenation and outputs follow it
+THETA_SOFTMAX = ("last", "first", "joint", "none")  # axis of eq. 4's softmax over Theta [R, R]
 SUBSETS = ("tav", "ta", "tv", "av", "t", "a", "v")  # the paper's Table 3 settings + unimodal
 
 
@@ -39,17 +40,39 @@ class Ada2IConfig:
     # Adaptive feature weighting (sec. 3.2).
     use_afw: bool = True
     afw_layers: int = 2  # authors' code stacks two
-    theta_softmax: bool = True  # eq. 4 has a softmax; the authors' code has none
+    # Eq. 4's softmax, over which axis of Theta [R, R] (the paper does not say): "last" (rows sum
+    # to 1), "first" (columns), "joint" (all R*R entries), "none" (the authors' code). See
+    # docs/ada2i.md #6 for why the default was chosen. Checkpoints saved before this choice stored
+    # a bool: True meant "last", False "none".
+    theta_softmax: str = "last"
+    # Std of each tensor-ring projection (Z W_Q1, ...) at initialisation, for LayerNorm'd Z; 0 =
+    # torch's default Linear init (std ~0.58). Theta's scores are products of four projections
+    # over sqrt(R), so at ~0.58 they are ~0.03 and eq. 4's softmax starts almost uniform.
+    qk_init_std: float = 0.0
+    # Eq. 7's gate Att at initialisation: 0 = torch's default Linear init (Att ~ +-0.1, so each
+    # AFW layer starts by shrinking Z ~10x with random signs); g > 0 = Att's bias starts at g - beta
+    # and its weights ~0.1x, so Z^{f-adapt} starts near g * Z and AFW learns its way from there.
+    afw_gate_init: float = 0.0
     contract_self: bool = False  # eq. 6 lists all three A; the code (and the issue) use the others
 
     # Adaptive modality weighting (sec. 3.3). False = plain concatenation + linear classifier.
     use_amw: bool = True
     mlp_hidden: int = 0  # MLP of eq. 9 on the fused class scores; 0 = hidden
+    # y_hat = Z^{m-adapt} + MLP(Z^{m-adapt}) with the MLP's last layer zero at init, instead of
+    # eq. 9's plain MLP: predictions start as the fused scores L_modal trains, rather than waiting
+    # for a random MLP to learn the identity (docs/ada2i.md #15).
+    mlp_residual: bool = False
     # Cosine scores live in [-1, 1]; unscaled, their softmax stays near uniform and training
     # crawls (NormFace, which the paper cites, shows the same). 1.0 = the paper's eq. 8 as written.
     cosine_scale: float = 10.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.theta_softmax, bool):  # checkpoints from before the axis choice
+            object.__setattr__(self, "theta_softmax", "last" if self.theta_softmax else "none")
+        if self.theta_softmax not in THETA_SOFTMAX:
+            raise ValueError(
+                f"theta_softmax must be one of {THETA_SOFTMAX}, got {self.theta_softmax!r}"
+            )
         mods = self.modalities
         if not mods or any(m not in MODALITY_ORDER for m in mods) or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be a non-empty subset of 'tav', got {mods!r}")

@@ -24,11 +24,18 @@ from torch import nn
 
 class Adam:
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam with
-    amsgrad=False, maximize=False."""
+    amsgrad=False, maximize=False.
+
+    `params` is an iterable of parameters (one group) or, as in torch.optim, of group dicts
+    {"params": [...], **overrides}. A group may carry `update_scale` (default 1.0), which multiplies
+    its step, not its gradient: Ada2I's eq. 18 scales the *update* of a modality's encoder by k_m.
+    Scaling the gradient instead does nothing under Adam, whose m / sqrt(v) cancels any slowly
+    varying factor (docs/ada2i.md #20).
+    """
 
     def __init__(
         self,
-        params: Iterable[nn.Parameter],
+        params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -39,15 +46,19 @@ class Adam:
             raise ValueError("Adam got an empty parameter list")
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid Adam settings lr={lr} betas={betas} eps={eps}")
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "update_scale": 1.0,
+        }
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups: list[dict[str, Any]] = [
-            {
-                "params": params,
-                "lr": lr,
-                "betas": tuple(betas),
-                "eps": eps,
-                "weight_decay": weight_decay,
-            }
+            {**defaults, **g, "params": list(g["params"])} for g in groups
         ]
+        if any(not g["params"] for g in self.param_groups):
+            raise ValueError("Adam got an empty parameter group")
         self.state: dict[nn.Parameter, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -65,6 +76,7 @@ class Adam:
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+            scale = group.get("update_scale", 1.0)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -85,6 +97,8 @@ class Adam:
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 step_size = lr / (1 - beta1**step)
+                if scale != 1.0:  # only then: a scale of 1 stays bit-equal to torch.optim
+                    step_size = step_size * scale
                 denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
                 p.addcdiv_(exp_avg, denom, value=-step_size)
 
@@ -105,9 +119,16 @@ class Adam:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         params = self._all_params()
         saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups) or [
-            len(g["params"]) for g in saved_groups
-        ] != [len(g["params"]) for g in self.param_groups]:
+        sizes = [len(g["params"]) for g in self.param_groups]
+        if (
+            len(saved_groups) == 1
+            and len(sizes) > 1
+            and len(saved_groups[0]["params"]) == sum(sizes)
+        ):
+            # A state saved with one group (before per-modality groups) over the same parameters
+            # in the same order: its settings apply to every group.
+            saved_groups = [saved_groups[0]] * len(sizes)
+        elif [len(g["params"]) for g in saved_groups] != sizes:
             raise ValueError("optimizer state does not match the model's parameter groups")
         for group, saved in zip(self.param_groups, saved_groups, strict=True):
             for key in ("lr", "eps", "weight_decay"):

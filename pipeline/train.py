@@ -24,9 +24,10 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import Ada2IConfig, preset
 from model.losses import ada2i_loss, unimodal_loss_totals
 from model.modulation import (
+    add_update_noise,
     coefficients,
     discrepancy_ratios,
-    modulate_gradients,
+    set_update_scales,
     unimodal_score_totals,
 )
 from pipeline.data import batch_counts, batch_dialogues, collate, micro_batches
@@ -164,7 +165,8 @@ def train(
     )
     train_set, dev_set, test_set = _splits(fs, cfg)
     model = Ada2I(model_cfg).to(device)
-    optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # One group per modality encoder, so eq. 18's k_m can scale that encoder's step.
+    optimizer = Adam(model.parameter_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -316,6 +318,8 @@ def train_epoch(
         "unimodal_loss": {},
     }
     n_steps = 0
+    # Its own stream, so the noise draws leave the batch order of a seed unchanged.
+    noise_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
     for group in batch_dialogues(dialogues, cfg.batch_size, shuffle=True, generator=generator):
         whole = batch_counts(fs, group, model.modalities)
         if not whole.labelled:
@@ -345,12 +349,17 @@ def train_epoch(
         scores = {m: total / n for m, (total, n) in score_totals.items()}
         rho = discrepancy_ratios(scores)
         k = coefficients(rho, alpha) if modulate else {m: 1.0 for m in rho}
-        if modulate and len(model.modalities) > 1:
-            modulate_gradients(model.encoder_parameters(), k, noise=cfg.noise)
-        # Clip after modulation so the added noise cannot enlarge the actual step.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        modulated = modulate and len(model.modalities) > 1
+        noise = modulated_step(
+            model,
+            optimizer,
+            scaler,
+            k if modulated else {},
+            cfg.grad_clip,
+            noise_generator if modulated and cfg.noise else None,
+        )
+        for m, v in noise.items():
+            per_mod.setdefault("noise_rms", {}).setdefault(m, []).append(v)
 
         n_steps += 1
         for name, values in (
@@ -367,6 +376,28 @@ def train_epoch(
     for name, values in per_mod.items():
         stats[name] = {m: float(np.mean(v)) for m, v in values.items()}
     return stats
+
+
+def modulated_step(
+    model: Ada2I,
+    optimizer: Adam,
+    scaler: torch.amp.GradScaler,
+    k: dict[str, float],
+    grad_clip: float,
+    noise_generator: torch.Generator | None,
+) -> dict[str, float]:
+    """Clip, step with modality m's encoder update scaled by k_m (eq. 18), then, when a noise
+    generator is given, add eq. 19's noise to the encoders. Gradients must already be unscaled
+    (AMP). Returns m -> RMS of the noise added (empty without noise)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # Eq. 18 scales the update, not the gradient: Adam's m / sqrt(v) would cancel a gradient scale.
+    set_update_scales(optimizer.param_groups, k)
+    scaler.step(optimizer)
+    scaler.update()
+    if noise_generator is None or not torch.isfinite(grad_norm):  # a skipped AMP step adds none
+        return {}
+    lr = optimizer.param_groups[0]["lr"]
+    return add_update_noise(model.encoder_parameters(), lr, noise_generator)
 
 
 def improves(dev_wf1: float, dev_loss: float, progress: dict[str, Any]) -> bool:

@@ -12,7 +12,13 @@ from model.afw import AFWLayer
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE, PRESETS, SUBSETS, Ada2IConfig, preset
 from model.losses import IGNORE, ada2i_loss
-from model.modulation import coefficients, discrepancy_ratios, modulate_gradients, unimodal_scores
+from model.modulation import (
+    add_update_noise,
+    coefficients,
+    discrepancy_ratios,
+    set_update_scales,
+    unimodal_scores,
+)
 
 DIMS = {"t": 12, "a": 8, "v": 10}
 
@@ -75,8 +81,52 @@ def test_missing_modality_is_masked_not_fused():
     assert torch.isfinite(model(feats, mask, present).logits).all()
 
 
+def test_a_modality_absent_from_a_whole_dialogue_is_skipped_in_the_contraction():
+    """No face in any utterance of dialogue 0: its A^(v) would be the zero matrix and make Att_t
+    the linear's bias whatever the text says; the contraction with v is skipped (identity)."""
+    torch.manual_seed(0)
+    cfg = tiny(dropout=0.0)
+    layer = AFWLayer(cfg).eval()
+    z = {m: torch.randn(2, 5, cfg.hidden) for m in "tav"}
+    valid = {m: torch.ones(2, 5, dtype=torch.bool) for m in "tav"}
+    valid["v"][0] = False  # dialogue 0 has no visual at all; dialogue 1 has it everywhere
+    out, _ = layer(z, valid)
+    theta_t, theta_a = layer._theta("t", z["t"]), layer._theta("a", z["a"])
+    pooled_a = theta_a[0].mean(0)  # [R, R]
+    expected = layer.att["t"]((theta_t[0] @ pooled_a).flatten(-2))  # [T, H], no v contraction
+    torch.testing.assert_close(out["t"][0], expected * z["t"][0] + cfg.beta * z["t"][0])
+    gain = out["t"][0] / z["t"][0]  # [T, H]: Att_t + beta, per utterance
+    assert float((gain - gain[0]).abs().max()) > 1e-6  # not the bias alone: it follows the text
+    # dialogue 1 (visual present) is untouched by dialogue 0's absence
+    alone, _ = layer({m: x[1:] for m, x in z.items()}, {m: v[1:] for m, v in valid.items()})
+    torch.testing.assert_close(out["t"][1], alone["t"][0])
+
+
+@pytest.mark.parametrize("axis", ["last", "first", "joint", "none"])
+def test_theta_softmax_axes(axis):
+    cfg = tiny(theta_softmax=axis)
+    layer = AFWLayer(cfg).eval()
+    theta = layer._theta("t", torch.randn(2, 5, cfg.hidden))  # [B, T, R, R]
+    r = cfg.rank
+    if axis == "last":
+        torch.testing.assert_close(theta.sum(-1), torch.ones(2, 5, r))
+    elif axis == "first":
+        torch.testing.assert_close(theta.sum(-2), torch.ones(2, 5, r))
+    elif axis == "joint":  # a distribution over all R*R entries, times R
+        torch.testing.assert_close(theta.sum((-2, -1)), torch.full((2, 5), float(r)))
+    else:
+        assert (theta < 0).any()  # raw scores
+
+
+def test_legacy_bool_theta_softmax_loads():
+    assert tiny(theta_softmax=True).theta_softmax == "last"
+    assert tiny(theta_softmax=False).theta_softmax == "none"
+    with pytest.raises(ValueError, match="theta_softmax"):
+        tiny(theta_softmax="rows")
+
+
 def test_theta_rows_are_distributions_and_beta_residual():
-    cfg = tiny(beta=0.25, dropout=0.0)
+    cfg = tiny(beta=0.25, dropout=0.0, theta_softmax="last")
     layer = AFWLayer(cfg).eval()
     z = {m: torch.randn(2, 5, cfg.hidden) for m in "tav"}
     theta = layer._theta("t", z["t"])
@@ -153,21 +203,23 @@ def test_unimodal_scores_are_true_class_probabilities():
     assert s["t"] == pytest.approx(float(expected.detach()))
 
 
-def test_modulation_scales_encoder_gradients_exactly_without_noise():
-    p = torch.nn.Parameter(torch.zeros(4, 3))
-    q = torch.nn.Parameter(torch.zeros(5))
-    p.grad, q.grad = torch.ones(4, 3), torch.full((5,), 2.0)
-    modulate_gradients({"t": [p], "a": [q]}, {"t": 0.25, "a": 1.0}, noise=False)
-    torch.testing.assert_close(p.grad, torch.full((4, 3), 0.25))
-    torch.testing.assert_close(q.grad, torch.full((5,), 2.0))
+def test_update_noise_has_the_gradient_spread_times_lr():
+    """Eq. 19: theta <- theta + lr * h, h ~ N(0, std(grad)^2) per tensor, after the step."""
     g = torch.nn.Parameter(torch.zeros(20_000))
-    g.grad = torch.randn(20_000, generator=torch.Generator().manual_seed(0))
-    before = g.grad.clone()
-    modulate_gradients(
-        {"t": [g]}, {"t": 0.5}, noise=True, generator=torch.Generator().manual_seed(1)
-    )
-    added = g.grad - 0.5 * before
-    assert float(added.std()) == pytest.approx(float((0.5 * before).std()), rel=0.05)
+    g.grad = 3.0 * torch.randn(20_000, generator=torch.Generator().manual_seed(0))
+    rms = add_update_noise({"t": [g]}, lr=0.01, generator=torch.Generator().manual_seed(1))
+    assert float(g.detach().std()) == pytest.approx(0.01 * float(g.grad.std()), rel=0.05)
+    assert rms["t"] == pytest.approx(float(g.detach().pow(2).mean().sqrt()), rel=1e-5)
+    assert float(g.grad.std()) == pytest.approx(3.0, rel=0.05)  # the gradient itself untouched
+
+
+def test_update_scales_name_the_encoder_groups():
+    model = Ada2I(tiny())
+    groups = model.parameter_groups()
+    assert [g["name"] for g in groups] == ["encoder.t", "encoder.a", "encoder.v", "shared"]
+    assert [id(p) for g in groups for p in g["params"]] == [id(p) for p in model.parameters()]
+    set_update_scales(groups, {"t": 0.25, "v": 1.0})
+    assert [g["update_scale"] for g in groups] == [0.25, 1.0, 1.0, 1.0]
 
 
 def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path):

@@ -166,3 +166,31 @@ def test_cosine_schedule_matches_torch():
     half.load_state_dict({"last_epoch": 4, "base_lrs": [0.3]})
     half.step()
     assert half.optimizer.param_groups[0]["lr"] == pytest.approx(0.15 * (1 + math.cos(math.pi / 2)))
+
+
+def test_update_scale_multiplies_the_step_of_its_group_only():
+    ours, ref = params(), params()
+    opt = Adam([{"params": ours[:1], "update_scale": 0.5}, {"params": ours[1:]}], lr=1e-2)
+    ref_opt = Adam(ref, lr=1e-2)
+    start = [p.detach().clone() for p in ours]
+    run_steps(opt, ours, 1)
+    run_steps(ref_opt, ref, 1)
+    torch.testing.assert_close(ours[0] - start[0], 0.5 * (ref[0] - start[0]))
+    for a, b in zip(ours[1:], ref[1:], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_single_group_state_loads_into_named_groups():
+    """Trainer states saved before the per-modality groups still resume."""
+    old = params()
+    opt = Adam(old, lr=1e-2, weight_decay=1e-3)
+    run_steps(opt, old, 3)
+    saved = opt.state_dict()
+    same = [torch.nn.Parameter(p.detach().clone()) for p in old]
+    grouped = Adam([{"params": same[:2], "name": "encoder.t"}, {"params": same[2:]}], lr=0.5)
+    grouped.load_state_dict(saved)
+    assert [g["lr"] for g in grouped.param_groups] == [1e-2, 1e-2]
+    run_steps(opt, old, 2, seed=5)
+    run_steps(grouped, same, 2, seed=5)
+    for a, b in zip(old, same, strict=True):
+        assert torch.equal(a, b)
