@@ -279,7 +279,7 @@ def test_declared_label_set_gives_the_canonical_order(
 
     imported = {"iemocap": shared_data.IEMOCAP_LABELS, "meld": shared_data.MELD_LABELS}[declared]
     assert list(order) == imported == authors_pickle.LABEL_NAMES[declared]
-    assert synthetic.IEMOCAP_LABELS == list(IEMOCAP)
+    assert list(IEMOCAP) == synthetic.IEMOCAP_LABELS
     df = _rows(media_dir, [{"utterance_id": "x", "start_s": 2.0, "end_s": 3.0}])
     df["label"], df["label_set"] = ["ang", "sad", "neu"], declared
     manifest = write_manifest(df, tmp_path / "m.csv")
@@ -492,7 +492,6 @@ def test_predict_all_rows_bad_fails_the_video_with_the_reason(
 ):
     df = _rows(media_dir, [])
     df["start_s"], df["end_s"] = [7.0, 8.0], [8.0, 9.0]
-    manifest = write_manifest(df, tmp_path / "m.csv")
     other = media_dir / "speech.wav"  # a second video predicts fine alongside
     pd.concat([df, pd.DataFrame([{**df.iloc[0], "utterance_id": "w1", "dialogue_id": "w",
                                    "start_s": 0.0, "end_s": 1.0, "video_path": "",
