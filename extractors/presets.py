@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from extractors.base import Extractor
+from extractors.weights import WeightsUnavailableError
 
 MODALITIES = ("t", "a", "v")
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
@@ -79,6 +80,11 @@ _PRESETS: dict[str, Callable[[str, str], list[Extractor]]] = {
 }
 
 
+class PresetUnavailableError(WeightsUnavailableError, ValueError):
+    """A preset whose pretrained weights cannot be loaded here (offline, not cached). A ValueError
+    too, so the CLI prints its one-line message instead of a chain of tracebacks."""
+
+
 def preset_names() -> list[str]:
     """Valid preset names, in the order they are documented."""
     return list(_PRESETS)
@@ -106,4 +112,14 @@ def build_extractors(
     """
     if preset not in _PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESETS)}")
-    return {m: _PRESETS[preset](m, device) for m in parse_modalities(modalities)}
+    out = {}
+    for m in parse_modalities(modalities):
+        try:
+            out[m] = _PRESETS[preset](m, device)
+        except WeightsUnavailableError as exc:
+            # One message, no chained tracebacks: the cause (offline, not cached) is in the text.
+            raise PresetUnavailableError(
+                f"preset {preset!r} cannot be built: its {MODALITY_NAMES[m]} extractor has no "
+                f"weights here. {exc}"
+            ) from None
+    return out

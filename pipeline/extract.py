@@ -34,6 +34,7 @@ from pipeline.extract_plan import (
     ExtractionError,
     Failure,
     Task,
+    check_fps,
     load_extractors,
     plan_tasks,
     write_failures,
@@ -141,6 +142,7 @@ def extract_features(
     torch runs one intra-op thread per worker during the call (pipeline/extract_runner.py: why).
     """
     # 1. inputs
+    fps = check_fps(fps)
     df = read_manifest(manifest_path)
     exs = load_extractors(preset, modalities, device, extractors)
     workers = workers or len(os.sched_getaffinity(0))
@@ -227,12 +229,15 @@ def build_featureset(
 
     A modality's extractors are concatenated in preset order: feat.<m> [N, sum of dims]. An
     utterance lacks a modality (zeros, present.<m> = 0) when any of its extractors failed, returned
-    None or was never extracted. Labels: ids index ``label_names`` (default: the manifest's
-    non-empty labels sorted alphabetically); "" -> -1. Dialogues and utterances in manifest order.
+    None or was never extracted. Labels: ids index ``label_names`` (default: the manifest's declared
+    label set in its canonical order, else its non-empty labels sorted alphabetically:
+    pipeline/labels.py); "" -> -1. Dialogues and utterances in manifest order.
     ``fps`` must be the frame rate the visual features were extracted at (it is part of their key).
     """
     from pipeline.featureset import from_arrays
+    from pipeline.labels import declared_set, label_order
 
+    fps = check_fps(fps)
     df = read_manifest(manifest_path)
     exs = load_extractors(preset, modalities, device, extractors)
     n = len(df)
@@ -259,10 +264,14 @@ def build_featureset(
             if not ok.all():
                 log.warning("modality %s: %d of %d utterances have no features", m, (~ok).sum(), n)
     labels_col = df["label"].tolist()
-    names = list(label_names) if label_names else sorted({lab for lab in labels_col if lab})
-    unknown = sorted({lab for lab in labels_col if lab and lab not in names})
-    if unknown:
-        raise ValueError(f"{manifest_path}: labels {unknown} are not in label_names {names}")
+    label_set = declared_set(df, str(manifest_path))
+    names = list(label_names) if label_names else label_order(labels_col, label_set)
+    for i, lab in enumerate(labels_col):
+        if lab and lab not in names:
+            raise ValueError(
+                f"{manifest_path}: row {i} (utterance {df['utterance_id'].iat[i]!r}): label "
+                f"{lab!r} is not in label_names {names}"
+            )
     labels = np.array([names.index(lab) if lab else -1 for lab in labels_col], np.int64)  # [N]
     dialogues = []  # read_manifest keeps a dialogue's rows contiguous, so rows stay aligned
     for did, rows in df.groupby("dialogue_id", sort=False):

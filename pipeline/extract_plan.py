@@ -5,7 +5,10 @@ A task's input is:
     text   -> the transcript (its UTF-8 bytes are hashed)           segment None, fps None
     audio  -> audio_path, else the audio track of video_path         segment (start, end), fps None
     visual -> video_path                                             segment (start, end), fps
-An end_s of NaN means "until the end of the media" and is keyed as such (end None).
+An end_s of NaN means "until the end of the media" and is keyed as such (end None). A row whose
+segment cannot be cut (missing, negative or non-finite start, inf end, zero-length, inverted) is a
+failure of its audio/visual tasks; a media path that is missing or not a regular file (/dev/zero, a
+FIFO: hashing it would never end) fails that row's media tasks. Neither stops the other rows.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from extractors.base import Extractor
-from pipeline.manifest import read_manifest, validate_rows
+from pipeline.manifest import media_file_problem, read_manifest, validate_rows
 from pipeline.store import FeatureStore, make_key, text_hash
 
 MODALITY_ORDER = "tav"
@@ -31,7 +34,7 @@ FAILURE_FIELDS = ("utterance_id", "modality", "extractor", "file", "reason")
 
 # validate_rows reasons -> the modalities they make impossible. A bad segment does not stop the
 # text; bad text does not stop the media; a speaker problem is reported but stops no feature.
-_SEGMENT_REASONS = ("missing start", "negative start", "zero-length", "inverted")
+_SEGMENT_REASONS = ("missing start", "non-finite", "negative start", "zero-length", "inverted")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,17 @@ class Task:
 
 class ExtractionError(ValueError):
     """A failure under strict=True (a ValueError so the CLI prints it as one line)."""
+
+
+def check_fps(fps) -> float:
+    """The visual frame rate as a float; ValueError unless it is a finite number > 0."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"fps must be a number > 0, got {fps!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"fps must be a finite number > 0 (frames per second), got {fps!r}")
+    return value
 
 
 def ordered(modalities: str) -> str:
@@ -116,6 +130,7 @@ def plan_tasks(
 ) -> tuple[list[Task], list[Failure]]:
     """Every (utterance, extractor) task with its key, and a Failure for each impossible one."""
     modalities = "".join(m for m in MODALITY_ORDER if extractors.get(m))
+    fps = check_fps(fps)
     failures: list[Failure] = []
     blocked: set[tuple[str, str]] = set()  # (utterance_id, modality)
     rows = validate_rows(df, require_media=False, check_files=False)
@@ -164,18 +179,10 @@ def plan_tasks(
                     failures += [Failure(utt, m, s.name, "", what) for s in specs]
                     continue
                 if source not in file_hashes:
-                    try:
-                        file_hashes[source] = store.file_hash(source)
-                    except OSError as exc:
-                        file_hashes[source] = exc
+                    file_hashes[source] = _hash_media(store, source)
                 ihash = file_hashes[source]
-                if isinstance(ihash, Exception):
-                    reason = (
-                        "media file not found"
-                        if isinstance(ihash, FileNotFoundError)
-                        else f"cannot read media file ({ihash})"
-                    )
-                    failures += [Failure(utt, m, s.name, source, reason) for s in specs]
+                if isinstance(ihash, Failure):
+                    failures += [Failure(utt, m, s.name, source, ihash.reason) for s in specs]
                     continue
                 segment = (float(row.start_s), end)
                 task_fps = fps if m == "v" else None  # audio does not depend on the frame rate
@@ -183,6 +190,18 @@ def plan_tasks(
                 key = make_key(ihash, segment, task_fps, ex.spec.config_hash())
                 tasks.append(Task(i, utt, m, ex, key, ihash, source, segment, task_fps))
     return tasks, failures
+
+
+def _hash_media(store: FeatureStore, source: str) -> str | Failure:
+    """The file's content hash, or a Failure (reason only) when it is not a readable regular file;
+    checked first because hashing a device or a FIFO reads forever (or blocks)."""
+    why = media_file_problem(source)
+    if why:
+        return Failure("", "", "", source, why)
+    try:
+        return store.file_hash(source)
+    except OSError as exc:
+        return Failure("", "", "", source, f"cannot read media file ({exc})")
 
 
 def write_failures(failures: Sequence[Failure], out_dir: Path) -> Path:

@@ -6,6 +6,8 @@ A FeatureSet is a directory with two files:
                            labels       int64   [N]       -1 = unlabelled
     meta.json              label_names, feature_spec {m: {...}}, dialogues [...], source
 N is the number of utterances; m is a modality letter (t, a, v). Loading never executes code.
+Every feat.<m> has its present.<m> (every version of this project wrote both); a file that lacks one,
+or any other malformed file, raises FeatureSetError (a ValueError) naming the file and the key.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ MODALITIES = ("t", "a", "v")  # canonical order everywhere: text, audio, visual
 FEATURES_FILE = "features.safetensors"
 META_FILE = "meta.json"
 UNLABELLED = -1
+
+
+class FeatureSetError(ValueError):
+    """A feature set that cannot be used; the message names the file (and key or dialogue)."""
 
 
 @dataclass
@@ -95,30 +101,36 @@ class FeatureSet:
         where = str(self.path) if self.path else "feature set"
         n = len(self)
         if not self.features:
-            raise ValueError(f"{where}: no modality features")
+            raise FeatureSetError(f"{where}: no modality features")
         unknown = set(self.features) - set(MODALITIES)
         if unknown:
-            raise ValueError(f"{where}: unknown modalities {sorted(unknown)}; expected some of tav")
+            raise FeatureSetError(
+                f"{where}: unknown modalities {sorted(unknown)}; expected some of tav"
+            )
         for m, x in self.features.items():
             if x.ndim != 2 or x.shape[0] != n:
-                raise ValueError(f"{where}: feat.{m} has shape {tuple(x.shape)}, expected [{n}, D]")
+                raise FeatureSetError(
+                    f"{where}: feat.{m} has shape {tuple(x.shape)}, expected [{n}, D]"
+                )
             spec_dim = self.feature_spec.get(m, {}).get("dim")
             if spec_dim is not None and int(spec_dim) != x.shape[1]:
-                raise ValueError(
+                raise FeatureSetError(
                     f"{where}: feat.{m} has dim {x.shape[1]} but its feature spec says {spec_dim}"
                 )
             if self.present[m].shape != (n,):
-                raise ValueError(f"{where}: present.{m} has shape {tuple(self.present[m].shape)}")
+                raise FeatureSetError(
+                    f"{where}: present.{m} has shape {tuple(self.present[m].shape)}"
+                )
         covered = 0
         for d in self.dialogues:
             if d.length <= 0:
-                raise ValueError(f"{where}: dialogue {d.id!r} is empty")
+                raise FeatureSetError(f"{where}: dialogue {d.id!r} is empty")
             if d.start != covered:
-                raise ValueError(
+                raise FeatureSetError(
                     f"{where}: dialogue {d.id!r} starts at row {d.start}, expected {covered}"
                 )
             if len(d.utterance_ids) != d.length or len(d.speakers) != d.length:
-                raise ValueError(
+                raise FeatureSetError(
                     f"{where}: dialogue {d.id!r} lists a wrong number of utterances/speakers"
                 )
             covered += d.length
@@ -127,7 +139,7 @@ class FeatureSet:
                 block = x[rows]
                 if not torch.isfinite(block).all():
                     bad = int((~torch.isfinite(block)).any(dim=1).nonzero()[0, 0])
-                    raise ValueError(
+                    raise FeatureSetError(
                         f"{where}: dialogue {d.id!r} utterance {d.utterance_ids[bad]!r} has NaN/inf "
                         f"in modality {m}"
                     )
@@ -135,22 +147,22 @@ class FeatureSet:
             bad_label = (labels < UNLABELLED) | (labels >= len(self.label_names))
             if bad_label.any():
                 i = int(bad_label.nonzero()[0, 0])
-                raise ValueError(
+                raise FeatureSetError(
                     f"{where}: dialogue {d.id!r} utterance {d.utterance_ids[i]!r} has label id "
                     f"{int(labels[i])} outside the label set {self.label_names}"
                 )
         if covered != n:
-            raise ValueError(f"{where}: dialogues cover {covered} rows but there are {n}")
+            raise FeatureSetError(f"{where}: dialogues cover {covered} rows but there are {n}")
         ids = [u for d in self.dialogues for u in d.utterance_ids]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{where}: duplicate utterance ids")
+            raise FeatureSetError(f"{where}: duplicate utterance ids")
 
     # ---- subsets ----------------------------------------------------------------------------
 
     def select_modalities(self, modalities: str) -> FeatureSet:
         missing = [m for m in modalities if m not in self.features]
         if missing:
-            raise ValueError(
+            raise FeatureSetError(
                 f"{self.path or 'feature set'}: modalities {missing} requested but only "
                 f"{self.modalities!r} were extracted"
             )
@@ -193,6 +205,8 @@ class FeatureSet:
 
     @classmethod
     def load(cls, directory: str | Path, validate: bool = True) -> FeatureSet:
+        """Read a FeatureSet directory. FileNotFoundError for a missing file; FeatureSetError
+        (naming the file and key) for anything malformed."""
         directory = Path(directory)
         features_path, meta_path = directory / FEATURES_FILE, directory / META_FILE
         for p in (features_path, meta_path):
@@ -201,30 +215,65 @@ class FeatureSet:
         try:
             tensors = load_file(str(features_path))
         except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{features_path}: not a readable safetensors file ({exc})") from exc
+            raise FeatureSetError(
+                f"{features_path}: not a readable safetensors file ({exc})"
+            ) from exc
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: invalid JSON ({exc})") from exc
+            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FeatureSetError(f"{meta_path}: invalid JSON ({exc})") from exc
+        fs = cls._from_parts(tensors, meta, features_path, meta_path, directory)
+        if validate:
+            try:
+                fs.validate()
+            except FeatureSetError:
+                raise
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise FeatureSetError(str(exc)) from exc
+        return fs
+
+    @classmethod
+    def _from_parts(cls, tensors, meta, features_path, meta_path, directory) -> FeatureSet:
+        """Check the keys and types the format promises, then build (validate() checks values)."""
         if "labels" not in tensors:
-            raise ValueError(f"{features_path}: no 'labels' tensor")
+            raise FeatureSetError(f"{features_path}: no 'labels' tensor")
+        labels = tensors["labels"]
+        if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise FeatureSetError(
+                f"{features_path}: 'labels' must be an integer [N] tensor, "
+                f"got {labels.dtype} {tuple(labels.shape)}"
+            )
         mods = [m for m in MODALITIES if f"feat.{m}" in tensors]
-        fs = cls(
+        for m in mods:
+            if f"present.{m}" not in tensors:
+                raise FeatureSetError(
+                    f"{features_path}: no 'present.{m}' tensor for 'feat.{m}' (the format stores "
+                    "one per modality: which utterances have that feature)"
+                )
+            if tensors[f"feat.{m}"].dtype.is_complex:
+                raise FeatureSetError(f"{features_path}: 'feat.{m}' has dtype complex")
+        if not isinstance(meta, dict):
+            raise FeatureSetError(f"{meta_path}: expected a JSON object")
+        for key, kind in (("dialogues", list), ("label_names", list)):
+            if not isinstance(meta.get(key), kind):
+                raise FeatureSetError(f"{meta_path}: '{key}' must be a JSON {kind.__name__}")
+        spec = meta.get("feature_spec", {})
+        if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+            raise FeatureSetError(f"{meta_path}: 'feature_spec' must map modality -> object")
+        try:
+            dialogues = [Dialogue.from_dict(d) for d in meta["dialogues"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FeatureSetError(f"{meta_path}: malformed 'dialogues' entry ({exc!r})") from exc
+        return cls(
             features={m: tensors[f"feat.{m}"].float() for m in mods},
-            present={
-                m: tensors.get(f"present.{m}", torch.ones(len(tensors["labels"]))).bool()
-                for m in mods
-            },
-            labels=tensors["labels"].long(),
-            dialogues=[Dialogue.from_dict(d) for d in meta["dialogues"]],
-            label_names=list(meta["label_names"]),
-            feature_spec=meta.get("feature_spec", {}),
-            source=meta.get("source", ""),
+            present={m: tensors[f"present.{m}"].bool() for m in mods},
+            labels=labels.long(),
+            dialogues=dialogues,
+            label_names=[str(n) for n in meta["label_names"]],
+            feature_spec=spec,
+            source=str(meta.get("source", "")),
             path=directory,
         )
-        if validate:
-            fs.validate()
-        return fs
 
 
 def from_arrays(

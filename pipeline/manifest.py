@@ -14,20 +14,31 @@ Columns (docs/architecture.md, "Manifest"):
     audio_path    str    absolute once read ("" = the audio track of video_path, if any)
 
 Extra columns (e.g. orig_start_s from an adapter) are kept. Rows of a dialogue are contiguous and in
-utterance order. A row with a bad segment does not make the manifest unreadable: `validate_rows`
-lists per-utterance problems so that extraction can record them and carry on.
+utterance order. A row with a bad segment (inverted, zero-length, negative or non-finite start/end)
+does not make the manifest unreadable: `validate_rows` lists per-utterance problems so that
+extraction can record them and carry on.
+
+Errors: a manifest that cannot be used at all (unknown format, unparseable, missing columns, no
+rows, empty or duplicate ids, a label outside its declared label set) raises ManifestError (a
+ValueError) naming the file, and the row where there is one; a missing file FileNotFoundError.
+
+Label sets: an optional `label_set` column names the dataset's label set (pipeline/labels.py, e.g.
+"iemocap", "meld"); the adapters fill it in. When present, every non-empty label must belong to it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.labels import LABEL_SET_COLUMN, check_labels
 
 REQUIRED = ("dialogue_id", "utterance_id", "speaker", "start_s", "end_s", "text")
 OPTIONAL = ("label", "split", "video_path", "audio_path")
@@ -42,10 +53,14 @@ SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _NA_VALUES = [""]
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file (and row) and the problem."""
+
+
 def _format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unknown manifest format {suffix!r} (use one of {SUFFIXES})")
+        raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use one of {SUFFIXES})")
     return {".ndjson": ".jsonl"}.get(suffix, suffix)
 
 
@@ -65,11 +80,11 @@ def normalize(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
 
     Missing optional columns are added empty; string columns hold str ("" for missing); start_s/end_s
     are float64 (NaN end = whole clip). Rows are grouped by dialogue (first appearance order), keeping
-    their order inside each dialogue. Raises ValueError naming `source`, the row and the problem.
+    their order inside each dialogue. Raises ManifestError naming `source`, the row and the problem.
     """
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise ValueError(f"{source}: missing required column(s) {missing}")
+        raise ManifestError(f"{source}: missing required column(s) {missing}")
     out = df.copy()
     for col in OPTIONAL:
         if col not in out.columns:
@@ -82,7 +97,7 @@ def normalize(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
         bad = values.isna() & ~pd.Series([_clean_str(v) == "" for v in out[col]], index=out.index)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(
+            raise ManifestError(
                 f"{source}: row {i} (utterance {out['utterance_id'].iloc[i]!r}): "
                 f"{col} is not a number: {df[col].iloc[i]!r}"
             )
@@ -90,13 +105,16 @@ def normalize(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
     for col in ("dialogue_id", "utterance_id"):
         empty = np.flatnonzero((out[col] == "").to_numpy())
         if len(empty):
-            raise ValueError(f"{source}: row {int(empty[0])}: empty {col}")
+            raise ManifestError(f"{source}: row {int(empty[0])}: empty {col}")
     dup = out["utterance_id"].duplicated(keep="first").to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        raise ValueError(
+        raise ManifestError(
             f"{source}: row {i}: duplicate utterance_id {out['utterance_id'].iloc[i]!r}"
         )
+    if LABEL_SET_COLUMN in out.columns:
+        out[LABEL_SET_COLUMN] = [_clean_str(v) for v in out[LABEL_SET_COLUMN]]
+        check_labels(out, source)  # before regrouping: row numbers are the file's
     # Stable grouping: a dialogue's rows become contiguous without reordering within it.
     first_seen = {d: k for k, d in enumerate(dict.fromkeys(out["dialogue_id"]))}
     order = np.argsort([first_seen[d] for d in out["dialogue_id"]], kind="stable")
@@ -129,6 +147,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
     Media paths come back absolute (relative ones resolved against the manifest's folder). Text that
     is not valid UTF-8 is read with U+FFFD replacements, which `validate_rows` then reports.
+    Raises ManifestError for anything unusable (including a file with no rows), naming the file.
     """
     path = Path(path)
     fmt = _format(path)
@@ -149,8 +168,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                 df = pd.read_json(fh, lines=True, dtype=False)
         else:
             df = pd.read_parquet(path)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: cannot parse manifest ({exc})") from exc
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: empty manifest (no header, no rows)") from None
+    except Exception as exc:  # pandas/pyarrow/json raise many types for malformed input
+        raise ManifestError(f"{path}: cannot parse manifest ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(df, pd.DataFrame):  # read_json of a scalar line gives a Series
+        raise ManifestError(f"{path}: cannot parse manifest (not a table of records)")
+    if len(df) == 0:
+        raise ManifestError(f"{path}: empty manifest: a header but no utterance rows")
+    df.columns = [str(c) for c in df.columns]
     df = normalize(df, source=str(path))
     base = path.resolve().parent
     for col in MEDIA_COLUMNS:
@@ -189,23 +215,16 @@ def validate_rows(
 ) -> list[tuple[str, str]]:
     """Per-utterance problems -> [(utterance_id, reason)], in row order; empty when all is well.
 
-    Checks: negative or missing start, zero-length or inverted segment, text with undecodable bytes
-    (U+FFFD), missing speaker, and (require_media) no media path / (check_files) media file absent.
+    Checks: the segment (segment_problem), text with undecodable bytes (U+FFFD), missing speaker,
+    and (require_media) no media path / (check_files) media file absent or not a regular file.
     An utterance may appear once per problem.
     """
     problems: list[tuple[str, str]] = []
     for row in df.itertuples(index=False):
         uid = row.utterance_id
-        start, end = row.start_s, row.end_s
-        if start is None or math.isnan(start):
-            problems.append((uid, "missing start_s"))
-        elif start < 0:
-            problems.append((uid, f"negative start ({start:.3f} s)"))
-        if start is not None and end is not None and not (math.isnan(start) or math.isnan(end)):
-            if end == start:
-                problems.append((uid, f"zero-length segment ({start:.3f}-{end:.3f} s)"))
-            elif end < start:
-                problems.append((uid, f"inverted segment ({start:.3f}-{end:.3f} s)"))
+        seg = segment_problem(row.start_s, row.end_s)
+        if seg:
+            problems.append((uid, seg))
         if "\ufffd" in row.text:
             problems.append((uid, "undecodable text encoding"))
         if not row.speaker:
@@ -214,10 +233,52 @@ def validate_rows(
         if require_media and not media:
             problems.append((uid, "no media path"))
         if check_files:
-            problems.extend(
-                (uid, f"media file not found: {p}") for p in media if not os.path.isfile(p)
-            )
+            for p in media:
+                why = media_file_problem(p)
+                if why:
+                    problems.append((uid, f"{why}: {p}"))
     return problems
+
+
+def segment_problem(start, end, duration: float | None = None, tol: float = 0.25) -> str | None:
+    """Why (start_s, end_s) cannot be cut from a media file, or None. end NaN = to the end.
+
+    Reasons start with: "missing start", "non-finite timestamp", "negative start", "zero-length",
+    "inverted", "past the end" (only with a known `duration`; `tol` seconds of overshoot allowed).
+    """
+    start = float("nan") if start is None else float(start)
+    end = float("nan") if end is None else float(end)
+    if math.isnan(start):
+        return "missing start_s"
+    if math.isinf(start) or math.isinf(end):
+        return f"non-finite timestamp (start_s={start}, end_s={end})"
+    if start < 0:
+        return f"negative start ({start:.3f} s)"
+    if not math.isnan(end):
+        if end == start:
+            return f"zero-length segment ({start:.3f}-{end:.3f} s)"
+        if end < start:
+            return f"inverted segment ({start:.3f}-{end:.3f} s)"
+    if duration is not None and (
+        start >= duration or (not math.isnan(end) and end > duration + tol)
+    ):
+        shown = f"{end:.3f}" if not math.isnan(end) else "end"
+        return f"past the end of the media ({start:.3f}-{shown} s > {duration:.3f} s)"
+    return None
+
+
+def media_file_problem(path: str | os.PathLike) -> str | None:
+    """Why a media path cannot be read as a file, or None: "media file not found" or "not a
+    regular file" (a device such as /dev/zero, a FIFO or a folder would hang or fail a decode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "media file not found"
+    except OSError as exc:
+        return f"cannot read media file ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return None
 
 
 def dialogues(df: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:

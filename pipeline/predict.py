@@ -12,6 +12,12 @@ Then summary.csv, summary.md and index.html over all videos. A video that fails 
 audio stream while the checkpoint uses audio, no segments, no features) is recorded with its reason
 and skipped; strict=True raises instead.
 
+An utterance whose segment cannot be cut from its file (manifest row or subtitle cue: inverted,
+zero-length, negative or non-finite times, past the end of the media) is that utterance's failure,
+whatever modalities the checkpoint uses: it is not predicted (not even from its text), it is listed
+in <name>.failures.csv (utterance, times, reason, cue) and counted in the summary
+(n_failed_utterances); the other utterances of the video are predicted. strict=True raises.
+
 Clip-per-utterance layouts (MELD's dia{D}_utt{U}.mp4, the IEMOCAP clips with clips.csv): when a
 manifest is given and its rows for the requested files put several media files under one
 dialogue_id, those clips are predicted per DIALOGUE, since Ada2I reads conversation context
@@ -59,7 +65,7 @@ from pipeline.data import iter_batches
 from pipeline.evaluate import check_feature_spec
 from pipeline.extract import build_featureset, extract_features, feature_spec
 from pipeline.featureset import FeatureSet
-from pipeline.manifest import read_manifest, write_manifest
+from pipeline.manifest import read_manifest, segment_problem, write_manifest
 from pipeline.report_html import write_index, write_video_report
 from pipeline.segment import manifest_rows, segment_video
 from pipeline.speech import Asr, load_asr
@@ -87,6 +93,8 @@ class VideoResult:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage (+ per extractor)
     media_seconds: float = 0.0
     dialogue: str = ""  # clip-per-utterance: the dialogue predicted as a whole ("" = per video)
+    # utterances not predicted: [{utterance_id, start_s, end_s, reason, cue}] (bad segments)
+    failed_utterances: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,8 +114,15 @@ class PredictSummary:
     def failed(self) -> list[VideoResult]:
         return [v for v in self.videos if v.status != "ok"]
 
+    @property
+    def n_failed_utterances(self) -> int:
+        return sum(len(v.failed_utterances) for v in self.videos)
+
     def line(self) -> str:
-        return f"{len(self.ok)} videos predicted, {len(self.failed)} failed ({self.summary_md})"
+        return (
+            f"{len(self.ok)} videos predicted, {len(self.failed)} failed, "
+            f"{self.n_failed_utterances} utterances failed ({self.summary_md})"
+        )
 
 
 def list_videos(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -273,6 +288,18 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     if automatic and ctx["asr"] is None and ctx["asr_model"]:
         ctx["asr"] = load_asr(ctx["asr_model"], ctx["device"])  # loaded once, on first need
     seg = segment_video(video, manifest=ctx["manifest"], asr=ctx["asr"], dialogue_id=name)
+    seg, res.failed_utterances = split_bad_segments(seg, info.duration_s, ctx["strict"], str(video))
+    if res.failed_utterances:
+        path = ctx["out_dir"] / f"{name}.failures.csv"
+        res.outputs["failed_utterances"] = _write_failed(res.failed_utterances, path)
+        log.warning("%s: %d utterance(s) not predicted (bad segments): %s",
+                    video, len(res.failed_utterances), path)  # fmt: skip
+        if seg.empty:
+            first = res.failed_utterances[0]
+            raise ValueError(
+                f"no utterance can be cut from the media ({len(res.failed_utterances)} bad "
+                f"segments; first: {first['utterance_id']}: {first['reason']})"
+            )
     res.seconds["segment"] = time.perf_counter() - t0
     res.n_utterances, res.segment_source = len(seg), _source_label(seg)
     true_labels = seg["label"].tolist()
@@ -303,7 +330,7 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     table = prediction_table(seg, probs, support, present, labels, modalities)
     if any(true_labels):
         table["label"] = true_labels
-    res.outputs = _write_video_outputs(table, name, video, ctx)
+    res.outputs.update(_write_video_outputs(table, name, video, ctx))
     res.outputs.update({"manifest": str(manifest), "failures": str(summary.failures_path)})
     res.seconds["report"] = time.perf_counter() - t0
     res.label_counts = dict(Counter(table["predicted"]))
@@ -315,6 +342,40 @@ def _check_streams(info: media.MediaInfo, modalities: str) -> None:
     for m, has, what in (("a", info.has_audio, "audio"), ("v", info.has_video, "video")):
         if m in modalities and not has:
             raise ValueError(f"no {what} stream, and the checkpoint uses {what} features")
+
+
+FAILED_FIELDS = ("utterance_id", "start_s", "end_s", "reason", "cue")
+
+
+def split_bad_segments(
+    seg: pd.DataFrame, duration: float | None, strict: bool = False, where: str = ""
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """(rows that can be cut, [failed utterance records]) of one media file's segments.
+
+    A bad segment (pipeline.manifest.segment_problem against the probed duration) is the row's
+    failure; strict raises PredictError naming the file and the utterance instead."""
+    keep, failed = [], []
+    cues = seg["cue"] if "cue" in seg.columns else [""] * len(seg)
+    for ok_row, (uid, start, end, cue) in enumerate(
+        zip(seg["utterance_id"], seg["start_s"], seg["end_s"], cues, strict=True)
+    ):
+        why = segment_problem(start, end, duration, media.END_TOLERANCE_S)
+        if why is None:
+            keep.append(ok_row)
+            continue
+        if strict:
+            raise PredictError(
+                f"--strict: {where}: utterance {uid!r}: {why}" + (f" ({cue})" if cue else "")
+            )
+        failed.append(
+            {"utterance_id": uid, "start_s": start, "end_s": end, "reason": why, "cue": cue or ""}
+        )
+    return seg.iloc[keep].reset_index(drop=True), failed
+
+
+def _write_failed(failed: list[dict[str, Any]], path: Path) -> str:
+    pd.DataFrame(failed, columns=list(FAILED_FIELDS)).to_csv(path, index=False)
+    return str(path)
 
 
 def _failure_reason(exc: Exception) -> str:
@@ -396,6 +457,14 @@ def predict_dialogue(
             fail(name, _failure_reason(exc))
             continue
         seg = manifest.iloc[rows].assign(segment_source="manifest", _clip=name, _row=rows)
+        seg, failed = split_bad_segments(seg, info.duration_s, ctx["strict"], str(path))
+        if failed:
+            results[name].failed_utterances = failed
+            path_f = ctx["out_dir"] / f"{name}.failures.csv"
+            results[name].outputs["failed_utterances"] = _write_failed(failed, path_f)
+        if seg.empty:
+            fail(name, f"no utterance can be cut from the media ({failed[0]['reason']})")
+            continue
         parts.append(seg)
         results[name].seconds["segment"] = time.perf_counter() - t0
         results[name].n_utterances, results[name].segment_source = len(seg), "manifest"
@@ -455,7 +524,7 @@ def predict_dialogue(
         t0 = time.perf_counter()
         res = results[name]
         own = table[(seg["_clip"] == name).to_numpy()].drop(columns="video").reset_index(drop=True)
-        res.outputs = _write_video_outputs(own, name, path, ctx)
+        res.outputs.update(_write_video_outputs(own, name, path, ctx))
         res.outputs.update(
             {"dialogue_csv": str(d_csv), "dialogue_jsonl": str(d_jsonl),
              "manifest": str(manifest_path), "failures": str(summary.failures_path)}
@@ -580,21 +649,29 @@ def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str])
                 "n_utterances": r.n_utterances,
                 "segment_source": r.segment_source,
                 "dialogue": r.dialogue,
+                "n_failed_utterances": len(r.failed_utterances),
                 "media_seconds": round(r.media_seconds, 3),
                 **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
-                "report": Path(r.outputs["html"]).name if r.outputs else "",
+                "report": Path(r.outputs["html"]).name if "html" in r.outputs else "",
             }
         )
     df = pd.DataFrame(rows)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
     df.to_csv(csv_path, index=False)
-    md = ["| video | status | utterances | source | labels | reason |", "|---|---|---|---|---|---|"]
+    md = [
+        "| video | status | utterances | failed utterances | source | labels | reason |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         dist = " ".join(f"{c}:{r.label_counts[c]}" for c in labels if r.label_counts.get(c))
         md.append(
-            f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | {r.segment_source} | "
-            f"{dist} | {r.reason.replace('|', '/')} |"
+            f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | "
+            f"{len(r.failed_utterances)} | {r.segment_source} | {dist} | "
+            f"{r.reason.replace('|', '/')} |"
         )
+    n_bad = sum(len(r.failed_utterances) for r in results)
+    if n_bad:
+        md += ["", f"{n_bad} utterance(s) not predicted (bad segments): see <video>.failures.csv"]
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     index = write_index(df, labels, out_dir / "index.html")
     return PredictSummary(out_dir, results, labels, csv_path, md_path, index)

@@ -91,13 +91,15 @@ def _frame(rows: list[dict], dialogue_id: str, path: Path, info, source: str) ->
 def from_subtitles(
     path: Path, subtitles: Path, dialogue_id: str, info: media.MediaInfo | None = None
 ) -> pd.DataFrame:
-    """One utterance per cue; source "srt" or "vtt" by the file's suffix."""
+    """One utterance per cue; source "srt" or "vtt" by the file's suffix. Column `cue` = "file:line"
+    of each cue, so a cue that cannot be cut (inverted, zero-length) is reported where it is."""
     cues = parse_subtitles(subtitles)
     source = subtitles.suffix.lower().lstrip(".")
     rows = [
         {"start_s": c.start_s, "end_s": c.end_s, "speaker": c.speaker, "text": c.text} for c in cues
     ]
-    return _frame(rows, dialogue_id, path, info, source)
+    out = _frame(rows, dialogue_id, path, info, source)
+    return out.assign(cue=[f"{subtitles}:{c.line}" for c in cues]) if len(out) else out
 
 
 def load_audio(path: Path) -> np.ndarray:

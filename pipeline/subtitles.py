@@ -9,7 +9,11 @@ Speakers come from the cue text when it names one, in the forms subtitle files u
     "<v Alice>hello</v>"    the WebVTT voice span (<v.class Alice> too)
 otherwise the speaker is "". Formatting tags (<i>, <b>, <font ...>, {\\an8}) are dropped; the lines
 of a cue are joined with a space. A malformed file raises SubtitleError naming the file and the
-1-based line, so a user can open it at that spot.
+1-based line, so a user can open it at that spot; nothing else is raised, whatever the bytes.
+
+A well-formed cue whose end is not after its start (inverted or zero-length) does not spoil the file:
+it is returned with `problem` set, and becomes a failed utterance downstream (pipeline.predict
+reports it and predicts the other cues), as a manifest row with such a segment does.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Cue:
     speaker: str  # "" = not named in the cue
     text: str
     line: int  # 1-based line of the timing line, for messages
+    problem: str = ""  # "" = usable; else why the cue cannot be cut (inverted, zero-length)
 
 
 def _seconds(groups: tuple[str | None, ...]) -> float:
@@ -96,12 +101,13 @@ def _cue(block_start: int, block: list[str], timing_at: int, source: str) -> Cue
         raise SubtitleError(
             f"{source}:{line_no}: minutes/seconds out of range in {block[timing_at].strip()!r}"
         )
-    if end <= start:
-        raise SubtitleError(
-            f"{source}:{line_no}: cue ends ({end:.3f} s) before it starts ({start:.3f} s)"
-        )
+    problem = ""
+    if end < start:
+        problem = f"{source}:{line_no}: cue ends ({end:.3f} s) before it starts ({start:.3f} s)"
+    elif end == start:
+        problem = f"{source}:{line_no}: zero-length cue ({start:.3f} s)"
     speaker, text = _split_speaker(block[timing_at + 1 :])
-    return Cue(start, end, speaker, text, line_no)
+    return Cue(start, end, speaker, text, line_no, problem)
 
 
 def parse_srt(text: str, source: str = "<srt>") -> list[Cue]:
@@ -149,9 +155,11 @@ def parse_subtitles(path: str | Path) -> list[Cue]:
     if suffix not in SUFFIXES:
         raise SubtitleError(f"{path}: unknown subtitle format {suffix!r} (use .srt or .vtt)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SubtitleError(f"{path}: not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise SubtitleError(f"{path}: cannot read subtitle file ({exc.strerror or exc})") from exc
     return parse_srt(text, str(path)) if suffix == ".srt" else parse_vtt(text, str(path))
 
 

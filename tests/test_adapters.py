@@ -71,7 +71,7 @@ def _fake_iemocap(root: Path) -> Path:
 
 def test_iemocap_raw_layout(tmp_path):
     df = load_iemocap(_fake_iemocap(tmp_path / "IEMOCAP"), sessions=(1, 5))
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == [*COLUMNS, "label_set"] and set(df["label_set"]) == {"iemocap"}
     d1 = df[df["dialogue_id"] == "Ses01F_impro01"]
     # Sorted by transcript start time; XX ids, non-utterance lines and xxx labels dropped.
     assert d1["utterance_id"].tolist() == [
@@ -168,7 +168,7 @@ def test_meld_layout(tmp_path):
         "Café, please",
         "You must’ve had your hands full.",
     ]
-    assert train["label"].tolist() == ["surprise", "joy", "neutral"]
+    assert train["label"].tolist() == ["sur", "joy", "neu"]  # MELD-7 codes
     assert train["orig_start_s"].tolist() == [3723.004, 976.059, 981.94]
     assert (train["start_s"] == 0).all()
     # Clip durations probed; the corrupt clip keeps its path (reported later) with an unknown end.
@@ -300,15 +300,7 @@ def test_shared_meld_mosei_counts():
     train = meld[meld["split"] == "train"]
     assert len(train) == 9989 and train["dialogue_id"].nunique() == 1038
     assert meld["split"].value_counts().to_dict() == {"train": 9989, "test": 2610, "dev": 1109}
-    assert set(meld["label"]) == {
-        "neutral",
-        "surprise",
-        "fear",
-        "sadness",
-        "joy",
-        "disgust",
-        "anger",
-    }
+    assert set(meld["label"]) == {"neu", "sur", "fea", "sad", "joy", "dis", "ang"}  # MELD-7 codes
     assert not meld["text"].str.contains("â€").any()
     mosei = load_shared_mosei(SHARED, include_unused=True)
     assert len(mosei) == 23259

@@ -74,7 +74,6 @@ def test_vtt_cues_voice_spans_identifiers_and_notes():
             6,
             "timing",
         ),
-        ("1\n00:00:05,000 --> 00:00:04,000\nbackwards\n", 2, "before it starts"),
         ("hello world\nno timing here\n", 1, "cue number or timing"),
         (
             "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:03,000 --> 00:01:99,000\nx\n",

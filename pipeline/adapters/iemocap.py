@@ -12,7 +12,7 @@ Rows are the transcript's utterances with a proper id (lines such as `M: [LAUGHT
 are not utterances), sorted by start time within a dialogue. Labels: the standard 6-class ERC set,
 hap and exc kept separate (the common IEMOCAP-6 protocol); other codes (xxx, oth, fea, sur, dis) and
 unevaluated utterances are dropped unless include_all=True, where they keep their raw code ("" when
-unevaluated). Split: Session 5 is the test set by default (speaker-independent); dev is an optional
+unevaluated); the manifest declares label_set "iemocap" unless include_all. Split: Session 5 is the test set by default (speaker-independent); dev is an optional
 random fraction of the other dialogues, or an explicit list.
 """
 
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.labels import IEMOCAP, LABEL_SET_COLUMN
 from pipeline.manifest import normalize
 
-ERC_LABELS = ("hap", "sad", "neu", "ang", "exc", "fru")
+ERC_LABELS = IEMOCAP  # hap sad neu ang exc fru: the canonical order (pipeline/labels.py)
 _TRANSCRIPT = re.compile(
     r"^(?P<uid>Ses\d\d[FM]_\S+_(?P<spk>[FM])\d{3})\s*\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]:\s?(?P<text>.*)$"
 )
@@ -119,4 +120,7 @@ def load_iemocap(
     for dialogue, (session, rows) in per_dialogue.items():
         split = _split_of(dialogue, session, test_sessions, dev)
         records.extend({**r, "split": split} for r in rows)
-    return normalize(pd.DataFrame.from_records(records), source=str(root))
+    df = pd.DataFrame.from_records(records)
+    if not include_all:  # raw codes (xxx, oth, ...) are outside the IEMOCAP-6 set
+        df[LABEL_SET_COLUMN] = "iemocap"
+    return normalize(df, source=str(root))

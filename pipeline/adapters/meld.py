@@ -9,6 +9,9 @@ iter_segments reads NaN as "to the end"), or the probed clip duration with probe
 The position in the episode (SRT-style StartTime/EndTime "00:16:16,059") is kept as orig_start_s /
 orig_end_s. Dialogue ids restart in each split, so dialogue_id is "{split}_dia{D}".
 
+Labels: emotions become the MELD-7 codes neu sur fea sad joy dis ang (label_set "meld", the
+canonical order of pipeline/labels.py); sentiments stay neutral/positive/negative ("meld-sentiment").
+
 Text: the official CSVs hold mojibake (UTF-8 read as cp1252, e.g. "â€™" for "’"). repair_text
 re-encodes as cp1252 and decodes as UTF-8, which inverts exactly that mistake; text that is already
 correct fails the round trip (or does not change) and is kept as it is.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.labels import LABEL_SET_COLUMN, MELD_CODES
 from pipeline.manifest import normalize
 from pipeline.media import MediaError, probe
 
@@ -93,9 +97,7 @@ def load_meld(
                 "start_s": 0.0,
                 "end_s": float("nan"),
                 "text": raw["Utterance"].map(repair_text).to_numpy(),
-                "label": raw["Emotion" if label == "emotion" else "Sentiment"]
-                .str.lower()
-                .to_numpy(),
+                "label": _labels(raw, label),
                 "split": split,
                 "video_path": [str(clip_dir / f"{n}.mp4") if has_clips else "" for n in names],
                 "audio_path": "",
@@ -109,9 +111,19 @@ def load_meld(
         )
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
+    out[LABEL_SET_COLUMN] = "meld" if label == "emotion" else "meld-sentiment"
     if probe_durations:
         out["end_s"] = [_duration(p) for p in out["video_path"]]
     return normalize(out, source=str(root))
+
+
+def _labels(raw: pd.DataFrame, label: str) -> list[str]:
+    """Emotions as the 3-letter MELD-7 codes (neu sur fea sad joy dis ang, as the importers and
+    the authors' code name them); an unknown emotion is kept as written, for the label check to
+    report; sentiments (neutral, positive, negative) as written, lower case."""
+    if label == "sentiment":
+        return raw["Sentiment"].str.lower().tolist()
+    return [MELD_CODES.get(e, e) for e in raw["Emotion"].str.lower()]
 
 
 def _duration(path: str) -> float:

@@ -22,19 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.labels import LABEL_SET_COLUMN, MOSEI_EMOTION6, MOSEI_SENTIMENT2, MOSEI_SENTIMENT7
 from pipeline.manifest import normalize
 
-SENTIMENT7 = (
-    "strongly_negative",
-    "negative",
-    "weakly_negative",
-    "neutral",
-    "weakly_positive",
-    "positive",
-    "strongly_positive",
-)
-SENTIMENT2 = ("negative", "non_negative")
-EMOTION6 = ("happy", "sad", "anger", "surprise", "disgust", "fear")
+# The label sets (and their order) live in pipeline/labels.py; the manifest declares which one.
+SENTIMENT7 = MOSEI_SENTIMENT7
+SENTIMENT2 = MOSEI_SENTIMENT2
+EMOTION6 = MOSEI_EMOTION6
 SPLIT_CODES = {0: "train", 1: "dev", 2: "test", 3: "unused"}
 
 
@@ -106,6 +100,7 @@ def load_mosei(
                 str(video_dir / f"{f}{video_suffix}") if video_dir else "" for f in raw["file"]
             ],
             "audio_path": "",
+            LABEL_SET_COLUMN: f"mosei-{label}",
         }
     )
     return normalize(df, source=str(labels_csv))

@@ -4,7 +4,7 @@
   Session 5 = test), text + labels + times in the dialogue recordings, no media.
 - load_shared_clips: iemocap/clips/clips.csv + 52 real mp4 clips. Each file is one utterance, so
   start_s = 0 and end_s = the clip's duration (probed); the times in the dialogue are kept as
-  orig_start_s / orig_end_s. erc_label blank = unlabelled.
+  orig_start_s / orig_end_s. erc_label blank = unlabelled. Both declare label_set "iemocap".
 - load_shared_meld / load_shared_mosei: the official MELD CSVs and MOSEI labels, no media.
 
 The shared root is $ERC_SHARED_DIR, else ../shared next to the project.
@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.adapters.meld import load_meld
 from pipeline.adapters.mosei import load_mosei
+from pipeline.labels import LABEL_SET_COLUMN
 from pipeline.manifest import normalize
 from pipeline.media import probe
 
@@ -51,6 +52,7 @@ def load_shared_iemocap(shared_root: str | Path | None = None) -> pd.DataFrame:
             "text": raw["text"],
             "label": raw["label"],
             "split": raw["split"],
+            LABEL_SET_COLUMN: "iemocap",
         }
     )
     return normalize(df, source=str(csv))
@@ -80,6 +82,7 @@ def load_shared_clips(shared_root: str | Path | None = None) -> pd.DataFrame:
             "orig_start_s": raw["_start"].to_numpy(),
             "orig_end_s": raw["dialogue_end_s"].astype(float).to_numpy(),
             "iemocap_emotion": raw["iemocap_emotion"].to_numpy(),
+            LABEL_SET_COLUMN: "iemocap",
         }
     )
     return normalize(df, source=str(csv))

@@ -13,7 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segments each video (manifest rows, else <stem>.srt/.vtt next to it, else "
         "voice-activity detection + Whisper), extracts exactly the checkpoint's features (cached "
         "in the store), and writes <video>.predictions.csv/.jsonl, <video>.report.html and "
-        "summary.csv/.md + index.html into --out. Exit status 1 when some video failed.",
+        "summary.csv/.md + index.html into --out. An utterance whose segment cannot be cut "
+        "(inverted, past the end, non-finite times) is not predicted: listed in "
+        "<video>.failures.csv and counted in the summary. Exit status 1 when some video or "
+        "utterance failed.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER")
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (best/)")
@@ -55,7 +58,12 @@ def _predict(args: argparse.Namespace) -> int:
         detail = (
             f"{v.n_utterances} utterances ({v.segment_source})" if v.status == "ok" else v.reason
         )
+        if v.failed_utterances:
+            detail += (
+                f"; {len(v.failed_utterances)} utterance(s) not predicted: "
+                f"{v.outputs.get('failed_utterances', '')}"
+            )
         print(f"{v.status:<7}{Path(v.video).name}: {detail}")
     print(summary.line())
     print(f"index: {summary.index_html}")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.n_failed_utterances else 0

@@ -39,23 +39,18 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
 
+from pipeline import labels
 from pipeline.featureset import FeatureSet, from_arrays
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ada2i-erc"
-IEMOCAP_LABELS = ["hap", "sad", "neu", "ang", "exc", "fru"]  # = label_id 0..5 in iemocap_erc.csv
-MELD_LABELS = ["neu", "sur", "fea", "sad", "joy", "dis", "ang"]  # authors' MELD-7 order (notes)
-MELD_EMOTIONS = {
-    "neutral": "neu",
-    "surprise": "sur",
-    "fear": "fea",
-    "sadness": "sad",
-    "joy": "joy",
-    "disgust": "dis",
-    "anger": "ang",
-}
+# The canonical orders of pipeline/labels.py (= label_id 0..5 in iemocap_erc.csv; the authors'
+# MELD-7 order), so imported and extracted feature sets of one dataset agree.
+IEMOCAP_LABELS = list(labels.IEMOCAP)
+MELD_LABELS = list(labels.MELD)
+MELD_EMOTIONS = dict(labels.MELD_CODES)
 SPLITS = {"train": "train", "valid": "dev", "dev": "dev", "test": "test"}
 HANDCRAFTED = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "silence", "harmonic"]
 HANDCRAFTED += ["auto_corr_max", "auto_corr_std"]
@@ -205,6 +200,7 @@ def import_dataset(name: str, out_dir: str | Path, **kw: Any) -> Path:
 
         fs = make_synthetic(**kw)
     elif name in loaders:
+        check_limit(kw.get("limit_dialogues"))  # before reading (and embedding) any data
         fs = loaders[name](**kw)
     else:
         raise ValueError(
@@ -370,7 +366,22 @@ def _dialogues(df: pd.DataFrame, extra_columns: tuple[str, ...]) -> list[dict[st
     return out
 
 
+def check_limit(limit_dialogues) -> int | None:
+    """limit_dialogues as given (None = all); ValueError unless it is an integer >= 1."""
+    if limit_dialogues is None:
+        return None
+    if isinstance(limit_dialogues, bool) or not isinstance(limit_dialogues, (int, np.integer)):
+        raise ValueError(f"limit_dialogues must be an integer >= 1, got {limit_dialogues!r}")
+    if limit_dialogues < 1:
+        raise ValueError(
+            f"limit_dialogues must be >= 1 (the first K dialogues of each split), "
+            f"got {limit_dialogues}"
+        )
+    return int(limit_dialogues)
+
+
 def _limit(df: pd.DataFrame, limit_dialogues: int | None) -> pd.DataFrame:
+    limit_dialogues = check_limit(limit_dialogues)
     contiguous = (df["dialogue"] != df["dialogue"].shift()).sum() == df["dialogue"].nunique()
     if not contiguous:
         raise ValueError("rows of a dialogue are not contiguous in the table")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.featureset import FeatureSet, from_arrays
+from pipeline.labels import IEMOCAP
 
 # IEMOCAP-sized defaults: 151 dialogues, 7,433 utterances (../shared/data/README.md).
 IEMOCAP_SIZES = {"train": 108, "dev": 12, "test": 31}
 IEMOCAP_DIMS = {"t": 768, "a": 512, "v": 1024}  # paper Table 2 feature dims
-IEMOCAP_LABELS = ["hap", "sad", "neu", "ang", "exc", "fru"]
+IEMOCAP_LABELS = list(IEMOCAP)  # the canonical order (pipeline/labels.py)
 
 
 def make_synthetic(
