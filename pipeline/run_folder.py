@@ -2,8 +2,9 @@
 
 A run folder (the `out` of `erc train`, one cell of `erc grid`) holds one training: config.json,
 best/, last/ (what a resume needs), history.json, test/ and plots/. Its *identity* is what the
-results depend on: the model config, the training settings below minus NOT_IDENTITY, and a
-content hash of the feature set as training reads it. config.json records it.
+results depend on: the model config, the training settings minus NOT_IDENTITY, a content hash
+of the feature set as training reads it, and a hash of the training code (TRAINING_CODE).
+config.json records it.
 
 - A rerun resumes from last/ only when its identity matches the folder's; otherwise
   RunFolderMismatch names each differing key with both values and says how to start over.
@@ -28,6 +29,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,18 @@ NOT_IDENTITY = frozenset(
     {"progress", "threads", "device", "amp", "eval_batch_size", "micro_batch_utterances"}
 )
 FEATURESET_KEY = "featureset"  # identity key of the feature set's content hash
+CODE_KEY = "code"  # identity key of the training code's hash
+# The code that decides what a training learns and how it is tested: a run trained by other code
+# is not continued or reused (a grid rerun after a model change must not report old results).
+TRAINING_CODE = (
+    "model",
+    "pipeline/train.py",
+    "pipeline/train_state.py",
+    "pipeline/optim.py",
+    "pipeline/data.py",
+    "pipeline/evaluate.py",
+)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class RunFolderError(ValueError):
@@ -94,8 +108,20 @@ def featureset_digest(fs: FeatureSet) -> str:
     return h.hexdigest()
 
 
+@cache
+def code_digest() -> str:
+    """sha256 of TRAINING_CODE's source files (path and bytes), once per process."""
+    h = hashlib.sha256()
+    for rel in TRAINING_CODE:
+        target = PROJECT_ROOT / rel
+        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            h.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
+            h.update(path.read_bytes() if path.is_file() else b"(missing)")
+    return h.hexdigest()
+
+
 def identity(fs: FeatureSet, model_cfg: Ada2IConfig, train_cfg: Any) -> dict[str, Any]:
-    """Flat {setting: value, "featureset": digest} of a training; the model config as train()
+    """Flat {setting: value, "featureset": digest, "code": digest} of a training; the model config as train()
     builds it (input dims and classes from the feature set), so it is the same whether given the
     whole feature set and preset config or train()'s derived ones."""
     fs = fs.select_modalities(model_cfg.modalities)
@@ -105,7 +131,12 @@ def identity(fs: FeatureSet, model_cfg: Ada2IConfig, train_cfg: Any) -> dict[str
         n_classes=len(fs.label_names),
     )
     settings = {k: v for k, v in train_cfg.to_dict().items() if k not in NOT_IDENTITY}
-    ident = {**model_cfg.to_dict(), **settings, FEATURESET_KEY: featureset_digest(fs)}
+    ident = {
+        **model_cfg.to_dict(),
+        **settings,
+        FEATURESET_KEY: featureset_digest(fs),
+        CODE_KEY: code_digest(),
+    }
     return json.loads(json.dumps(ident))  # as config.json will hold it: compares equal after a read
 
 
@@ -138,7 +169,8 @@ def compare(
     exactly what a fresh run with the new value gives. Lowering patience is refused: the old run
     may have gone on past where the new value would have stopped it."""
     diffs, notes = [], []
-    for key in sorted(old.keys() | new.keys(), key=lambda k: (k == FEATURESET_KEY, k)):
+    hashes = (FEATURESET_KEY, CODE_KEY)
+    for key in sorted(old.keys() | new.keys(), key=lambda k: (k in hashes, k)):
         a, b = old.get(key, "(not recorded)"), new.get(key, "(not recorded)")
         if a == b:
             continue
@@ -168,6 +200,9 @@ def mismatch_message(run_dir: Path, diffs: list[tuple[str, Any, Any]], epoch: in
         if key == FEATURESET_KEY:
             was, now = (str(v)[:12] + "…" for v in (a, b))
             key = "featureset (content sha256)"
+        elif key == CODE_KEY:
+            was, now = (str(v)[:12] + "…" for v in (a, b))
+            key = f"code (sha256 of {', '.join(TRAINING_CODE)})"
         elif key == "epochs":
             now += f" (cosine LR schedule, or fewer than the {epoch} epochs already trained)"
         elif key == "patience":
