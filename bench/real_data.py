@@ -40,6 +40,9 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. epochs=30"
     )
     ap.add_argument("--table-only", action="store_true", help="table the finished runs under OUT")
+    ap.add_argument(
+        "--fresh", action="store_true", help="retrain every run (e.g. after a code change)"
+    )
     args = ap.parse_args()
     if args.table_only:
         from pipeline.grid import collect_runs, summarise, to_markdown
@@ -65,6 +68,7 @@ def main() -> None:
         model_preset=args.dataset,
         overrides=overrides,
         variants={k: v for k, v in VARIANTS.items() if args.variant in ("both", k)},
+        fresh=args.fresh,
     )
     print(md.read_text())
 

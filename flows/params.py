@@ -57,7 +57,9 @@ def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) ->
 
 
 def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
-    seeds = list(seeds)
+    from pipeline.settings import coerce_setting
+
+    seeds = [coerce_setting("seed", s) for s in seeds]  # an integer in numpy's seed range
     if not seeds:
         raise ValueError("seeds: give at least one seed, e.g. [0]")
     if len(set(seeds)) != len(seeds):
@@ -65,11 +67,16 @@ def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
     return seeds
 
 
-def check_training(model_preset: str, modalities: str, overrides: dict | None) -> None:
-    """Model preset and overrides as pipeline.train understands them (ValueError otherwise)."""
+def check_training(model_preset: str, modalities: str, overrides: dict | None) -> dict:
+    """Model preset and overrides as pipeline.train understands them: returns the overrides
+    coerced to their fields' types ({"use_afw": "False"} -> {"use_afw": False}); ValueError
+    naming key, value and what is expected otherwise (pipeline.settings)."""
+    from pipeline.settings import coerce_settings
     from pipeline.train import configs_for
 
+    overrides = coerce_settings(overrides)
     configs_for(model_preset, modalities, overrides)  # raises on an unknown preset or setting
+    return overrides
 
 
 def check_manifest_source(manifest: str | None, dataset: str, root: str | None) -> None:

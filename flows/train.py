@@ -120,7 +120,7 @@ def train(
     modalities = check_modalities(modalities)
     check_choice("preset", preset, PRESETS)
     seeds = check_seeds(seeds)
-    check_training(model_preset, modalities, overrides)
+    overrides = check_training(model_preset, modalities, overrides)  # typed and checked
     check_dir("featureset_dir", featureset_dir)
     logger = get_run_logger()
     layout = Layout.at(out_dir)
@@ -129,7 +129,6 @@ def train(
         if featureset_dir
         else find_featureset(layout, preset, modalities)
     )
-    overrides = dict(overrides or {})
     base_fp = combine(tree_digest(featureset), code_digest("train"), model_preset, overrides)
 
     runs = []

@@ -30,11 +30,13 @@ from model.modulation import (
     set_update_scales,
     unimodal_score_totals,
 )
+from pipeline import run_folder
 from pipeline.data import batch_counts, batch_dialogues, collate, micro_batches
 from pipeline.diagnostics import plot_training
 from pipeline.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.featureset import FeatureSet
 from pipeline.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
+from pipeline.settings import SettingsError, coerce_setting, coerce_settings
 from pipeline.train_state import load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,20 @@ def train(
     run_dir: str | Path,
     resume: bool = True,
 ) -> TrainResult:
+    """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
+    the folder's last epoch only when settings and features match (pipeline.run_folder);
+    resume=False discards its old training first."""
+    with run_folder.locked(run_dir):
+        return _train(fs, model_cfg, cfg, run_dir, resume)
+
+
+def _train(
+    fs: FeatureSet,
+    model_cfg: Ada2IConfig,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+) -> TrainResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Step 1: prepare data, model, optimiser.
@@ -177,9 +193,9 @@ def train(
         "dev_dialogues": [d.id for d in dev_set],
         "source": fs.source,
     }
-    (run_dir / "config.json").write_text(
-        json.dumps({"model": model_cfg.to_dict(), **meta}, indent=1)
-    )
+    # Refuses (before config.json is written) a folder that holds other settings or features.
+    ident = run_folder.identity(fs, model_cfg, cfg)
+    run_folder.prepare(run_dir, ident, resume, {"model": model_cfg.to_dict(), **meta})
 
     progress = {"epoch": 0, "best_wf1": -1.0, "best_epoch": 0, "stale": 0, "history": []}
     if resume:
@@ -468,13 +484,17 @@ def configs_for(
     modalities: str,
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Ada2IConfig, TrainConfig]:
-    """Model and train configs from a preset name plus flat overrides (keys of either config)."""
-    overrides = dict(overrides or {})
+    """Model and train configs from a preset name plus flat overrides (keys of either config),
+    each coerced to its field's type and checked (pipeline.settings; SettingsError otherwise)."""
+    overrides = coerce_settings(overrides)
+    if "modalities" in overrides:
+        raise SettingsError(
+            f"modalities={overrides['modalities']!r}: give the modalities once, as the "
+            "modalities argument (erc train --modalities), not as a setting"
+        )
+    modalities = coerce_setting("modalities", modalities)
     model_keys = set(Ada2IConfig.__dataclass_fields__)
     train_keys = set(TrainConfig.__dataclass_fields__)
-    unknown = set(overrides) - model_keys - train_keys
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}")
     model_cfg = preset(
         model_preset,
         modalities=modalities,

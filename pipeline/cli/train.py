@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from model.config import CONCAT_BASELINE, PRESETS
@@ -15,7 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modalities", default="tav", help="subset of t, a, v (default: tav)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--no-resume", action="store_true", help="start over even if OUT has a last epoch"
+        "--no-resume",
+        action="store_true",
+        help="discard the training in OUT and start over (default: resume it when its settings "
+        "and features match, refuse otherwise)",
     )
     p.set_defaults(func=_train)
 
@@ -36,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline", action="store_true", help="also train the plain concatenation baseline"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard every run already under OUT and train all anew (default: reuse finished "
+        "runs with the same settings, resume interrupted ones, refuse ones with other settings)",
+    )
     p.set_defaults(func=_grid)
 
 
@@ -55,21 +63,23 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model or training setting, e.g. --set epochs=10 --set dropout=0.5",
+        help="override a model or training setting, e.g. --set epochs=10 --set use_afw=false "
+        "(checked against the setting's type and range)",
     )
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> settings typed and checked against the config fields
+    (pipeline.settings): `use_afw=False` is False, `epochs=abc` an error naming key and value."""
+    from pipeline.settings import coerce_settings
+
     out = {}
     for item in items:
-        if "=" not in item:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+        out[key.strip()] = raw.strip()
+    return coerce_settings(out)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -126,6 +136,7 @@ def _grid(args: argparse.Namespace) -> int:
         args.preset,
         parse_overrides(args.set),
         variants,
+        fresh=args.fresh,
     )
     print(md.read_text())
     print(f"table: {md} (and grid.csv)")
