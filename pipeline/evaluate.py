@@ -172,14 +172,14 @@ def compute_metrics(
 
 
 def unimodal_report(preds: Predictions, label_names: list[str]) -> dict[str, dict[str, Any]]:
-    """Per modality, with scikit-learn (compute_metrics): n, accuracy, weighted/macro F1 and
-    per-class recall of the modality's own prediction, over the labelled utterances that have it."""
+    """Per modality, with scikit-learn (compute_metrics): n, accuracy, weighted F1 and per-class
+    recall of the modality's own prediction, over the labelled utterances that have it."""
     out = {}
     for m, pred in preds.unimodal_pred.items():
         full = compute_metrics(np.where(pred >= 0, preds.y_true, -1), pred, label_names)
-        row = {k: full[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}
-        if "per_class" in full:
-            row["recall"] = {name: c["recall"] for name, c in full["per_class"].items()}
+        row = {k: full[k] for k in ("n", "accuracy", "weighted_f1")}
+        if "per_class" in full:  # "per_class", as the fused one: tables leave it out
+            row["per_class"] = {n: {"recall": c["recall"]} for n, c in full["per_class"].items()}
         out[m] = row
     return out
 
