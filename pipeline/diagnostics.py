@@ -178,7 +178,7 @@ def imbalance_figure(
 ):
     """(a) dev accuracy of each modality alone (argmax of its own scores) per epoch, the fused
     model's for reference; (b) train s_m per epoch, what modulation compares; (c) dev recall per
-    emotion and modality at the checkpoint epoch (the last epoch when it is unknown)."""
+    emotion and modality at the checkpoint epoch (else the last epoch that recorded it)."""
     import numpy as np
 
     plt = _pyplot()
@@ -204,7 +204,9 @@ def imbalance_figure(
         _legend_below(ax)
 
     ax = axes[2]
-    at = best_epoch if best_epoch in epochs else epochs[-1]
+    # A run resumed from before dev_unimodal was recorded lacks it in its first epochs.
+    recorded = [h["epoch"] for h in history if h.get("dev_unimodal")]
+    at = best_epoch if best_epoch in recorded else recorded[-1]
     record = history[epochs.index(at)]["dev_unimodal"]
     mods = list(series["dev_unimodal_acc"])
     n_classes = len(next(iter(record.values()))["recall"])

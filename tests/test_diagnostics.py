@@ -178,3 +178,19 @@ def test_plot_training_writes_every_plot_and_no_weight_norm_plot(tmp_path):
     assert fig.axes[0].get_ylabel() and {"text", "audio", "visual"} <= set(
         legend_texts(fig.axes[0])
     )
+
+
+def test_plots_for_one_modality_and_a_history_resumed_from_before_unimodal_metrics(tmp_path):
+    hist = history()
+    for h in hist:
+        for key in ("score", "rho", "k", "unimodal_loss", "dev_unimodal"):
+            h[key] = {"t": h[key]["t"]}
+    for h in hist[:2]:  # recorded before dev_unimodal existed
+        del h["dev_unimodal"]
+    fig = imbalance_figure(hist, 1, LABELS)  # the checkpoint epoch has no record: the last one
+    acc_ax, _, recall_ax = fig.axes
+    assert "last epoch 6" in recall_ax.get_title()
+    assert len(recall_ax.patches) == len(LABELS)
+    text_line = next(line for line in acc_ax.get_lines() if line.get_label() == "text alone")
+    assert np.isnan(text_line.get_ydata().astype(float)[:2]).all()
+    assert set(plot_training(hist, tmp_path, 1, LABELS)) >= {"imbalance", "discrepancy"}
