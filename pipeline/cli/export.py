@@ -6,9 +6,9 @@ import argparse
 import json
 
 EXAMPLE = """example:
-  erc export --format authors-pickle --features runs/iemocap-ta --out iemocap_features.pkl
-  erc export --format authors-pickle --layout tuple --features runs/iemocap-ta --out dgcn.pkl
-  erc export --format mmsa --features runs/iemocap-ta --out iemocap_mmsa.pkl
+  erc export --format authors-pickle --features features/iemocap --out iemocap_features.pkl
+  erc export --format authors-pickle --layout tuple --features features/iemocap --out dgcn.pkl
+  erc export --format mmsa --features features/iemocap --out iemocap_mmsa.pkl
 
 Writes FILE and FILE.json (label names, feature spec, splits, zero-filled counts, notes).
 A missing modality vector (no face, silent audio) is written as zeros; see pipeline/exporters.py
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
         help="write a feature set as the authors' per-dialogue pickle or MMSA's pickle",
-        description="Write a FeatureSet in the layout of other baselines: the authors' "
+        # Raw formatting keeps the examples' lines, so the description is wrapped by hand.
+        description="Write a FeatureSet in the layout of other baselines: the authors'\n"
         "per-dialogue pickle (Ada2I, DialogueGCN, MMGCN) or MMSA's train/valid/test pickle.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
