@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,25 @@ class Predictions:
     y_pred: np.ndarray  # int64 [n]
     probs: np.ndarray  # float32 [n, C]
     loss: float  # mean L_main over batches (labelled utterances only); nan if none
+    # m -> int64 [n]: argmax of the modality's own class scores (out.unimodal[m], eq. 16), -1
+    # where the utterance lacks m. How well each modality classifies alone: the imbalance that
+    # AMW and modulation address, measured on the same utterances as the fused prediction.
+    unimodal_pred: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def unimodal_metrics(self, n_classes: int) -> dict[str, dict[str, Any]]:
+        """Per modality: selection_metrics (numpy, no scikit-learn: training calls this every
+        epoch) over the labelled utterances that have the modality, plus per-class recall and
+        support (lists in class order; recall 0 for a class without support, as scikit-learn's
+        zero_division=0)."""
+        out = {}
+        for m, pred in self.unimodal_pred.items():
+            y = np.where(pred >= 0, self.y_true, -1)
+            row = selection_metrics(y, pred, n_classes)
+            cm = _confusion(y, pred, n_classes)
+            support = cm.sum(axis=1)
+            recall = np.divide(np.diag(cm), support, out=np.zeros(n_classes), where=support > 0)
+            out[m] = {**row, "recall": recall.tolist(), "support": support.tolist()}
+        return out
 
 
 @torch.no_grad()
@@ -38,6 +57,7 @@ def predict(
 ) -> Predictions:
     model.eval()
     ids, dids, y_true, y_pred, probs, losses = [], [], [], [], [], []
+    unimodal: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
     for batch in iter_batches(fs, dialogues, batch_size):
         batch = batch.to(device)
         out = model(
@@ -48,6 +68,10 @@ def predict(
         if batch.n_labelled:
             losses.append(float(ada2i_loss(out, batch.labels).total))
         p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
+        uni = {  # m -> [B, T]
+            m: torch.where(out.valid[m], out.unimodal[m].argmax(dim=-1), -1).cpu()
+            for m in model.modalities
+        }
         for i, d in enumerate(batch.dialogues):
             n = d.length
             ids.extend(d.utterance_ids)
@@ -56,6 +80,8 @@ def predict(
             y_true.append(torch.where(labels == IGNORE, torch.full_like(labels, -1), labels))
             y_pred.append(p[i, :n].argmax(dim=-1))
             probs.append(p[i, :n])
+            for m in uni:
+                unimodal[m].append(uni[m][i, :n])
     return Predictions(
         utterance_ids=ids,
         dialogue_ids=dids,
@@ -63,6 +89,7 @@ def predict(
         y_pred=torch.cat(y_pred).numpy(),
         probs=torch.cat(probs).numpy().astype(np.float32),
         loss=float(np.mean(losses)) if losses else float("nan"),
+        unimodal_pred={m: torch.cat(v).numpy().astype(np.int64) for m, v in unimodal.items()},
     )
 
 
@@ -81,22 +108,28 @@ def selection_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) ->
     scikit-learn's with zero_division=0 (tests/test_train.py checks it), without importing
     scikit-learn (and the pandas and SciPy it pulls in: ~160 MiB, ~3 s) into the training process.
     """
-    keep = y_true >= 0
-    yt, yp = y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)
-    if len(yt) == 0:
+    cm = _confusion(y_true, y_pred, n_classes)
+    n = int(cm.sum())
+    if n == 0:
         return dict(NO_LABELLED_UTTERANCES)
-    cm = np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes
-    )
     tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
     denom = support + predicted  # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted)
     f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
     return {
-        "n": int(len(yt)),
-        "accuracy": float(tp.sum() / len(yt)),
+        "n": n,
+        "accuracy": float(tp.sum() / n),
         "weighted_f1": float((f1 * support).sum() / support.sum()),
         "macro_f1": float(f1.mean()),
     }
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 [C, C] counts (rows true, columns predicted) over labelled utterances (y_true >= 0)."""
+    keep = y_true >= 0
+    yt, yp = y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)
+    return np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
 
 
 def compute_metrics(
@@ -138,11 +171,29 @@ def compute_metrics(
     }
 
 
+def unimodal_report(preds: Predictions, label_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per modality, with scikit-learn (compute_metrics): n, accuracy, weighted F1 and per-class
+    recall of the modality's own prediction, over the labelled utterances that have it."""
+    out = {}
+    for m, pred in preds.unimodal_pred.items():
+        full = compute_metrics(np.where(pred >= 0, preds.y_true, -1), pred, label_names)
+        row = {k: full[k] for k in ("n", "accuracy", "weighted_f1")}
+        if "per_class" in full:  # "per_class", as the fused one: tables leave it out
+            row["per_class"] = {n: {"recall": c["recall"]} for n, c in full["per_class"].items()}
+        out[m] = row
+    return out
+
+
 def write_report(
     metrics: dict[str, Any], preds: Predictions, label_names: list[str], out_dir: Path
 ) -> dict[str, str]:
-    """metrics.json, per_class.csv, predictions.csv and confusion.png into out_dir; returns paths."""
+    """metrics.json, per_class.csv, predictions.csv and confusion.png into out_dir; returns paths.
+    When preds carry unimodal predictions and metrics has no "unimodal" entry, it is added (to
+    `metrics` itself, so a caller returning metrics returns it too): every metrics.json says how
+    well each modality classifies alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if preds.unimodal_pred and "unimodal" not in metrics:
+        metrics["unimodal"] = unimodal_report(preds, label_names)
     paths = {
         "metrics": out_dir / "metrics.json",
         "per_class": out_dir / "per_class.csv",
@@ -165,8 +216,16 @@ def write_report(
             )
     with open(paths["predictions"], "w", newline="") as f:
         w = csv.writer(f)
+        uni = preds.unimodal_pred
         w.writerow(
-            ["dialogue_id", "utterance_id", "label", "predicted", *[f"p_{n}" for n in label_names]]
+            [
+                "dialogue_id",
+                "utterance_id",
+                "label",
+                "predicted",
+                *[f"p_{n}" for n in label_names],
+                *[f"predicted_{m}" for m in uni],  # the modality alone; empty = lacks it
+            ]
         )
         for i, uid in enumerate(preds.utterance_ids):
             true = label_names[preds.y_true[i]] if preds.y_true[i] >= 0 else ""
@@ -177,6 +236,7 @@ def write_report(
                     true,
                     label_names[preds.y_pred[i]],
                     *[f"{x:.5f}" for x in preds.probs[i]],
+                    *[label_names[u[i]] if u[i] >= 0 else "" for u in uni.values()],
                 ]
             )
     if "confusion" in metrics:

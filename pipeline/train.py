@@ -251,6 +251,7 @@ def _train(
             "dev_loss": dev.loss,
             "dev_wf1": dev_metrics["weighted_f1"],
             "dev_acc": dev_metrics["accuracy"],
+            "dev_unimodal": dev.unimodal_metrics(len(fs.label_names)),  # each modality alone
             "class_weight_norms": model.class_weight_norms(),
         }
         progress["history"].append(record)
@@ -286,7 +287,9 @@ def _train(
     # Step 4: evaluate the best checkpoint on test, save history and plots.
     history_path = run_dir / "history.json"
     history_path.write_text(json.dumps(progress["history"], indent=1))
-    plots = plot_training(progress["history"], run_dir / "plots")
+    plots = plot_training(
+        progress["history"], run_dir / "plots", progress["best_epoch"], fs.label_names
+    )
     best, _ = load_checkpoint(run_dir / "best", device=device)
     metrics, paths = {}, {"plots": plots}
     if test_set:

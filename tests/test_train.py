@@ -94,7 +94,7 @@ def test_diagnostics_track_imbalance_and_modulation(tmp_path):
     assert late["k"]["t"] < min(late["k"]["a"], late["k"]["v"]) <= 1.0
     assert all(h["k"] == {"t": 1.0, "a": 1.0, "v": 1.0} for h in hist[:2])
     assert len(late["class_weight_norms"]["t"]) == len(LABELS)
-    for name in ("training_curves", "discrepancy", "unimodal_loss", "weight_norms"):
+    for name in ("training_curves", "discrepancy", "unimodal_loss", "imbalance"):
         png = result.run_dir / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -8,7 +8,13 @@ import logging
 import sys
 
 # One module per area; each has register(subparsers) and sets args.func on its parsers.
-_AREAS = ("pipeline.cli.train", "pipeline.cli.extract", "pipeline.cli.predict", "pipeline.cli.data")
+_AREAS = (
+    "pipeline.cli.train",
+    "pipeline.cli.extract",
+    "pipeline.cli.predict",
+    "pipeline.cli.data",
+    "pipeline.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
