@@ -20,34 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint
-from pipeline.data import iter_batches
+from bench.common import NAMES, mean_sd
 from pipeline.importers.synthetic import make_synthetic
 from pipeline.train import configs_for, train
 
 SIGNAL = {"t": 1.2, "a": 0.45, "v": 0.25}  # class-mean norm per unit noise: text >> audio > visual
 SIZES = {"train": 60, "dev": 10, "test": 20}
 DIMS = {"t": 96, "a": 64, "v": 64}
-NAMES = {"t": "text", "a": "audio", "v": "visual"}
-
-
-@torch.no_grad()
-def unimodal_accuracy(run_dir: Path, fs) -> dict[str, float]:
-    model, _ = load_checkpoint(run_dir / "best")
-    model.eval()
-    hits = {m: [0, 0] for m in model.modalities}
-    for batch in iter_batches(fs, fs.split("test"), 16):
-        out = model(
-            {m: batch.features[m] for m in model.modalities},
-            batch.utterance_mask,
-            batch.modality_mask,
-        )
-        labelled = batch.labels >= 0
-        for m, scores in out.unimodal.items():
-            keep = labelled & out.valid[m]
-            hits[m][0] += int((scores.argmax(-1)[keep] == batch.labels[keep]).sum())
-            hits[m][1] += int(keep.sum())
-    return {m: h / max(n, 1) for m, (h, n) in hits.items()}
 
 
 def run(seed: int, modulation: bool, epochs: int, alpha: float) -> dict:
@@ -71,12 +50,11 @@ def run(seed: int, modulation: bool, epochs: int, alpha: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = train(fs, model_cfg, train_cfg, tmp, resume=False)
         history = json.loads(result.history_path.read_text())
-        uni = unimodal_accuracy(Path(tmp), fs)
     return {
         "seed": seed,
         "modulation": modulation,
         "test_wf1": result.metrics["weighted_f1"],
-        "unimodal_acc": uni,
+        "unimodal_acc": {m: v["accuracy"] for m, v in result.metrics["unimodal"].items()},
         "rho": [h["rho"] for h in history],
         "k": [h["k"] for h in history],
     }
@@ -171,11 +149,7 @@ def main() -> None:
     (out / "runs.json").write_text(json.dumps(runs, indent=1))
     for modulation in (False, True):
         mine = [r for r in runs if r["modulation"] == modulation]
-
-        def ms(values):
-            v = np.asarray(values) * 100
-            return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else float('nan'):.2f}"
-
+        ms = mean_sd
         uni = ", ".join(f"{NAMES[m]} {ms([r['unimodal_acc'][m] for r in mine])}" for m in "tav")
         last_rho = {m: np.mean([r["rho"][-1][m] for r in mine]) for m in "tav"}
         print(

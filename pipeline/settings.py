@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
-from model.config import MODALITY_ORDER, Ada2IConfig
+from model.config import MODALITY_ORDER, THETA_SOFTMAX, Ada2IConfig
 
 
 class SettingsError(ValueError):
@@ -117,6 +117,9 @@ RULES: dict[str, Any] = {
     "afw_layers": AT_LEAST_1,
     "mlp_hidden": NON_NEGATIVE,  # 0 = hidden
     "cosine_scale": POSITIVE,
+    "theta_softmax": Choice(THETA_SOFTMAX),  # axis of eq. 4's softmax
+    "qk_init_std": NON_NEGATIVE,  # 0 = torch's default init
+    "afw_gate_init": NON_NEGATIVE,  # 0 = torch's default init
     # TrainConfig (pipeline/train.py)
     "lr": POSITIVE,
     "batch_size": AT_LEAST_1,
