@@ -44,7 +44,7 @@ class AFWLayer(nn.Module):
                 lin.weight.data.mul_(0.1)
                 nn.init.constant_(lin.bias, cfg.afw_gate_init - cfg.beta)
         self.mapping = nn.ModuleDict({m: nn.Linear(h, h) for m in self.modalities})  # Phi_m, eq. 11
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.afw_dropout)
 
     def forward(
         self, z: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]

@@ -40,6 +40,7 @@ class Ada2IConfig:
     # Adaptive feature weighting (sec. 3.2).
     use_afw: bool = True
     afw_layers: int = 2  # authors' code stacks two
+    afw_dropout: float = 0.3  # dropout on each AFW layer's output (authors' code: the encoders')
     # Eq. 4's softmax, over which axis of Theta [R, R] (the paper does not say): "last" (rows sum
     # to 1), "first" (columns), "joint" (all R*R entries), "none" (the authors' code). See
     # docs/ada2i.md #6 for why the default was chosen. Checkpoints saved before this choice stored
@@ -148,7 +149,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # The authors' encoder sizes (official-code-notes.md), for like-for-like comparisons.
-AUTHORS_ENCODERS: dict[str, Any] = dict(encoder_style="authors", dropout=0.5, positional=False)
+AUTHORS_ENCODERS: dict[str, Any] = dict(
+    encoder_style="authors", dropout=0.5, afw_dropout=0.5, positional=False
+)
 
 # The plain baseline of the benchmarks: same encoders, concatenation, no AFW/AMW/modulation.
 CONCAT_BASELINE: dict[str, Any] = dict(use_afw=False, use_amw=False)

@@ -115,6 +115,7 @@ RULES: dict[str, Any] = {
     "encoder_ff": NON_NEGATIVE,  # 0 = automatic
     "dropout": Range(0, 1, high_open=True),
     "afw_layers": AT_LEAST_1,
+    "afw_dropout": Range(0, 1, high_open=True),
     "mlp_hidden": NON_NEGATIVE,  # 0 = hidden
     "cosine_scale": POSITIVE,
     "theta_softmax": Choice(THETA_SOFTMAX),  # axis of eq. 4's softmax
