@@ -434,6 +434,8 @@ def test_visual_own_densenet_weights_file(tmp_path, face):
         FaceVisualExtractor(weights_path=tmp_path / "small.safetensors")
     with pytest.raises(ValueError, match="paper"):
         build_extractors("offline", "v", visual_weights=str(tmp_path / "ft.pt"))
+    (paper,) = build_extractors("paper", "v", visual_weights=str(tmp_path / "ft.pt"))["v"]
+    assert paper.spec.weights_hash == a.spec.weights_hash  # offline: no download needed
 
 
 def test_visual_random_init_is_seeded():
