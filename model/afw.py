@@ -31,6 +31,7 @@ class AFWLayer(nn.Module):
         self.beta = cfg.beta
         self.theta_softmax = cfg.theta_softmax
         self.contract_self = cfg.contract_self
+        self.mapping_detach = cfg.mapping_detach
         h, r = cfg.hidden, cfg.rank
         # W_Q1, W_Q2, W_K1, W_K2 of eq. 5 as one H -> 4R map per modality (one matmul, not four).
         self.qk = nn.ModuleDict({m: nn.Linear(h, 4 * r) for m in self.modalities})
@@ -72,7 +73,9 @@ class AFWLayer(nn.Module):
                     contracted = contracted @ pooled[o][:, None]  # [B, T, R, R]
             att = self.att[m](contracted.flatten(-2))  # [B, T, H]
             out[m] = self.dropout(att * z[m] + self.beta * z[m])  # [B, T, H]  eq. 7
-            att_hat = self.mapping[m](z[m])  # [B, T, H]  eq. 11
+            # Phi_m reads Z_m; with mapping_detach, L_feature trains Phi_m and Att_m only, not
+            # the encoder (docs/ada2i.md #12).
+            att_hat = self.mapping[m](z[m].detach() if self.mapping_detach else z[m])  # eq. 11
             feature_loss[m] = _masked_l1(att, att_hat, valid[m])
         return out, feature_loss
 

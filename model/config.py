@@ -40,20 +40,26 @@ class Ada2IConfig:
     # Adaptive feature weighting (sec. 3.2).
     use_afw: bool = True
     afw_layers: int = 2  # authors' code stacks two
-    afw_dropout: float = 0.3  # dropout on each AFW layer's output (authors' code: the encoders')
+    # Dropout on each AFW layer's output: the authors' code uses the encoders' rate there; ours 0
+    # (docs/ada2i.md #10: with 0.3 the 5-epoch dev W-F1 on real IEMOCAP TA was ~2 points lower).
+    afw_dropout: float = 0.0
     # Eq. 4's softmax, over which axis of Theta [R, R] (the paper does not say): "last" (rows sum
     # to 1), "first" (columns), "joint" (all R*R entries), "none" (the authors' code). See
     # docs/ada2i.md #6 for why the default was chosen. Checkpoints saved before this choice stored
     # a bool: True meant "last", False "none".
-    theta_softmax: str = "last"
+    theta_softmax: str = "joint"
     # Std of each tensor-ring projection (Z W_Q1, ...) at initialisation, for LayerNorm'd Z; 0 =
     # torch's default Linear init (std ~0.58). Theta's scores are products of four projections
-    # over sqrt(R), so at ~0.58 they are ~0.03 and eq. 4's softmax starts almost uniform.
-    qk_init_std: float = 0.0
+    # over sqrt(R), so at ~0.58 they are ~0.03 and eq. 4's softmax starts almost uniform; at 1.0
+    # the contracted tensor varies across utterances ~100x more (bench/afw_signal.py).
+    qk_init_std: float = 1.0
     # Eq. 7's gate Att at initialisation: 0 = torch's default Linear init (Att ~ +-0.1, so each
     # AFW layer starts by shrinking Z ~10x with random signs); g > 0 = Att's bias starts at g - beta
     # and its weights ~0.1x, so Z^{f-adapt} starts near g * Z and AFW learns its way from there.
     afw_gate_init: float = 0.0
+    # L_feature trains Phi_m and Att_m but does not reach the encoders through Phi_m's input
+    # (docs/ada2i.md #12, measured on real IEMOCAP TA).
+    mapping_detach: bool = True
     contract_self: bool = False  # eq. 6 lists all three A; the code (and the issue) use the others
 
     # Adaptive modality weighting (sec. 3.3). False = plain concatenation + linear classifier.
@@ -62,7 +68,7 @@ class Ada2IConfig:
     # y_hat = Z^{m-adapt} + MLP(Z^{m-adapt}) with the MLP's last layer zero at init, instead of
     # eq. 9's plain MLP: predictions start as the fused scores L_modal trains, rather than waiting
     # for a random MLP to learn the identity (docs/ada2i.md #15).
-    mlp_residual: bool = False
+    mlp_residual: bool = True
     # Cosine scores live in [-1, 1]; unscaled, their softmax stays near uniform and training
     # crawls (NormFace, which the paper cites, shows the same). 1.0 = the paper's eq. 8 as written.
     cosine_scale: float = 10.0
