@@ -180,8 +180,16 @@ def _metadata(path: Path, blob: bytes) -> dict[str, str]:
         raise DamagedEntryError(path, f"header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise DamagedEntryError(path, "header is not a JSON object")
-    ends = [t.get("data_offsets", [0, 0])[-1] for k, t in header.items() if k != "__metadata__"]
-    expected = 8 + n + max([e for e in ends if isinstance(e, int)], default=0)
+    ends = [
+        t["data_offsets"][-1]
+        for k, t in header.items()
+        if k != "__metadata__"
+        and isinstance(t, dict)
+        and isinstance(t.get("data_offsets"), list)
+        and t["data_offsets"]
+        and isinstance(t["data_offsets"][-1], int)
+    ]
+    expected = 8 + n + max(ends, default=0)
     if expected > len(blob):
         raise DamagedEntryError(path, f"truncated ({len(blob)} of {expected} bytes)")
     meta = header.get("__metadata__")
