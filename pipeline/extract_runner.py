@@ -141,12 +141,10 @@ class Runner:
 
     def _claim(self, batch: list[tuple[Task, Any]]) -> list[tuple[Task, Any]]:
         """The part of a batch this run computes; the rest is another extraction's to store."""
-        keys = [t.key for t, _ in batch]
-        stored = self.store.present(keys)  # by a concurrent run since planning
-        theirs = self.store.claim([k for k in keys if k not in stored])
+        skip = self.store.claim([t.key for t, _ in batch])  # claimed or stored by another run
         mine = []
         for task, item in batch:
-            if task.key in stored or task.key in theirs:
+            if task.key in skip:
                 self.deferred[task.key] = self.pending.pop(task.key, [task])
             else:
                 self.claimed.add(task.key)

@@ -272,7 +272,7 @@ class FeatureStore:
         text = str(exc)
         if "readonly" in text or "read-only" in text:
             return StoreReadOnlyError(f"the store {self.root} is read-only ({text})")
-        if "disk is full" in text or "disk I/O error" in text:
+        if "disk is full" in text:
             return StoreWriteError(f"{_FULL_ERRNOS[errno.ENOSPC]} writing {self.index_path}")
         if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
             return exc
@@ -481,36 +481,43 @@ class FeatureStore:
 
     @_guard_index
     def claim(self, keys: Sequence[str]) -> dict[str, str]:
-        """Claim keys about to be computed; returns {key: owner} for those another live writer
-        holds (skip them: it is computing them). Claims of dead processes on this host, and
-        claims older than STALE_CLAIM_SECONDS, are taken over. Storing an entry releases it."""
+        """Claim keys about to be computed. Returns the ones to leave alone: {key: owner} for
+        keys another live writer holds (it is computing them) and {key: "stored"} for keys
+        stored since the caller looked (except entries this instance found damaged). Claims of
+        dead processes on this host, and claims older than STALE_CLAIM_SECONDS, are taken over.
+        Storing an entry releases its claim in the same transaction, so no key is ever seen as
+        neither claimed nor stored while a writer works on it."""
         if not keys or self.read_only:
             return {}
         keys = list(dict.fromkeys(keys))
+        damaged = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
         now = time.time()
-        theirs: dict[str, str] = {}
+        skip: dict[str, str] = {}
         with self._tx():
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 marks = ",".join("?" * len(chunk))
+                for (key,) in self._db.execute(
+                    f"SELECT key FROM entries WHERE key IN ({marks})", chunk
+                ).fetchall():
+                    if key not in damaged:
+                        skip[key] = "stored"
                 held = self._db.execute(
                     f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})",
                     chunk,
                 ).fetchall()
                 for key, owner, host, pid, at in held:
-                    if owner == self._owner:
-                        continue
-                    if _claim_live(host, pid, at, self._host, now):
-                        theirs[key] = owner
+                    if owner != self._owner and _claim_live(host, pid, at, self._host, now):
+                        skip.setdefault(key, owner)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
                     (
                         (k, self._owner, self._host, os.getpid(), now)
                         for k in chunk
-                        if k not in theirs
+                        if k not in skip
                     ),
                 )
-        return theirs
+        return skip
 
     @_guard_index
     def release(self, keys: Iterable[str]) -> None:
