@@ -53,37 +53,22 @@ from typing import Any
 import numpy as np
 
 from pipeline import store_entry
+from pipeline import store_index as ix
 from pipeline.store_entry import COLUMNS, DamagedEntryError
+from pipeline.store_index import (  # re-exported: the store's public names live here
+    INDEX_FILE,
+    OBJECTS_DIR,
+    TMP_PREFIX,
+    StoreError,
+    StoreReadOnlyError,
+    StoreWriteError,
+    rebuild_index,
+)
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.sqlite"
-OBJECTS_DIR = "objects"
-TMP_PREFIX = ".tmp-"  # temp files never end in .safetensors, so a partial file is never read
 HASH_CHUNK = 4 << 20  # 4 MiB reads: fast on big videos, bounded memory
-BUSY_TIMEOUT_MS = 60_000  # a concurrent writer holds the lock for one short batch transaction
 STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
-# A claim from another host cannot be checked for a live process; after this long it is taken
-# over (a batch takes seconds; a claim is released as soon as its entries are stored).
-STALE_CLAIM_SECONDS = 1800
-_FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-_FULL_ERRNOS[errno.EFBIG] = "file size limit exceeded"
-
-
-class StoreError(ValueError):
-    """A store problem the user can act on (a ValueError so the CLI prints it as one line)."""
-
-
-class StoreIndexError(StoreError):
-    """index.sqlite cannot be read; the entry files can rebuild it."""
-
-
-class StoreReadOnlyError(StoreError):
-    """A write was asked of a store that can only be read."""
-
-
-class StoreWriteError(StoreError):
-    """Writing failed for lack of space (disk full, quota, file size limit)."""
 
 
 def _pipeline_version() -> str:
@@ -94,46 +79,6 @@ def _pipeline_version() -> str:
 
 
 PIPELINE_VERSION = _pipeline_version()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,            -- 'ok' | 'missing' (extractor returned None)
-    extractor TEXT NOT NULL,
-    version TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    model TEXT NOT NULL,
-    weights TEXT NOT NULL,
-    weights_hash TEXT NOT NULL,
-    spec_json TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    utterance_id TEXT NOT NULL,      -- the utterance that first produced it (keys are shared)
-    input_path TEXT NOT NULL,        -- '' for text
-    input_hash TEXT NOT NULL,
-    start_s REAL, end_s REAL, fps REAL,
-    nbytes INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pipeline_version TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS refs (    -- last key computed per (utterance, extractor): for 'stale'
-    utterance_id TEXT NOT NULL,
-    extractor TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (utterance_id, extractor)
-);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS claims (  -- keys a writer is computing now (see FeatureStore.claim)
-    key TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,             -- one id per FeatureStore instance
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    claimed_at REAL NOT NULL         -- time.time()
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -171,14 +116,6 @@ class GcReport:
     dry_run: bool = False
     kept: int = 0
     damaged: list[str] = field(default_factory=list)  # "path: problem" of each damaged entry
-
-
-@dataclass
-class RebuildReport:
-    entries: int = 0  # index rows written
-    legacy: int = 0  # of which from entries older than the self-describing format
-    damaged: list[str] = field(default_factory=list)  # "path: problem", left for gc to delete
-    moved_aside: list[str] = field(default_factory=list)  # the old index files, kept for a look
 
 
 def text_hash(text: str) -> str:
@@ -241,7 +178,7 @@ class FeatureStore:
         self._owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not create and not self.index_path.is_file():
             raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
-        self.read_only = _not_writable(self.root) if read_only is None else read_only
+        self.read_only = ix.not_writable(self.root) if read_only is None else read_only
         if self.read_only and create:
             raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write to it")
         if not self.read_only:
@@ -253,33 +190,11 @@ class FeatureStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            return _connect_read_only(self.index_path)
-        db = sqlite3.connect(self.index_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        # autocommit: transactions are explicit (BEGIN IMMEDIATE in _tx)
-        try:
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._retry(lambda: db.execute("PRAGMA journal_mode=WAL"))
-            # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
-            # last transactions, and then the object files are simply recomputed.
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._retry(lambda: db.executescript(_SCHEMA))
-        except BaseException:
-            db.close()
-            raise
-        return db
+            return ix.connect_read_only(self.index_path)
+        return ix.connect(self.index_path)
 
     def _index_error(self, exc: sqlite3.DatabaseError) -> Exception:
-        text = str(exc)
-        if "readonly" in text or "read-only" in text:
-            return StoreReadOnlyError(f"the store {self.root} is read-only ({text})")
-        if "disk is full" in text:
-            return StoreWriteError(f"{_FULL_ERRNOS[errno.ENOSPC]} writing {self.index_path}")
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-            return exc
-        return StoreIndexError(
-            f"{self.index_path}: the store index is damaged ({text}); the entry files describe "
-            f"themselves, so rebuild it with `erc store rebuild-index --store {self.root}`"
-        )
+        return ix.user_error(exc, self.root)
 
     def close(self) -> None:
         self._db.close()
@@ -330,9 +245,7 @@ class FeatureStore:
         """
         keys = list(dict.fromkeys(keys))
         found: set[str] = set()
-        for i in range(0, len(keys), 500):  # SQLite caps bound parameters per statement
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in ix.chunks(keys):
             rows = self._db.execute(
                 f"SELECT key, nbytes FROM entries WHERE key IN ({marks})", chunk
             ).fetchall()
@@ -466,8 +379,8 @@ class FeatureStore:
             os.replace(tmp, path)  # atomic: readers see the old file, the new one, or none
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-                raise StoreWriteError(f"{_FULL_ERRNOS[exc.errno]} writing {path}") from exc
+            if isinstance(exc, OSError) and exc.errno in ix.FULL_ERRNOS:
+                raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
             if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES):
                 raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
             raise
@@ -489,33 +402,18 @@ class FeatureStore:
         neither claimed nor stored while a writer works on it."""
         if not keys or self.read_only:
             return {}
-        keys = list(dict.fromkeys(keys))
         damaged = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
-        now = time.time()
         skip: dict[str, str] = {}
         with self._tx():
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for (key,) in self._db.execute(
-                    f"SELECT key FROM entries WHERE key IN ({marks})", chunk
-                ).fetchall():
-                    if key not in damaged:
-                        skip[key] = "stored"
-                held = self._db.execute(
-                    f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
-                for key, owner, host, pid, at in held:
-                    if owner != self._owner and _claim_live(host, pid, at, self._host, now):
-                        skip.setdefault(key, owner)
+            for chunk, marks in ix.chunks(list(dict.fromkeys(keys))):
+                rows = self._db.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
+                skip.update((k, "stored") for (k,) in rows.fetchall() if k not in damaged)
+                for key, owner in self._live_claims(chunk, marks):
+                    skip.setdefault(key, owner)
+                mine = (self._owner, self._host, os.getpid(), time.time())
                 self._db.executemany(
                     "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
-                    (
-                        (k, self._owner, self._host, os.getpid(), now)
-                        for k in chunk
-                        if k not in skip
-                    ),
+                    ((k, *mine) for k in chunk if k not in skip),
                 )
         return skip
 
@@ -533,17 +431,18 @@ class FeatureStore:
     @_guard_index
     def claims_alive(self, keys: Iterable[str]) -> set[str]:
         """Of these keys, those still claimed by another live writer."""
-        keys, now, alive = list(keys), time.time(), set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, owner, host, pid, at in self._db.execute(
-                f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})",
-                chunk,
-            ):
-                if owner != self._owner and _claim_live(host, pid, at, self._host, now):
-                    alive.add(key)
-        return alive
+        return {k for c, m in ix.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
+
+    def _live_claims(self, chunk: list[str], marks: str) -> list[tuple[str, str]]:
+        now = time.time()
+        rows = self._db.execute(
+            f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})", chunk
+        ).fetchall()
+        return [
+            (key, owner)
+            for key, owner, host, pid, at in rows
+            if owner != self._owner and ix.claim_live(host, pid, at, self._host, now)
+        ]
 
     # ---- status and gc -----------------------------------------------------------------------
 
@@ -622,12 +521,7 @@ class FeatureStore:
         return report
 
     def _iter_objects(self) -> Iterator[Path]:
-        objects = self.root / OBJECTS_DIR
-        if not objects.is_dir():
-            return
-        for sub in sorted(objects.iterdir()):
-            if sub.is_dir():
-                yield from sorted(sub.iterdir())
+        return ix.iter_objects(self.root)
 
     # ---- listing -----------------------------------------------------------------------------
 
@@ -654,128 +548,8 @@ class FeatureStore:
             d["bytes"] += int(nbytes or 0)
         return out
 
-    # ---- sqlite helpers ----------------------------------------------------------------------
-
-    def _tx(self):
-        return _Transaction(self._db)
-
-    @staticmethod
-    def _retry(fn, attempts: int = 50):
-        # Switching to WAL / creating the schema needs a brief exclusive lock that busy_timeout
-        # does not always cover when two processes open a brand-new store at the same instant.
-        for i in range(attempts):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or i == attempts - 1:
-                    raise
-                time.sleep(0.05 * (i + 1))
-
-
-def rebuild_index(root: str | Path) -> RebuildReport:
-    """Rebuild index.sqlite from the entry files (each carries its key and provenance).
-
-    The old index files are renamed aside (``index.sqlite.damaged-<time>``), not deleted. Run it
-    while no extraction writes to the store. The file-hash cache starts empty (media are hashed
-    again once); damaged entry files get no row, so the next ``gc`` deletes them.
-    """
-    root = Path(root)
-    if not (root / OBJECTS_DIR).is_dir():
-        raise FileNotFoundError(f"{root}: not a feature store (no {OBJECTS_DIR}/)")
-    if _not_writable(root):
-        raise StoreReadOnlyError(f"the store {root} is read-only: cannot rebuild its index")
-    report = RebuildReport()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    for suffix in ("", "-wal", "-shm"):
-        old = root / f"{INDEX_FILE}{suffix}"
-        if old.exists():
-            aside = root / f"{INDEX_FILE}.damaged-{stamp}{suffix}"
-            os.replace(old, aside)
-            report.moved_aside.append(str(aside))
-    with FeatureStore(root) as store:
-        found: list[tuple[dict[str, Any], list[str]]] = []
-        for path in store._iter_objects():
-            if path.name.startswith(TMP_PREFIX):
-                continue
-            try:
-                checked = store_entry.check(path)
-            except DamagedEntryError as exc:
-                report.damaged.append(f"{path}: {exc.problem}")
-                continue
-            report.legacy += checked.legacy
-            found.append(store_entry.index_row(checked))
-        found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # newest ref wins below
-        with store._tx():
-            store._db.executemany(
-                f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * len(COLUMNS))})",
-                (tuple(row[c] for c in COLUMNS) for row, _ in found),
-            )
-            store._db.executemany(
-                "INSERT OR REPLACE INTO refs VALUES (?, ?, ?)",
-                ((u, row["extractor"], row["key"]) for row, refs in found for u in refs),
-            )
-        report.entries = len(found)
-    return report
-
-
-def _not_writable(root: Path) -> bool:
-    """The store exists and this process cannot write it (permissions, a read-only mount).
-
-    os.access honours read-only mounts even for root; plain permission bits do not bind root.
-    """
-    index = root / INDEX_FILE
-    if not root.exists():
-        return False
-    if not os.access(root, os.W_OK):
-        return True
-    return index.exists() and not os.access(index, os.W_OK)
-
-
-def _connect_read_only(index: Path) -> sqlite3.Connection:
-    """mode=ro reads a WAL store whose -shm can be used; where it cannot (a read-only mount
-    without one) immutable=1 reads the main file alone (a clean close has checkpointed it)."""
-    uri = index.resolve().as_uri()
-    for flags in ("mode=ro", "mode=ro&immutable=1"):
-        db = sqlite3.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
-        try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return db
-        except sqlite3.OperationalError as exc:
-            db.close()
-            if "unable to open" not in str(exc) or "immutable" in flags:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _claim_live(host: str, pid: int, at: float, my_host: str, now: float) -> bool:
-    if now - at > STALE_CLAIM_SECONDS:
-        return False
-    if host != my_host:
-        return True  # cannot check another machine's processes: trust it until stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so writers queue, never deadlock."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        FeatureStore._retry(lambda: self.db.execute("BEGIN IMMEDIATE"))
-        return self.db
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+    def _tx(self) -> ix.Transaction:
+        return ix.Transaction(self._db)
 
 
 def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
