@@ -5,6 +5,7 @@
 Generates the demo set (pipeline/demo.py: real mp4 with a face and voice), then for each mode
 (a single run; two at once without claims; two at once with claims) extracts it into a fresh
 store with the offline preset and reports wall time and entries computed per process.
+Wall time runs from the moment all workers have built their models (they then start together).
 "Without claims" replaces FeatureStore.claim in the worker with one that claims nothing, i.e.
 the behaviour before claims existed.
 """
@@ -25,12 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = """
 import sys, time
+from pathlib import Path
 from pipeline.store import FeatureStore
 if sys.argv[3] == "off":
     FeatureStore.claim = lambda self, keys: {}
 from extractors.presets import build_extractors
 from pipeline.extract import extract_features
 exs = build_extractors("offline", "tav")
+Path(sys.argv[4]).touch()  # ready: models built; start together (model loading is not compared)
+while not Path(sys.argv[5]).exists():
+    time.sleep(0.05)
 t0 = time.perf_counter()
 s = extract_features(sys.argv[1], sys.argv[2], extractors=exs, progress=False)
 print("RESULT", s.done, s.cached, s.failed, round(time.perf_counter() - t0, 2), flush=True)
@@ -41,17 +46,33 @@ def run(manifest: Path, store: Path, n: int, claims: str) -> dict:
     if store.exists():
         shutil.rmtree(store)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
+    sync = Path(tempfile.mkdtemp(prefix="sync-"))
+    go = sync / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(manifest), str(store), claims],
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(manifest),
+                str(store),
+                claims,
+                str(sync / f"r{i}"),
+                str(go),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
-        for _ in range(n)
+        for i in range(n)
     ]
+    while not all((sync / f"r{i}").exists() for i in range(n)):
+        if any(p.poll() is not None for p in procs):
+            break  # a worker died before it was ready: its error is reported below
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    go.touch()
     per = []
     for p in procs:
         out, err = p.communicate()

@@ -125,6 +125,34 @@ def test_entries_describe_themselves(clean, extractors):
             assert refs == [row["utterance_id"]]
 
 
+def test_entries_from_before_the_self_describing_format_still_read(tmp_path):
+    from safetensors.numpy import save
+
+    from extractors.base import ExtractorSpec
+    from pipeline.store import Entry, rebuild_index
+
+    spec = ExtractorSpec("toy", "1", "text", 4, "", "none", "", {})
+    key, x = "ab" + "1" * 62, np.arange(4, dtype=np.float32)
+    with FeatureStore(tmp_path / "s") as st:
+        st.put_many([Entry(key, x, spec, "u0", "h0")])
+        old = save(
+            {"x": x}, metadata={"status": "ok", "key": key, "extractor": "toy", "input": "h0"}
+        )
+        st.object_path(key).write_bytes(old)  # exactly what the previous code wrote
+        st._db.execute("UPDATE entries SET nbytes = ?", (len(old),))
+        assert st.present([key]) == {key} and st.get(key).tolist() == x.tolist()
+    report = rebuild_index(tmp_path / "s")
+    assert (report.entries, report.legacy, report.damaged) == (1, 1, [])
+    with FeatureStore(tmp_path / "s") as st:
+        (row,) = st.entries()
+        assert (row["key"], row["extractor"], row["input_hash"], row["dim"]) == (
+            key,
+            "toy",
+            "h0",
+            4,
+        )
+
+
 def test_damaged_entries_status_extract_featureset_gc(store, extractors, capsys, caplog, tmp_path):
     manifest, root = store
     keys = _keys(manifest, root, extractors)
