@@ -36,9 +36,15 @@ exs = build_extractors("offline", "tav")
 Path(sys.argv[4]).touch()  # ready: models built; start together (model loading is not compared)
 while not Path(sys.argv[5]).exists():
     time.sleep(0.05)
+import resource
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+cpu0 = r0.ru_utime + r0.ru_stime
 t0 = time.perf_counter()
 s = extract_features(sys.argv[1], sys.argv[2], extractors=exs, progress=False)
-print("RESULT", s.done, s.cached, s.failed, round(time.perf_counter() - t0, 2), flush=True)
+import resource
+r = resource.getrusage(resource.RUSAGE_SELF)
+print("RESULT", s.done, s.cached, s.failed, round(time.perf_counter() - t0, 2),
+      round(r.ru_utime + r.ru_stime - cpu0, 1), flush=True)
 """
 
 
@@ -78,9 +84,15 @@ def run(manifest: Path, store: Path, n: int, claims: str) -> dict:
         out, err = p.communicate()
         if p.returncode:
             raise SystemExit(err)
-        done, cached, failed, secs = out.split("RESULT")[1].split()
+        done, cached, failed, secs, cpu = out.split("RESULT")[1].split()
         per.append(
-            {"done": int(done), "cached": int(cached), "failed": int(failed), "s": float(secs)}
+            {
+                "done": int(done),
+                "cached": int(cached),
+                "failed": int(failed),
+                "s": float(secs),
+                "cpu_s": float(cpu),
+            }
         )
     return {
         "processes": n,

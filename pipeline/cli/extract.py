@@ -153,10 +153,10 @@ def _gc(args: argparse.Namespace) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     for line in report.damaged:
         print(f"damaged: {line}")
+    damaged = f" ({len(report.damaged)} of them damaged)" if report.damaged else ""
     print(
-        f"{verb} {report.objects_deleted} objects ({len(report.damaged)} damaged) and "
-        f"{report.rows_deleted} index rows, {report.bytes_freed / 2**20:.2f} MiB; "
-        f"kept {report.kept} objects"
+        f"{verb} {report.objects_deleted} objects and {report.rows_deleted} index rows, "
+        f"{report.bytes_freed / 2**20:.2f} MiB; kept {report.kept} objects{damaged}"
     )
     return 0
 
