@@ -73,7 +73,7 @@ def load_checkpoint(
     weights = Path(directory) / WEIGHTS_FILE
     try:
         model = Ada2I(Ada2IConfig.from_dict(meta["model_config"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{Path(directory) / META_FILE}: bad model_config ({exc})") from exc
     state = load_verified(weights, meta.get("weights_sha256"), META_FILE)
     try:
