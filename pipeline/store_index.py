@@ -193,7 +193,7 @@ def iter_objects(root: Path) -> Iterator[Path]:
 def rebuild_index(root: str | Path) -> RebuildReport:
     """Rebuild index.sqlite from the entry files (each carries its key and provenance).
 
-    The old index files are renamed aside (``index.sqlite.damaged-<time>``), not deleted. Run it
+    The old index files are renamed aside (``index.sqlite.old-<time>``), not deleted. Run it
     while no extraction writes to the store. The file-hash cache starts empty (media are hashed
     again once); damaged entry files get no row, so the next ``gc`` deletes them.
     """
@@ -207,7 +207,7 @@ def rebuild_index(root: str | Path) -> RebuildReport:
     for suffix in ("", "-wal", "-shm"):
         old = root / f"{INDEX_FILE}{suffix}"
         if old.exists():
-            aside = root / f"{INDEX_FILE}.damaged-{stamp}{suffix}"
+            aside = root / f"{INDEX_FILE}.old-{stamp}{suffix}"
             os.replace(old, aside)
             report.moved_aside.append(str(aside))
     found = []

@@ -223,7 +223,7 @@ def test_damaged_index_says_how_to_rebuild_and_rebuild_restores_it(store, extrac
     assert cli_main(["store", "rebuild-index", "--store", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"{2 * N_UTT} entries (0 older ones with partial provenance), 0 damaged" in out
-    assert "old index kept as" in out and list(root.glob(f"{INDEX_FILE}.damaged-*"))
+    assert "old index kept as" in out and list(root.glob(f"{INDEX_FILE}.old-*"))
     assert cli_main(["status", *common]) == 0
     assert capsys.readouterr().out == good  # same counts as before the damage
     s = extract_features(
