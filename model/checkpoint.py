@@ -1,23 +1,33 @@
 """Checkpoints: weights in safetensors + a JSON with everything needed to rebuild and use them.
 
 A checkpoint directory holds model.safetensors and checkpoint.json
-({format, model_config, label_names, feature_spec, ...}). Loading never unpickles, so a
-checkpoint from anywhere is safe to open; it loads on CPU or GPU without the training data.
+({format, model_config, label_names, feature_spec, weights_sha256, ...}). Loading never unpickles,
+so a checkpoint from anywhere is safe to open; it loads on CPU or GPU without the training data.
+The weights are verified on load: their sha256 against the JSON (a truncated or overwritten file is
+refused, naming it), and every tensor finite. Checkpoints written before the hash was recorded
+still load, with a warning. Files get the ordinary umask mode: a checkpoint folder is meant to be
+copied to other machines and users.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ada2i-erc.checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -29,8 +39,15 @@ def save_checkpoint(directory: str | Path, model: Ada2I, **meta: Any) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    body = {"format": FORMAT, "model_config": model.cfg.to_dict(), **meta}
-    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
+    blob = save_bytes(state)
+    body = {
+        "format": FORMAT,
+        "model_config": model.cfg.to_dict(),
+        **meta,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    # weights first, JSON last: the JSON's hash always describes a complete weights file
+    atomic_write(directory / WEIGHTS_FILE, lambda p: Path(p).write_bytes(blob))
     atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(body, indent=1)))
     return directory
 
@@ -41,12 +58,11 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: not a checkpoint (no {META_FILE})")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: invalid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT}"
-        )
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: unknown checkpoint format {found!r}, expected {FORMAT}")
     return meta
 
 
@@ -55,28 +71,63 @@ def load_checkpoint(
 ) -> tuple[Ada2I, dict[str, Any]]:
     meta = read_checkpoint_meta(directory)
     weights = Path(directory) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: checkpoint weights missing")
-    model = Ada2I(Ada2IConfig.from_dict(meta["model_config"]))
     try:
-        state = load_file(str(weights), device=str(device))
+        model = Ada2I(Ada2IConfig.from_dict(meta["model_config"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{Path(directory) / META_FILE}: bad model_config ({exc})") from exc
+    state = load_verified(weights, meta.get("weights_sha256"), META_FILE)
+    try:
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
         raise ValueError(
             f"{weights}: weights do not match the config in {META_FILE} ({exc})"
         ) from exc
     return model.to(device).eval(), meta
 
 
-def atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def load_verified(path: Path, sha256: str | None, recorded_in: str) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (CPU), refused with a ValueError naming the file when it does
+    not match ``sha256`` (recorded in ``recorded_in``), does not parse, or holds a non-finite
+    value. ``sha256`` None: an older file without a recorded hash; loaded with a warning."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint weights missing")
+    blob = path.read_bytes()
+    if sha256 is None:
+        log.warning(
+            "%s: no sha256 recorded in %s (an older checkpoint): not verified", path, recorded_in
+        )
+    elif hashlib.sha256(blob).hexdigest() != sha256:
+        raise ValueError(
+            f"{path}: damaged or replaced: its sha256 does not match the one in {recorded_in} "
+            f"({len(blob)} bytes)"
+        )
     try:
-        write(tmp)
+        state = load_bytes(blob)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise ValueError(
+            f"{path}: not a valid safetensors file, truncated or damaged ({exc})"
+        ) from exc
+    for name, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{path}: tensor {name!r} has {bad} non-finite values; refused")
+    return state
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(tmp) then fsync and rename over ``path``. The temp file is created here with mode
+    0o666 & ~umask (mkstemp would make it 0600, and the rename keeps that mode)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        write(str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
         raise

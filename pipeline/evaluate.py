@@ -68,6 +68,9 @@ def predict(
         if batch.n_labelled:
             losses.append(float(ada2i_loss(out, batch.labels).total))
         p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
+        if not torch.isfinite(p[batch.utterance_mask.cpu()]).all():  # never score NaN as a label
+            names = [d.id for d in batch.dialogues]
+            raise ValueError(f"the model gave non-finite probabilities in dialogues {names}")
         uni = {  # m -> [B, T]
             m: torch.where(out.valid[m], out.unimodal[m].argmax(dim=-1), -1).cpu()
             for m in model.modalities

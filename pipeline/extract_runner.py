@@ -11,10 +11,18 @@ borrowed" when shared between threads) are serialised by a per-extractor lock.
 
 Store writes happen on the calling thread only, in submission order, so SQLite sees one writer
 per process and memory holds at most ``2 x workers`` batches in flight.
+
+Concurrent extractions on one store split the work instead of each computing every entry: a batch
+claims its keys in the store just before it is submitted (one SQLite transaction per batch), and
+keys another live extraction has claimed, or has stored since planning, are left to it; at the end
+the runner waits for them to appear. Both processes still decode every segment (decoding is a few
+per cent of the cost); only the extractor calls are shared out. A key whose claimant stops without
+storing it is reported as a failure that a rerun computes (its claim is then taken over).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -28,12 +36,19 @@ from tqdm.auto import tqdm
 
 from extractors.base import Extractor
 from pipeline.extract_plan import ExtractionError, Failure, Task
-from pipeline.store import Entry, FeatureStore
+from pipeline.store import Entry, FeatureStore, StoreError
+
+log = logging.getLogger(__name__)
 
 # Utterances per extractor call. Visual batches hold every sampled frame of each utterance
 # (an 18 s IEMOCAP turn at 2 fps = 36 frames x 0.9 MB), so they stay small to bound memory.
 BATCH = {"t": 64, "a": 8, "v": 4}
 PREFETCH = 4  # decoded segments buffered ahead of the extractors
+CLAIM_POLL_S = 0.5  # how often the end of a run checks for entries another extraction computes
+
+
+class StoreAbort(ExtractionError):
+    """The store refused a write (disk full, read-only): the run stops, naming the path."""
 
 
 def is_thread_safe(ex: Extractor) -> bool:
@@ -64,9 +79,16 @@ class Runner:
         self.inflight: deque[tuple[list[tuple[Task, Any]], Future]] = deque()
         self.locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._seconds_lock = threading.Lock()
+        self.claimed: set[str] = set()  # keys this run claimed (released when stored or at close)
+        self.deferred: dict[str, list[Task]] = {}  # keys left to a concurrent extraction
+        self.by_others = 0  # (utterance, extractor) entries a concurrent extraction computed
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        try:  # an interrupted run lets others take its unfinished keys at once
+            self.store.release(self.claimed)
+        except StoreError as exc:
+            log.warning("could not release claims: %s", exc)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -74,6 +96,9 @@ class Runner:
         return task.key in self.pending and task.key not in self.queued
 
     def fail(self, task: Task, reason: str) -> None:
+        if task.key in self.claimed:  # let a concurrent run see at once that it is not coming
+            self.claimed.discard(task.key)
+            self.store.release([task.key])
         for t in self.pending.pop(task.key, [task]):
             self.bar.update(1)
             self.record(Failure(t.utterance_id, t.modality, t.name, t.source, reason))
@@ -96,6 +121,7 @@ class Runner:
         """Submit the named buffer (all when None); collect finished batches beyond the limit."""
         for n in [name] if name else list(self.buffers):
             batch, self.buffers[n] = self.buffers[n], []
+            batch = self._claim(batch)
             if batch:
                 ex = batch[0][0].extractor
                 future = self.pool.submit(self._call, ex, [item for _, item in batch])
@@ -109,6 +135,53 @@ class Runner:
         self.flush()
         while self.inflight:
             self._collect()
+        self._await_others()
+
+    # ---- claims ------------------------------------------------------------------------------
+
+    def _claim(self, batch: list[tuple[Task, Any]]) -> list[tuple[Task, Any]]:
+        """The part of a batch this run computes; the rest is another extraction's to store."""
+        skip = self.store.claim([t.key for t, _ in batch])  # claimed or stored by another run
+        mine = []
+        for task, item in batch:
+            if task.key in skip:
+                self.deferred[task.key] = self.pending.pop(task.key, [task])
+            else:
+                self.claimed.add(task.key)
+                mine.append((task, item))
+        return mine
+
+    def _await_others(self) -> None:
+        """Wait for the deferred keys: stored by their claimant, or orphaned when it stopped."""
+        waiting = dict(self.deferred)
+        if waiting:
+            log.info("waiting for %d entries a concurrent extraction is computing", len(waiting))
+        while waiting:
+            stored = self.store.present(waiting)
+            alive = self.store.claims_alive(k for k in waiting if k not in stored)
+            for key in list(waiting):
+                if key in stored:
+                    tasks = waiting.pop(key)
+                    self.by_others += len(tasks)
+                    self.bar.update(len(tasks))
+                elif key not in alive:
+                    for t in waiting.pop(key):
+                        self.bar.update(1)
+                        self.record(
+                            Failure(
+                                t.utterance_id,
+                                t.modality,
+                                t.name,
+                                t.source,
+                                "a concurrent extraction claimed it and stopped without storing "
+                                "it (failed there or was killed): run extract again",
+                            )
+                        )
+            if waiting:
+                time.sleep(CLAIM_POLL_S)
+        self.deferred.clear()
+        if self.by_others:
+            log.info("%d entries were computed by a concurrent extraction", self.by_others)
 
     def _call(self, ex: Extractor, items: list[Any]) -> list[Any]:
         """Worker thread: one extractor call; a failing batch is retried item by item."""
@@ -163,7 +236,11 @@ class Runner:
             )
             self.done += len(tasks)
             self.bar.update(len(tasks))
-        self.store.put_many(entries)
+        try:
+            self.store.put_many(entries)
+        except StoreError as exc:  # disk full, read-only: every later write would fail too
+            raise StoreAbort(str(exc)) from exc
+        self.claimed.difference_update(e.key for e in entries)  # put_many released them
 
 
 def check_output(out: Any, dim: int) -> str | None:

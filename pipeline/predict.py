@@ -197,6 +197,9 @@ def run_model(model, fs: FeatureSet, device: str = "cpu", batch_size: int = 16):
             batch.modality_mask,
         )
         p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
+        if not torch.isfinite(p[batch.utterance_mask.cpu()]).all():  # never report NaN as a label
+            names = [d.id for d in batch.dialogues]
+            raise ValueError(f"the model gave non-finite probabilities in dialogues {names}")
         pred = p.argmax(dim=-1)  # [B, T]
         for m in model.modalities:
             pm = out.unimodal[m].float().softmax(dim=-1).cpu()  # [B, T, C]

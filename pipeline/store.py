@@ -3,16 +3,27 @@
 Layout under ``root``:
     objects/<2 hex>/<key>.safetensors   tensor "x" float32 [dim]; or "x" [0] with metadata
                                         status="missing" = the extractor returned None (no face,
-                                        empty audio): cached as masked, never recomputed
-    index.sqlite                        SQLite (WAL): provenance per entry, file-hash cache, and
-                                        the last key computed per (utterance, extractor) for `status`
+                                        empty audio): cached as masked, never recomputed. Each file
+                                        describes itself (pipeline/store_entry.py): its key, a
+                                        sha256 of its payload and its full provenance
+    index.sqlite                        SQLite (WAL): provenance per entry, file-hash cache, the
+                                        last key computed per (utterance, extractor) for `status`,
+                                        and claims of keys being computed. Derived data: `erc store
+                                        rebuild-index` rebuilds it from the entry files
 
 Key = sha256(input content hash, segment bounds in ms, frame rate, extractor ``config_hash()``), so
 unchanged input computes nothing and a changed extractor spec recomputes only that extractor.
 Object files are written to a temp file in the same directory, fsynced and renamed, and the index row
 is written after the object: a SIGKILL at any point leaves either a complete entry or none (at worst
-an orphan object the next run rewrites, identically). Concurrent writers are safe: renames are
-atomic, identical keys carry identical content, and SQLite serialises index writes (busy timeout).
+an orphan object the next run rewrites). Concurrent writers are safe: renames are atomic, identical
+keys carry identical payloads, and SQLite serialises index writes (busy timeout). A writer claims the
+keys it is about to compute (``claim``), so a second extraction skips them instead of computing
+them twice; claims of dead processes are taken over.
+
+Damage is never read as good: ``get`` and ``present`` verify entry files (a damaged one is reported
+by path and treated as not cached, so extraction recomputes it), ``gc`` deletes damaged entries, a
+damaged index says how to rebuild it, a read-only store can be read, and a full disk is reported as
+such with nothing half-written left.
 
 Readable with nothing but the standard library: ``python -m pipeline.store --root S list``.
 Only safetensors, JSON and SQLite on disk: never pickle.
@@ -21,27 +32,42 @@ Only safetensors, JSON and SQLite on disk: never pickle.
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import socket
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-INDEX_FILE = "index.sqlite"
-OBJECTS_DIR = "objects"
-TMP_PREFIX = ".tmp-"  # temp files never end in .safetensors, so a partial file is never read
+from pipeline import store_entry
+from pipeline import store_index as ix
+from pipeline.store_entry import COLUMNS, DamagedEntryError
+from pipeline.store_index import (  # re-exported: the store's public names live here
+    INDEX_FILE,
+    OBJECTS_DIR,
+    TMP_PREFIX,
+    StoreError,
+    StoreReadOnlyError,
+    StoreWriteError,
+    rebuild_index,
+)
+
+log = logging.getLogger(__name__)
+
 HASH_CHUNK = 4 << 20  # 4 MiB reads: fast on big videos, bounded memory
-BUSY_TIMEOUT_MS = 60_000  # a concurrent writer holds the lock for one short batch transaction
 STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
 
 
@@ -53,39 +79,6 @@ def _pipeline_version() -> str:
 
 
 PIPELINE_VERSION = _pipeline_version()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,            -- 'ok' | 'missing' (extractor returned None)
-    extractor TEXT NOT NULL,
-    version TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    model TEXT NOT NULL,
-    weights TEXT NOT NULL,
-    weights_hash TEXT NOT NULL,
-    spec_json TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    utterance_id TEXT NOT NULL,      -- the utterance that first produced it (keys are shared)
-    input_path TEXT NOT NULL,        -- '' for text
-    input_hash TEXT NOT NULL,
-    start_s REAL, end_s REAL, fps REAL,
-    nbytes INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pipeline_version TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS refs (    -- last key computed per (utterance, extractor): for 'stale'
-    utterance_id TEXT NOT NULL,
-    extractor TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (utterance_id, extractor)
-);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -109,6 +102,7 @@ class StatusCounts:
     missing: int = 0  # not cached and never computed for this utterance
     stale: int = 0  # not cached, but an entry exists from another spec/input of this utterance
     invalid: int = 0  # no key can be made (missing file, bad row)
+    damaged: int = 0  # indexed, but its file fails verification (treated as not cached)
 
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -121,6 +115,7 @@ class GcReport:
     bytes_freed: int = 0
     dry_run: bool = False
     kept: int = 0
+    damaged: list[str] = field(default_factory=list)  # "path: problem" of each damaged entry
 
 
 def text_hash(text: str) -> str:
@@ -154,24 +149,52 @@ def make_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-class FeatureStore:
-    """A directory of content-addressed feature vectors with a SQLite provenance index."""
+def _guard_index(method):
+    """Turn SQLite errors into StoreErrors that say what to do: rebuild, read-only, disk full."""
 
-    def __init__(self, root: str | Path, create: bool = True):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._index_error(exc) from exc
+
+    return wrapper
+
+
+class FeatureStore:
+    """A directory of content-addressed feature vectors with a SQLite provenance index.
+
+    ``create``: make the store if absent; it also says the caller means to write, so a read-only
+    store raises StoreReadOnlyError at once. ``read_only``: None = detected (the directory or the
+    index is not writable: permissions, a read-only mount); a read-only store serves every read.
+    """
+
+    def __init__(self, root: str | Path, create: bool = True, read_only: bool | None = None):
         self.root = Path(root)
-        if not create and not (self.root / INDEX_FILE).is_file():
-            raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
-        (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.root / INDEX_FILE, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-        )  # autocommit: transactions are explicit (BEGIN IMMEDIATE in _tx)
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._retry(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
-        # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
-        # last transactions, and then the object files are simply recomputed.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._retry(lambda: self._db.executescript(_SCHEMA))
+        self.index_path = self.root / INDEX_FILE
+        self.damaged: list[tuple[Path, str]] = []  # found by present/get in this session
         self._host = socket.gethostname()
+        self._owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not create and not self.index_path.is_file():
+            raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
+        self.read_only = ix.not_writable(self.root) if read_only is None else read_only
+        if self.read_only and create:
+            raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write to it")
+        if not self.read_only:
+            (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise self._index_error(exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return ix.connect_read_only(self.index_path)
+        return ix.connect(self.index_path)
+
+    def _index_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        return ix.user_error(exc, self.root)
 
     def close(self) -> None:
         self._db.close()
@@ -184,6 +207,7 @@ class FeatureStore:
 
     # ---- input hashing -----------------------------------------------------------------------
 
+    @_guard_index
     def file_hash(self, path: str | Path) -> str:
         """sha256 of a file's bytes, cached by (path, size, mtime) so big videos are read once."""
         path = Path(path).resolve()
@@ -198,11 +222,12 @@ class FeatureStore:
             while chunk := f.read(HASH_CHUNK):
                 digest.update(chunk)
         sha = digest.hexdigest()
-        with self._tx():
-            self._db.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                (str(path), st.st_size, st.st_mtime_ns, sha),
-            )
+        if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
+            with self._tx():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                    (str(path), st.st_size, st.st_mtime_ns, sha),
+                )
         return sha
 
     # ---- read --------------------------------------------------------------------------------
@@ -210,106 +235,228 @@ class FeatureStore:
     def object_path(self, key: str) -> Path:
         return self.root / OBJECTS_DIR / key[:2] / f"{key}.safetensors"
 
-    def present(self, keys: Iterable[str]) -> set[str]:
-        """The keys that have an index row and an object file (either alone = not cached)."""
+    @_guard_index
+    def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
+        """The keys that have an index row and a sound object file (else: not cached).
+
+        ``verify``: read and check every file (payload hash, finite values); otherwise only its
+        size is compared with the index (a truncated file is still caught; a same-size
+        overwrite is not). A damaged entry is logged by path and left out, so it is recomputed.
+        """
         keys = list(dict.fromkeys(keys))
         found: set[str] = set()
-        for i in range(0, len(keys), 500):  # SQLite caps bound parameters per statement
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
-            found.update(k for (k,) in rows if self.object_path(k).is_file())
+        for chunk, marks in ix.chunks(keys):
+            rows = self._db.execute(
+                f"SELECT key, nbytes FROM entries WHERE key IN ({marks})", chunk
+            ).fetchall()
+            for key, nbytes in rows:
+                if self._sound(key, nbytes, verify):
+                    found.add(key)
         return found
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The stored vector float32 [dim], or None for a cached "extractor returned None"."""
-        from safetensors import safe_open
-
+    def _sound(self, key: str, nbytes: int | None, verify: bool) -> bool:
         path = self.object_path(key)
-        if not path.is_file():
-            raise KeyError(f"{key}: not in feature store {self.root}")
-        with safe_open(str(path), framework="numpy") as f:
-            if (f.metadata() or {}).get("status") == "missing":
-                return None
-            return f.get_tensor("x").astype(np.float32, copy=False)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        # A concurrent writer of the same key may leave a row of another size (provenance
+        # differs), so a size mismatch means "read it", not "damaged".
+        if not verify and size == nbytes:
+            return True
+        try:
+            store_entry.check(path, key)
+        except FileNotFoundError:
+            return False
+        except DamagedEntryError as exc:
+            self._note_damaged(exc)
+            return False
+        return True
+
+    def _note_damaged(self, exc: DamagedEntryError) -> None:
+        if (exc.path, exc.problem) in self.damaged:  # said once per session
+            return
+        self.damaged.append((exc.path, exc.problem))
+        log.warning("%s; treated as not cached: extraction recomputes it, gc deletes it", exc)
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored vector float32 [dim], or None for a cached "extractor returned None".
+
+        KeyError when absent; DamagedEntryError (a KeyError) naming the file when it fails its
+        checks, so a reader that treats "absent" as "not cached" never reads damage as good.
+        """
+        path = self.object_path(key)
+        try:
+            return store_entry.check(path, key).vector
+        except FileNotFoundError:
+            raise KeyError(f"{key}: not in feature store {self.root}") from None
+        except DamagedEntryError as exc:
+            self._note_damaged(exc)
+            raise
+
+    def verify(self) -> tuple[int, list[str]]:
+        """Check every entry file: (number sound, ["path: problem" for each damaged one])."""
+        sound, damaged = 0, []
+        for path in self._iter_objects():
+            if path.name.startswith(TMP_PREFIX):
+                continue
+            try:
+                store_entry.check(path)
+                sound += 1
+            except DamagedEntryError as exc:
+                damaged.append(f"{path}: {exc.problem}")
+            except FileNotFoundError:  # deleted meanwhile (gc, a rewrite)
+                continue
+        return sound, damaged
 
     # ---- write -------------------------------------------------------------------------------
 
+    @_guard_index
     def put_many(self, entries: Sequence[Entry]) -> None:
         """Write the objects atomically, then their index rows in one transaction."""
+        self._writable(f"{len(entries)} entries")
         rows, refs = [], []
         now = datetime.now(UTC).isoformat(timespec="seconds")
         for e in entries:
-            nbytes = self._write_object(e)
-            spec = e.spec
-            seg = e.segment or (None, None)
-            rows.append(
-                (
-                    e.key,
-                    "missing" if e.vector is None else "ok",
-                    spec.name,
-                    spec.version,
-                    spec.config_hash(),
-                    spec.kind,
-                    spec.model,
-                    spec.weights,
-                    spec.weights_hash,
-                    json.dumps(spec.to_dict(), sort_keys=True),
-                    spec.dim,
-                    e.utterance_id,
-                    e.input_path,
-                    e.input_hash,
-                    seg[0],
-                    seg[1],
-                    e.fps,
-                    nbytes,
-                    now,
-                    self._host,
-                    PIPELINE_VERSION,
-                )
-            )
-            refs.extend((u, spec.name, e.key) for u in (e.refs or (e.utterance_id,)))
+            row = self._row(e, now)
+            entry_refs = list(dict.fromkeys(e.refs or (e.utterance_id,)))
+            row["nbytes"] = self._write_object(e, row, entry_refs)
+            rows.append(tuple(row[c] for c in COLUMNS))
+            refs.extend((u, e.spec.name, e.key) for u in entry_refs)
         with self._tx():
             self._db.executemany(
-                f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * 21)})", rows
+                f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * len(COLUMNS))})", rows
             )
             self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+            # stored: no longer anyone's work in progress
+            self._db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
 
-    def _write_object(self, e: Entry) -> int:
-        from safetensors.numpy import save
+    def _row(self, e: Entry, now: str) -> dict[str, Any]:
+        spec = e.spec
+        seg = e.segment or (None, None)
+        return {
+            "key": e.key,
+            "status": "missing" if e.vector is None else "ok",
+            "extractor": spec.name,
+            "version": spec.version,
+            "config_hash": spec.config_hash(),
+            "kind": spec.kind,
+            "model": spec.model,
+            "weights": spec.weights,
+            "weights_hash": spec.weights_hash,
+            "spec_json": json.dumps(spec.to_dict(), sort_keys=True),
+            "dim": spec.dim,
+            "utterance_id": e.utterance_id,
+            "input_path": e.input_path,
+            "input_hash": e.input_hash,
+            "start_s": seg[0],
+            "end_s": seg[1],
+            "fps": e.fps,
+            "nbytes": 0,
+            "created_at": now,
+            "host": self._host,
+            "pipeline_version": PIPELINE_VERSION,
+        }
 
-        if e.vector is None:
-            tensors, status = {"x": np.zeros(0, np.float32)}, "missing"
-        else:
+    def _write_object(self, e: Entry, row: dict[str, Any], refs: list[str]) -> int:
+        x = None
+        if e.vector is not None:
             x = np.asarray(e.vector, dtype=np.float32).reshape(-1)  # [dim]
             if x.shape[0] != e.spec.dim or not np.isfinite(x).all():
                 raise ValueError(
                     f"extractor {e.spec.name} returned shape {x.shape} (finite={np.isfinite(x).all()})"
                     f" for utterance {e.utterance_id!r}; expected finite [{e.spec.dim}]"
                 )
-            tensors, status = {"x": x}, "ok"
-        meta = {"status": status, "key": e.key, "extractor": e.spec.name, "input": e.input_hash}
-        blob = save(tensors, metadata=meta)
+        blob = store_entry.encode(e.key, x, row, refs)
         path = self.object_path(e.key)
-        path.parent.mkdir(exist_ok=True)
         tmp = path.parent / f"{TMP_PREFIX}{e.key}.{os.getpid()}.{time.monotonic_ns()}.part"
         try:
+            path.parent.mkdir(exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)  # atomic: readers see the old file, the new one, or none
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in ix.FULL_ERRNOS:
+                raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
+            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES):
+                raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
             raise
         return len(blob)
 
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write {what}")
+
+    # ---- claims: one computation per key across concurrent writers ---------------------------
+
+    @_guard_index
+    def claim(self, keys: Sequence[str]) -> dict[str, str]:
+        """Claim keys about to be computed. Returns the ones to leave alone: {key: owner} for
+        keys another live writer holds (it is computing them) and {key: "stored"} for keys
+        stored since the caller looked (except entries this instance found damaged). Claims of
+        dead processes on this host, and claims older than STALE_CLAIM_SECONDS, are taken over.
+        Storing an entry releases its claim in the same transaction, so no key is ever seen as
+        neither claimed nor stored while a writer works on it."""
+        if not keys or self.read_only:
+            return {}
+        damaged = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
+        skip: dict[str, str] = {}
+        with self._tx():
+            for chunk, marks in ix.chunks(list(dict.fromkeys(keys))):
+                rows = self._db.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
+                skip.update((k, "stored") for (k,) in rows.fetchall() if k not in damaged)
+                for key, owner in self._live_claims(chunk, marks):
+                    skip.setdefault(key, owner)
+                mine = (self._owner, self._host, os.getpid(), time.time())
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                    ((k, *mine) for k in chunk if k not in skip),
+                )
+        return skip
+
+    @_guard_index
+    def release(self, keys: Iterable[str]) -> None:
+        """Drop this writer's claims on keys it will not store (failed, or run interrupted)."""
+        keys = list(keys)
+        if keys and not self.read_only:
+            with self._tx():
+                self._db.executemany(
+                    "DELETE FROM claims WHERE key = ? AND owner = ?",
+                    ((k, self._owner) for k in keys),
+                )
+
+    @_guard_index
+    def claims_alive(self, keys: Iterable[str]) -> set[str]:
+        """Of these keys, those still claimed by another live writer."""
+        return {k for c, m in ix.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
+
+    def _live_claims(self, chunk: list[str], marks: str) -> list[tuple[str, str]]:
+        now = time.time()
+        rows = self._db.execute(
+            f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})", chunk
+        ).fetchall()
+        return [
+            (key, owner)
+            for key, owner, host, pid, at in rows
+            if owner != self._owner and ix.claim_live(host, pid, at, self._host, now)
+        ]
+
     # ---- status and gc -----------------------------------------------------------------------
 
-    def status(self, wanted: Iterable[tuple[str, str, str | None]]) -> dict[str, StatusCounts]:
-        """Counts per extractor for (utterance_id, extractor name, key | None = no key possible)."""
+    @_guard_index
+    def status(
+        self, wanted: Iterable[tuple[str, str, str | None]], verify: bool = False
+    ) -> dict[str, StatusCounts]:
+        """Counts per extractor for (utterance_id, extractor name, key | None = no key possible).
+
+        ``verify``: read every entry file (else a same-size overwrite is counted as cached).
+        """
         wanted = list(wanted)
-        have = self.present(k for _, _, k in wanted if k)
+        have = self.present((k for _, _, k in wanted if k), verify=verify)
+        damaged_keys = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
         last = dict(
             ((u, x), k)
             for u, x, k in self._db.execute("SELECT utterance_id, extractor, key FROM refs")
@@ -321,37 +468,51 @@ class FeatureStore:
                 c.invalid += 1
             elif key in have:
                 c.cached += 1
+            elif key in damaged_keys:
+                c.damaged += 1
             elif last.get((utt, name), key) != key:
                 c.stale += 1
             else:
                 c.missing += 1
         return counts
 
+    @_guard_index
     def gc(self, keep: set[str] | None = None, dry_run: bool = False) -> GcReport:
-        """Delete every object and index row whose key is not in ``keep``; report bytes freed.
+        """Delete every object and index row whose key is not in ``keep``, and every damaged
+        entry (each file is read and checked); report bytes freed.
 
-        ``keep`` None keeps every indexed entry and removes only debris: objects without an index
-        row, index rows without an object, temp files left by killed writers.
+        ``keep`` None keeps every sound indexed entry and removes only debris and damage: objects
+        without an index row, index rows without an object, temp files left by killed writers.
         """
+        if not dry_run:
+            self._writable("(gc deletes entries)")
         report = GcReport(dry_run=dry_run)
         rows = [k for (k,) in self._db.execute("SELECT key FROM entries").fetchall()]
         if keep is None:
             keep = set(rows)
-        drop_rows = [k for k in rows if k not in keep or not self.object_path(k).is_file()]
         stale_cutoff = time.time() - STALE_TMP_SECONDS
+        sound: set[str] = set()
         for path in self._iter_objects():
             name = path.name
             if name.startswith(TMP_PREFIX):
                 # A live writer's temp file is seconds old; only killed writers leave old ones.
                 if path.stat().st_mtime >= stale_cutoff:
                     continue
-            elif name.removesuffix(".safetensors") in keep:
-                report.kept += 1
-                continue
+            elif (key := name.removesuffix(".safetensors")) in keep:
+                try:
+                    store_entry.check(path, key)
+                    report.kept += 1
+                    sound.add(key)
+                    continue
+                except DamagedEntryError as exc:
+                    report.damaged.append(f"{path}: {exc.problem}")
+                except FileNotFoundError:
+                    continue
             report.objects_deleted += 1
             report.bytes_freed += path.stat().st_size
             if not dry_run:
                 path.unlink(missing_ok=True)
+        drop_rows = [k for k in rows if k not in sound]
         report.rows_deleted = len(drop_rows)
         if not dry_run and drop_rows:
             with self._tx():
@@ -360,17 +521,17 @@ class FeatureStore:
         return report
 
     def _iter_objects(self) -> Iterator[Path]:
-        for sub in sorted((self.root / OBJECTS_DIR).iterdir()):
-            if sub.is_dir():
-                yield from sorted(sub.iterdir())
+        return ix.iter_objects(self.root)
 
     # ---- listing -----------------------------------------------------------------------------
 
+    @_guard_index
     def entries(self) -> list[dict[str, Any]]:
         cur = self._db.execute("SELECT * FROM entries ORDER BY created_at, key")
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur]
 
+    @_guard_index
     def summary(self) -> dict[str, Any]:
         """Entries and bytes per extractor/version/config: what `erc status` prints per store."""
         rows = self._db.execute(
@@ -387,39 +548,8 @@ class FeatureStore:
             d["bytes"] += int(nbytes or 0)
         return out
 
-    # ---- sqlite helpers ----------------------------------------------------------------------
-
-    def _tx(self):
-        return _Transaction(self._db)
-
-    @staticmethod
-    def _retry(fn, attempts: int = 50):
-        # Switching to WAL / creating the schema needs a brief exclusive lock that busy_timeout
-        # does not always cover when two processes open a brand-new store at the same instant.
-        for i in range(attempts):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or i == attempts - 1:
-                    raise
-                time.sleep(0.05 * (i + 1))
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so writers queue, never deadlock."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        FeatureStore._retry(lambda: self.db.execute("BEGIN IMMEDIATE"))
-        return self.db
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+    def _tx(self) -> ix.Transaction:
+        return ix.Transaction(self._db)
 
 
 def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
@@ -429,25 +559,42 @@ def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.store --root S {list,summary}``: read the index, no torch, no Prefect."""
+    """``python -m pipeline.store --root S {list,summary,verify,rebuild-index}``: no torch, no
+    Prefect (verify and rebuild-index read the entry files with numpy + safetensors)."""
     p = argparse.ArgumentParser(prog="python -m pipeline.store", description=main.__doc__)
     p.add_argument("--root", required=True, help="feature store directory")
-    p.add_argument("command", choices=["list", "summary"], nargs="?", default="summary")
+    p.add_argument(
+        "command",
+        choices=["list", "summary", "verify", "rebuild-index"],
+        nargs="?",
+        default="summary",
+    )
     args = p.parse_args(argv)
     try:
+        if args.command == "rebuild-index":
+            print(json.dumps(vars(rebuild_index(args.root))))
+            return 0
         store = FeatureStore(args.root, create=False)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with store:
-        if args.command == "list":
-            cols = ["key", "status", "extractor", "version", "config_hash", "weights", "dim"]
-            cols += ["utterance_id", "input_path", "start_s", "end_s", "fps", "created_at", "host"]
-            print(_format_table(store.entries(), cols))
-        else:
-            summary = store.summary()
-            total = sum(v["ok"] + v["missing"] for v in summary.values())
-            print(json.dumps({"root": str(store.root), "entries": total, "by_spec": summary}))
+        try:
+            if args.command == "list":
+                cols = ["key", "status", "extractor", "version", "config_hash", "weights", "dim"]
+                cols += ["utterance_id", "input_path", "start_s", "end_s", "fps", "created_at"]
+                print(_format_table(store.entries(), cols + ["host"]))
+            elif args.command == "verify":
+                sound, damaged = store.verify()
+                print(json.dumps({"root": str(store.root), "sound": sound, "damaged": damaged}))
+                return 1 if damaged else 0
+            else:
+                summary = store.summary()
+                total = sum(v["ok"] + v["missing"] for v in summary.values())
+                print(json.dumps({"root": str(store.root), "entries": total, "by_spec": summary}))
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -2,12 +2,15 @@
 
 `last/` under a run directory holds the model (a normal checkpoint) plus trainer.safetensors
 (optimizer moments, torch RNG) and trainer.json (epoch, history, early-stopping state, scheduler,
-numpy/python RNG). Written after every epoch, each file atomically, the JSON last: a run killed
-mid-write resumes from the previous complete epoch.
+numpy/python RNG, and the sha256 of trainer.safetensors). Written after every epoch, each file
+atomically, the JSON last: a run killed mid-write resumes from the previous complete epoch. On
+resume every file is verified (hashes, finite weights); a damaged one stops the run with a message
+naming it, never a resume from damaged state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -15,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_bytes
 
 from model.ada2i import Ada2I
-from model.checkpoint import atomic_write, save_checkpoint
+from model.checkpoint import META_FILE, WEIGHTS_FILE, atomic_write, load_verified, save_checkpoint
 from pipeline.optim import Adam
 
 STATE_TENSORS = "trainer.safetensors"
@@ -44,26 +47,36 @@ def save_train_state(
                 tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[name] = value
+    blob = save_bytes(tensors)
     body = {
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
         "progress": progress,
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": {"numpy": _numpy_state(), "python": _python_state()},
     }
-    atomic_write(directory / STATE_TENSORS, lambda p: save_file(tensors, p))
+    atomic_write(directory / STATE_TENSORS, lambda p: Path(p).write_bytes(blob))
     atomic_write(directory / STATE_JSON, lambda p: Path(p).write_text(json.dumps(body)))
 
 
 def load_train_state(
     directory: Path, model: Ada2I, optimizer: Adam, scheduler: Any
 ) -> dict[str, Any] | None:
-    """Restore in place; returns the saved progress dict, or None when there is nothing to resume."""
+    """Restore in place; returns the saved progress dict, or None when there is nothing to resume.
+
+    ValueError naming the file when any part of the saved state is damaged.
+    """
     if not (directory / STATE_JSON).is_file():
         return None
-    body = json.loads((directory / STATE_JSON).read_text())
-    tensors = load_file(str(directory / STATE_TENSORS))
-    weights = load_file(str(directory / "model.safetensors"))
-    model.load_state_dict(weights, strict=True)
+    hint = f"cannot resume from {directory}: delete it (or train with --no-resume) to start over"
+    try:
+        body = _read_json(directory / STATE_JSON)
+        meta = _read_json(directory / META_FILE)
+        weights = load_verified(directory / WEIGHTS_FILE, meta.get("weights_sha256"), META_FILE)
+        tensors = load_verified(directory / STATE_TENSORS, body.get("tensors_sha256"), STATE_JSON)
+        model.load_state_dict(weights, strict=True)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise ValueError(f"{exc}; {hint}") from exc
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
@@ -78,6 +91,16 @@ def load_train_state(
     np.random.set_state(_numpy_restore(body["rng"]["numpy"]))
     random.setstate(_python_restore(body["rng"]["python"]))
     return body["progress"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: damaged JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: damaged JSON (not an object)")
+    return body
 
 
 def _numpy_state() -> list[Any]:

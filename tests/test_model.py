@@ -248,6 +248,10 @@ def test_checkpoint_with_wrong_weights_is_refused(tmp_path):
         {k: v.contiguous() for k, v in other.state_dict().items()},
         str(tmp_path / "ck" / "model.safetensors"),
     )
+    with pytest.raises(ValueError, match="model.safetensors: damaged or replaced"):
+        load_checkpoint(tmp_path / "ck")  # the recorded sha256 catches the swap first
+    meta = tmp_path / "ck" / "checkpoint.json"  # an older checkpoint has no hash: shapes catch it
+    meta.write_text(meta.read_text().replace('"weights_sha256"', '"unused"'))
     with pytest.raises(ValueError, match="model.safetensors: weights do not match"):
         load_checkpoint(tmp_path / "ck")
 

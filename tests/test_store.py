@@ -132,10 +132,22 @@ def test_status_and_gc(tmp_path):
             [Entry(k, _vector(k), v1, u, text_hash(texts[u])) for u, k in list(keys1.items())[:3]]
         )
         counts = store.status([(u, "toy", k) for u, k in keys1.items()] + [("u9", "toy", None)])
-        assert counts["toy"].to_dict() == {"cached": 3, "missing": 1, "stale": 0, "invalid": 1}
+        assert counts["toy"].to_dict() == {
+            "cached": 3,
+            "missing": 1,
+            "stale": 0,
+            "invalid": 1,
+            "damaged": 0,
+        }
         keys2 = {u: make_key(text_hash(t), None, None, v2.config_hash()) for u, t in texts.items()}
         counts = store.status([(u, "toy", k) for u, k in keys2.items()])
-        assert counts["toy"].to_dict() == {"cached": 0, "missing": 1, "stale": 3, "invalid": 0}
+        assert counts["toy"].to_dict() == {
+            "cached": 0,
+            "missing": 1,
+            "stale": 3,
+            "invalid": 0,
+            "damaged": 0,
+        }
 
         size = sum(store.object_path(k).stat().st_size for k in list(keys1.values())[:3])
         dry = store.gc(keep={keys1["u0"]}, dry_run=True)

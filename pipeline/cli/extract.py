@@ -1,4 +1,5 @@
-"""`erc extract`, `erc status`, `erc gc`, `erc check-media`: the feature-extraction area of the CLI."""
+"""`erc extract`, `erc status`, `erc gc`, `erc store`, `erc check-media`: the feature-extraction
+area of the CLI."""
 
 from __future__ import annotations
 
@@ -26,16 +27,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status",
         help="what a manifest has cached / missing / stale in a store",
         description="Per extractor: cached, missing, stale (an older spec or input of the same "
-        "utterance is stored), invalid (no key: missing file, bad row).",
+        "utterance is stored), invalid (no key: missing file, bad row), damaged (an entry whose "
+        "file fails its checks; extract recomputes it, gc deletes it). Works on a read-only store.",
     )
     _common(p)
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read and check every entry file (payload hash, finite values); without it only "
+        "file sizes are checked",
+    )
     p.set_defaults(func=_status)
 
     p = subparsers.add_parser(
         "gc",
         help="delete store entries no manifest needs",
         description="With --manifest: keep only the entries those manifests need under --preset. "
-        "Without: remove only debris (orphan objects, rows without objects, old temp files).",
+        "Without: remove only debris (orphan objects, rows without objects, old temp files). "
+        "Either way every entry file is checked and damaged ones are deleted.",
     )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.add_argument("--manifest", action="append", type=Path, help="manifest to keep (repeatable)")
@@ -44,6 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     p.set_defaults(func=_gc)
+
+    p = subparsers.add_parser(
+        "store",
+        help="check a whole store, or rebuild its index from the entry files",
+        description="verify: read and check every entry file, list the damaged ones (exit 1 if "
+        "any). rebuild-index: rebuild index.sqlite from the entry files (each carries its key and "
+        "provenance) when it is damaged or lost; the old index is renamed aside, not deleted. Run "
+        "it while no extraction writes to the store.",
+    )
+    p.add_argument("action", choices=["verify", "rebuild-index"])
+    p.add_argument("--store", required=True, type=Path, help="feature store directory")
+    p.set_defaults(func=_store)
 
     p = subparsers.add_parser(
         "check-media",
@@ -97,12 +118,25 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.extract_plan import store_status
+    from pipeline.extract_plan import manifest_tasks
+    from pipeline.store import FeatureStore
 
-    counts = store_status(args.manifest, args.store, args.preset, args.modalities, args.fps)
-    print(f"{'extractor':<24}{'cached':>8}{'missing':>9}{'stale':>7}{'invalid':>9}")
+    with FeatureStore(args.store, create=False) as store:
+        tasks, failures = manifest_tasks(
+            args.manifest, store, args.preset, args.modalities, args.fps
+        )
+        wanted = [(t.utterance_id, t.name, t.key) for t in tasks]
+        wanted += [(f.utterance_id, f.extractor, None) for f in failures if f.extractor]
+        counts = store.status(wanted, verify=args.verify)
+        damaged = list(store.damaged)
+    cols = ("cached", "missing", "stale", "invalid", "damaged")
+    print(f"{'extractor':<24}" + "".join(f"{c:>9}" for c in cols))
     for name, c in counts.items():
-        print(f"{name:<24}{c['cached']:>8}{c['missing']:>9}{c['stale']:>7}{c['invalid']:>9}")
+        print(f"{name:<24}" + "".join(f"{getattr(c, col):>9}" for col in cols))
+    for path, problem in damaged:
+        print(f"damaged: {path}: {problem}")
+    if store.read_only:
+        print(f"(read-only store: {args.store})")
     return 0
 
 
@@ -117,11 +151,38 @@ def _gc(args: argparse.Namespace) -> int:
             keep = referenced_keys(args.manifest, store, args.preset, args.modalities, args.fps)
         report = store.gc(keep, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
+    for line in report.damaged:
+        print(f"damaged: {line}")
+    damaged = f" ({len(report.damaged)} of them damaged)" if report.damaged else ""
     print(
         f"{verb} {report.objects_deleted} objects and {report.rows_deleted} index rows, "
-        f"{report.bytes_freed / 2**20:.2f} MiB; kept {report.kept} objects"
+        f"{report.bytes_freed / 2**20:.2f} MiB; kept {report.kept} objects{damaged}"
     )
     return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    from pipeline.store import FeatureStore, rebuild_index
+
+    if args.action == "rebuild-index":
+        report = rebuild_index(args.store)
+        for line in report.damaged:
+            print(f"damaged (no row; gc deletes it): {line}")
+        for path in report.moved_aside:
+            print(f"old index kept as {path}")
+        print(
+            f"rebuilt {args.store / 'index.sqlite'}: {report.entries} entries "
+            f"({report.legacy} older ones with partial provenance), {len(report.damaged)} damaged"
+        )
+        return 0
+    with FeatureStore(args.store, create=False) as store:
+        sound, damaged = store.verify()
+    for line in damaged:
+        print(f"damaged: {line}")
+    print(
+        f"{sound} entries sound, {len(damaged)} damaged (`erc gc --store {args.store}` deletes them)"
+    )
+    return 1 if damaged else 0
 
 
 def _check_media(args: argparse.Namespace) -> int:
