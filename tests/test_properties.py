@@ -165,14 +165,8 @@ def test_featureset_load_of_random_bytes(features, meta, scratch):
         FeatureSet.load(root)
 
 
-# Found by this test: checkpoint.json holding JSON that is not an object (e.g. `null`) raises
-# AttributeError in read_checkpoint_meta. model/checkpoint.py belongs to the checkpoint work of
-# issue 10; drop this marker when it refuses such files with ValueError.
-@pytest.mark.xfail(
-    raises=(AttributeError, TypeError, KeyError),
-    strict=False,
-    reason="model/checkpoint.py: non-object checkpoint.json -> AttributeError",
-)
+# Found by this test: checkpoint.json holding JSON that is not an object (e.g. `null`) raised
+# AttributeError; model/checkpoint.py now refuses it with ValueError.
 @FAST
 @given(weights=st.binary(max_size=200), meta=st.one_of(st.binary(max_size=60), JSONISH.map(
     lambda m: json.dumps(m).encode())))  # fmt: skip
