@@ -69,28 +69,30 @@ def plot(runs: list[dict], out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colours = {"t": "tab:blue", "a": "tab:orange", "v": "tab:green"}
     for r in runs:
-        if not r["modulation"]:
-            continue
         epochs = np.arange(1, len(r["rho"]) + 1)
+        first = r["seed"] == runs[0]["seed"]
+        style = "-" if r["modulation"] else ":"
         for m in "tav":
-            first = r["seed"] == runs[0]["seed"]
+            label = f"{NAMES[m]}, {'with' if r['modulation'] else 'without'} modulation"
             axes[0].plot(
                 epochs,
                 [x[m] for x in r["rho"]],
+                style,
                 color=colours[m],
-                label=NAMES[m] if first else None,
+                label=label if first else None,
                 alpha=0.8,
             )
-            axes[1].plot(
-                epochs,
-                [x[m] for x in r["k"]],
-                color=colours[m],
-                label=NAMES[m] if first else None,
-                alpha=0.8,
-            )
+            if r["modulation"]:
+                axes[1].plot(
+                    epochs,
+                    [x[m] for x in r["k"]],
+                    color=colours[m],
+                    label=NAMES[m] if first else None,
+                    alpha=0.8,
+                )
     axes[0].axhline(1.0, color="grey", lw=0.8, ls="--", label="rho = 1 (the weakest modality)")
     axes[0].set(
-        title="Discrepancy ratio rho_m (modulated runs)",
+        title="Discrepancy ratio rho_m, one line per seed",
         xlabel="epoch",
         ylabel="rho_m = s_m / min_j s_j",
     )
@@ -99,8 +101,9 @@ def plot(runs: list[dict], out: Path) -> Path:
         xlabel="epoch",
         ylabel="k_m (step scale of encoder m)",
     )
+    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[1].legend(fontsize=9)
     for ax in axes[:2]:
-        ax.legend(fontsize=9)
         ax.xaxis.get_major_locator().set_params(integer=True)
     width = 0.38
     for i, modulation in enumerate((False, True)):
@@ -120,7 +123,7 @@ def plot(runs: list[dict], out: Path) -> Path:
         )
     axes[2].set_xticks(np.arange(3), [NAMES[m] for m in "tav"])
     axes[2].set(
-        title="Unimodal test accuracy (mean ± sample std over seeds)",
+        title="Unimodal test accuracy\n(mean ± sample std over seeds)",
         xlabel="modality",
         ylabel="accuracy of the modality's own scores",
     )

@@ -40,6 +40,7 @@ def predict_videos(
     asr_model: str | None,
     strict: bool,
     fingerprint: str,
+    vad: str = "auto",
 ) -> dict[str, Any]:
     """Every utterance of every video -> predictions files; one failing video is skipped."""
     from pipeline.predict import predict_videos as predict_all
@@ -53,6 +54,7 @@ def predict_videos(
         asr_model=asr_model,
         strict=strict,
         progress=False,
+        vad=vad,
     )
     return {
         "out_dir": str(s.out_dir),
@@ -101,6 +103,7 @@ def predict(
     out_dir: str = DEFAULT_OUT,
     store_root: str | None = None,
     asr_model: str | None = None,
+    vad: str = "auto",
     strict: bool = False,
     refresh: bool = False,
 ) -> dict[str, Any]:
@@ -114,6 +117,7 @@ def predict(
         out_dir: output folder; predictions go to <out_dir>/predictions/<key>/.
         store_root: feature store (default <out_dir>/store, shared with the extract flow).
         asr_model: Whisper model name or folder, for videos without manifest rows or subtitles.
+        vad: voice-activity detection for those videos: "auto", "silero" or "energy".
         strict: a failing video fails the run (default: reported and skipped).
         refresh: ignore Prefect's cache.
     Returns:
@@ -126,6 +130,8 @@ def predict(
     if not inputs or missing:
         raise FileNotFoundError(f"inputs not found: {missing or 'none given'}")
     check_dir("checkpoint_dir", checkpoint_dir)
+    if vad not in ("auto", "silero", "energy"):
+        raise ValueError(f"vad must be auto, silero or energy, got {vad!r}")
     if manifest and not Path(manifest).expanduser().is_file():
         raise FileNotFoundError(f"manifest not found: {Path(manifest).expanduser().resolve()}")
     logger = get_run_logger()
@@ -148,6 +154,7 @@ def predict(
         file_digest(manifest_path) if manifest_path else "",
         code_digest("predict"),
         asr_model,
+        vad,
     )
     result, cached = run_cached(
         predict_videos,
@@ -162,6 +169,7 @@ def predict(
         asr_model=asr_model,
         strict=strict,
         fingerprint=fp,
+        vad=vad,
     )
     result = {**result, "status": "cached" if cached else "ran"}
     publish_predictions(result)

@@ -290,7 +290,9 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     )
     if automatic and ctx["asr"] is None and ctx["asr_model"]:
         ctx["asr"] = load_asr(ctx["asr_model"], ctx["device"])  # loaded once, on first need
-    seg = segment_video(video, manifest=ctx["manifest"], asr=ctx["asr"], dialogue_id=name)
+    seg = segment_video(
+        video, manifest=ctx["manifest"], asr=ctx["asr"], dialogue_id=name, vad=ctx["vad"]
+    )
     seg, res.failed_utterances = split_bad_segments(seg, info.duration_s, ctx["strict"], str(video))
     if res.failed_utterances:
         path = ctx["out_dir"] / f"{name}.failures.csv"
@@ -565,6 +567,7 @@ def predict_videos(
     progress: bool = True,
     extractors: dict[str, Sequence[Extractor]] | None = None,
     dialogue_context: bool = True,
+    vad: str = "auto",
 ) -> PredictSummary:
     """Predict every utterance of every video; see the module docstring for steps and outputs.
 
@@ -573,6 +576,8 @@ def predict_videos(
 
     asr_model: Whisper name or folder (or a loaded Asr) for videos with neither manifest rows nor
     subtitles; None = VAD segments with empty text. store_root: default <out_dir>/store.
+    vad: voice-activity detection for automatic segmentation: "auto" (silero-vad, the energy VAD
+    when silero keeps far less than it), "silero" or "energy" (pipeline.speech.detect_speech).
     extractors: already built {m: [Extractor]} (reuse across calls); refused unless they match.
     """
     out_dir = Path(out_dir).expanduser().resolve()
@@ -593,7 +598,7 @@ def predict_videos(
         "progress": progress, "store": Path(store_root) if store_root else out_dir / "store",
         "manifest": read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest,
         "asr": asr_model if isinstance(asr_model, Asr) else None,
-        "asr_model": asr_model if isinstance(asr_model, str) else None,
+        "asr_model": asr_model if isinstance(asr_model, str) else None, "vad": vad,
     }  # fmt: skip
     used: set[str] = set()
     names = {video: _unique_name(video, used) for video in videos}

@@ -308,3 +308,19 @@ def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path)
             manifest=manifest, store_root=store, extractors=extractors, strict=True,
             progress=False,
         )  # fmt: skip
+
+
+def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
+    """--vad energy and --vad silero segment the generated demo voice differently (silero, a
+    network trained on real speech, keeps little of it; pipeline.speech)."""
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    counts = {}
+    for vad in ("energy", "silero"):
+        out = tmp_path / vad
+        code = main(["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--no-progress", "--vad", vad])  # fmt: skip
+        assert code == 0, capsys.readouterr().out
+        counts[vad] = len(pd.read_csv(out / "demo_d00.predictions.csv"))
+    assert counts["energy"] >= 3 and counts["silero"] < counts["energy"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--out", "x", "--vad", "webrtc"])  # fmt: skip

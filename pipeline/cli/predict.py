@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Whisper model name or folder for videos with neither manifest rows nor subtitles "
         "(e.g. openai/whisper-small); default: voice-activity detection only, empty transcripts",
     )
+    p.add_argument(
+        "--vad",
+        choices=("auto", "silero", "energy"),
+        default="auto",
+        help="voice-activity detection for videos with neither manifest rows nor subtitles: "
+        "silero-vad (trained), the energy threshold, or auto = silero unless it keeps far less "
+        "speech than the energy VAD (e.g. synthetic voices) (default: auto)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--strict", action="store_true", help="stop at the first failing video")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -53,6 +61,7 @@ def _predict(args: argparse.Namespace) -> int:
         strict=args.strict,
         progress=not args.no_progress,
         dialogue_context=not args.per_clip,
+        vad=args.vad,
     )
     for v in summary.videos:
         detail = (
