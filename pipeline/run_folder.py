@@ -156,7 +156,13 @@ def saved_progress(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "last" / STATE_JSON
     if not path.is_file():
         return None
-    return json.loads(path.read_text())["progress"]
+    try:
+        return json.loads(path.read_text())["progress"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: damaged resume state ({exc}); cannot resume from {path.parent}: delete it "
+            "(or train with --no-resume) to start over"
+        ) from exc
 
 
 def compare(
