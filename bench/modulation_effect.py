@@ -66,7 +66,7 @@ def plot(runs: list[dict], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     colours = {"t": "tab:blue", "a": "tab:orange", "v": "tab:green"}
     for r in runs:
         epochs = np.arange(1, len(r["rho"]) + 1)
@@ -101,7 +101,7 @@ def plot(runs: list[dict], out: Path) -> Path:
         xlabel="epoch",
         ylabel="k_m (step scale of encoder m)",
     )
-    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     axes[1].legend(fontsize=9)
     for ax in axes[:2]:
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -140,10 +140,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--alpha", type=float, default=0.4, help="paper Table 2: MELD/MOSEI 0.4")
     ap.add_argument("--out", default="outputs/bench_modulation")
+    ap.add_argument("--plot-only", action="store_true", help="redraw OUT/runs.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot_only:
+        print(f"plot: {plot(json.loads((out / 'runs.json').read_text()), out)}")
+        return
     runs = [
         run(seed, modulation, args.epochs, args.alpha)
         for seed in (int(s) for s in args.seeds.split(","))
