@@ -67,6 +67,7 @@ def summarize(
         "seconds": round(seconds, 1),
         "stages": stages,
         "failed_utterances": extracted["failed"],
+        "extraction": extracted["counts"],  # what this run computed, reused, took from the cache
         "metrics": [
             {"run": run_name(r["checkpoint_dir"]), **artifacts.flat_metrics(r["report"])}
             for r in evaluated
@@ -150,7 +151,8 @@ def extract_and_train(
     summary = summarize(layout, extracted, trained, evaluated, time.perf_counter() - start)
     layout.out.mkdir(parents=True, exist_ok=True)
     layout.summary.write_text(json.dumps(summary, indent=2))
-    artifacts.publish_summary(summary)
+    artifacts.publish_result(summary, extracted, trained, evaluated)
     print(f"stages: {summary['stages']}")
+    print(artifacts.counts_line(extracted).replace("**", ""))
     print(f"summary: {layout.summary}")
     return summary

@@ -160,6 +160,36 @@ def test_run_publishes_artifacts(demo_runs):
     assert {"erc-extraction", "erc-training", "erc-checkpoints", "erc-reports"} <= keys
 
 
+def test_parent_run_shows_the_result_and_stages_report_progress(demo_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    _, first, second, _ = demo_runs
+    with get_client(sync_client=True) as client:
+        [result, older] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["erc-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=2,
+        )
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    for md in (result.data, older.data):
+        assert "| accuracy | W-F1 | macro F1 |" in md and "t alone" in md
+        assert md.count("![seed 0: ") == 2  # training curves and confusion matrix, embedded
+        assert "(file:///" in md
+    # the second run computed nothing: every entry came from the first run's cache
+    assert "**0** entries computed" in result.data
+    assert first["extraction"]["computed"] > 0 and second["extraction"]["computed"] == 0
+    assert second["extraction"]["from_cache"] == sum(first["extraction"].values())
+    # extraction and training published progress bars, finished at 100 %
+    descriptions = {a.description: a.data for a in progress}
+    assert any(d.startswith("extract ") for d in descriptions)
+    assert any(d.startswith("train tiny ta seed 0") for d in descriptions)
+    assert set(descriptions.values()) == {100.0}
+
+
 def test_train_again_does_not_extract_and_reuses_finished_seeds(demo_runs):
     out, first, _, _ = demo_runs
     runs = train(
@@ -233,7 +263,7 @@ def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     )  # fmt: skip
     assert len(result["shards"]) == 2
     assert all(s["status"] == "ran" for s in result["shards"])
-    assert sum(s["done"] + s["cached"] for s in result["shards"]) > 0
+    assert sum(s["computed"] + s["from_store"] for s in result["shards"]) > 0
     assert sum(s["failed"] for s in result["shards"]) == 0
     assert Path(result["featureset_dir"], "features.safetensors").is_file()
 
