@@ -249,7 +249,21 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert [v["status"] for v in result["videos"]] == ["ok"] * 3
     assert sum(v["utterances"] for v in result["videos"]) == 3 * 4
     assert Path(result["index_html"]).is_file() and Path(result["summary_csv"]).is_file()
+    assert Path(result["out_dir"]) == out / "predictions"  # where the user said: not hashed
     assert predict(out_dir=str(out))["status"] == "cached"
+    # the store extraction filled is the default: no feature was extracted again
+    entries = len(list((out / "store").rglob("*.safetensors")))
+    mine = tmp_path / "mine"
+    one = sorted((out / "demo-data").rglob("*.mp4"))[0]
+    assert (
+        predict(inputs=[str(one)], out_dir=str(out), predictions_dir=str(mine))["status"] == "ran"
+    )
+    assert len(list((out / "store").rglob("*.safetensors"))) == entries
+    assert (mine / "index.html").is_file() and not (mine / "store").exists()
+    # the same folder written by another prediction: the earlier cached result is not served
+    predict(inputs=[str(out / "demo-data")], out_dir=str(out), predictions_dir=str(mine))
+    again = predict(inputs=[str(one)], out_dir=str(out), predictions_dir=str(mine))
+    assert again["status"] == "ran" and len(again["videos"]) == 1
     with pytest.raises(FileNotFoundError, match="inputs not found"):
         predict(inputs=[str(tmp_path / "none.mp4")], out_dir=str(out))
 
