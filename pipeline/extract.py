@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from extractors.base import Extractor
 from pipeline import media
@@ -41,6 +40,7 @@ from pipeline.extract_plan import (
 )
 from pipeline.extract_runner import Runner, prefetch
 from pipeline.manifest import read_manifest
+from pipeline.progress_bar import progress_bar
 from pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def extract_features(
         have = store.present(t.key for t in tasks)
         todo = [t for t in tasks if t.key not in have]
         cached = len(tasks) - len(todo)
-        bar = tqdm(total=len(todo), disable=not progress, desc="extract", unit="entry")
+        bar = progress_bar(total=len(todo), disable=not progress, desc="extract", unit="entry")
         run = Runner(store, strict, bar, failures, workers, on_progress)
         for f in planned_failures:
             run.record(f)

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from model.ada2i import Ada2I
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -37,6 +36,7 @@ from pipeline.diagnostics import plot_training
 from pipeline.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.featureset import FeatureSet
 from pipeline.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
+from pipeline.progress_bar import progress_bar
 from pipeline.settings import SettingsError, coerce_setting, coerce_settings
 from pipeline.train_state import load_train_state, save_train_state
 
@@ -210,7 +210,7 @@ def _train(
     generator = torch.Generator()
 
     # Step 2: epochs.
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.epochs,
         initial=progress["epoch"],
         desc=f"train {model_cfg.modalities}",
