@@ -133,12 +133,23 @@ def build_featureset(
 # --- fan-out -----------------------------------------------------------------------------------
 
 
+def require_dask() -> type[TaskRunner]:
+    """prefect-dask's DaskTaskRunner, or a clear error: it is the optional extra `dask`."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ImportError(
+            'task_runner="dask" needs prefect-dask, the optional extra "dask": '
+            "run `uv sync --extra dask` (make install does)"
+        ) from exc
+    return DaskTaskRunner
+
+
 def make_task_runner(choice: str, address: str | None, n_workers: int) -> TaskRunner:
     """The task runner for extraction: threads here, or Dask (a local cluster or ``address``)."""
     if choice == "default":
         return ThreadPoolTaskRunner(max_workers=1)  # extractors load big models: one at a time
-    from prefect_dask import DaskTaskRunner
-
+    DaskTaskRunner = require_dask()
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
@@ -278,6 +289,8 @@ def extract(
     check_choice("preset", preset, PRESETS)
     check_choice("task_runner", task_runner, ("default", "dask"))
     check_manifest_source(manifest, dataset, root)
+    if task_runner == "dask":
+        require_dask()  # before any work
     if dask_workers < 1 or shards < 0 or demo_dialogues < 1 or demo_utterances < 1:
         raise ValueError(
             "dask_workers, demo_dialogues and demo_utterances must be >= 1, shards >= 0"

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 pytest.importorskip("prefect")
-pytest.importorskip("prefect_dask")
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
@@ -112,6 +111,7 @@ def test_extract_and_train_writes_outputs(demo_runs):
     paths = first["paths"]
     assert all(Path(p).exists() for p in paths.values())
     checkpoint = Path(paths["checkpoint seed 0"])
+    assert (out / "best").is_symlink() and (out / "best").resolve() == checkpoint  # README's path
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "checkpoint.json").is_file()
     by_suffix = {Path(p).name for p in paths.values()}
@@ -270,6 +270,7 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
 
 def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     """Two shards on a local Dask cluster of two worker processes."""
+    pytest.importorskip("prefect_dask")  # the optional extra `dask` (make install has it)
     _, first, _, _ = demo_runs
     result = extract(
         manifest=first["paths"]["manifest"], out_dir=str(tmp_path / "dask"), preset="tiny",
