@@ -102,7 +102,7 @@ def table(key: str, rows: list[dict[str, Any]], description: str) -> None:
 
 def file_link(path: str | Path) -> str:
     """A markdown link to a local file or folder; its text is the absolute path."""
-    p = Path(path).expanduser().resolve()
+    p = Path(path).expanduser().absolute()  # not resolve(): a link (runs/demo/best) stays one
     return f"[`{p}`]({p.as_uri()})"
 
 

@@ -70,6 +70,7 @@ class Runner:
     ):
         self.store, self.strict, self.bar, self.failures = store, strict, bar, failures
         self.on_progress = on_progress  # {"done", "total", "failed"} after each stored batch
+        self.advanced = 0  # entries stored or failed so far
         self.seconds: dict[str, float] = defaultdict(float)  # busy seconds, summed over threads
         self.done = 0
         # key -> every task resolving to it (identical text/segments are computed once)
@@ -107,9 +108,10 @@ class Runner:
 
     def _advance(self, n: int) -> None:
         self.bar.update(n)
+        self.advanced += n  # not bar.n: a disabled bar does not count
         if self.on_progress:
             self.on_progress(
-                {"done": self.bar.n, "total": self.bar.total, "failed": len(self.failures)}
+                {"done": self.advanced, "total": self.bar.total, "failed": len(self.failures)}
             )
 
     def record(self, failure: Failure) -> None:

@@ -188,6 +188,12 @@ def test_parent_run_shows_the_result_and_stages_report_progress(demo_runs):
     assert any(d.startswith("extract ") for d in descriptions)
     assert any(d.startswith("train tiny ta seed 0") for d in descriptions)
     assert set(descriptions.values()) == {100.0}
+    # and log lines: the shard's entries done of total, each epoch with its dev W-F1
+    with get_client(sync_client=True) as client:
+        messages = [log.message for log in client.read_logs()]
+    computed = first["extraction"]["computed"]
+    assert any(f"{computed}/{computed} entries computed (100%)" in m for m in messages), messages
+    assert any("epoch 2/2: loss" in m and "dev W-F1" in m for m in messages)
 
 
 def test_train_again_does_not_extract_and_reuses_finished_seeds(demo_runs):
