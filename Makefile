@@ -17,7 +17,7 @@ $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 install: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra dask  # the Dask task runner too: tests exercise it
 
 demo: install
 	$(UV) run python -m flows.demo

@@ -1,8 +1,14 @@
-"""What a run shows in the Prefect UI: tables, reports, images and the paths of every output.
+"""What a run shows in the Prefect UI: tables, reports, images and links to every output.
 
 Artifact keys are stable (``erc-metrics``, ``erc-confusion-matrix``, ...) so the UI's Artifacts page
 keeps one versioned entry per kind across runs. Images are embedded as ``data:`` URLs (the UI runs in
-a browser that cannot open the worker's files); their paths are listed next to them.
+a browser that cannot open the worker's files) inside markdown artifacts: Prefect's own image
+artifact prints its whole URL as visible "Image URL" text, which for a data URL is a page of
+base64. Output paths are file:// links (they open where the UI runs on the worker's machine; the
+link text is the path, to copy otherwise).
+
+The parent `extract-and-train` run gets ``erc-result``: metrics per run and seed, the training
+curves and confusion matrices, what each stage did, and links to the outputs.
 """
 
 from __future__ import annotations
@@ -16,16 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect.artifacts import (
-    create_image_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.params import run_name
 
 MAX_TABLE_ROWS = 500  # the UI pages tables, but very large ones are slow to load
-MAX_IMAGE_BYTES = 2 << 20  # larger images are listed by path only
+MAX_IMAGE_BYTES = 2 << 20  # larger images are linked, not embedded
+MAX_EMBEDDED_BYTES = 8 << 20  # per markdown artifact: later images are linked, not embedded
 
 
 def _scalar(value: Any) -> float | int | str | None:
@@ -97,18 +100,35 @@ def table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     create_table_artifact(table=clipped, key=key, description=description)
 
 
-def image(key: str, path: str | Path, description: str) -> None:
+def file_link(path: str | Path) -> str:
+    """A markdown link to a local file or folder; its text is the absolute path."""
+    p = Path(path).expanduser().absolute()  # not resolve(): a link (runs/demo/best) stays one
+    return f"[`{p}`]({p.as_uri()})"
+
+
+def image_markdown(title: str, path: str | Path, embed: bool = True) -> str:
+    """A heading, the image embedded as a data: URL (unless too large or embed=False), its link."""
     path = Path(path)
-    if not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
-        return
-    mime = "image/png" if path.suffix.lower() == ".png" else "image/" + path.suffix.lower()[1:]
-    url = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
-    create_image_artifact(image_url=url, key=key, description=f"{description}\n\n`{path}`")
+    if not path.is_file():
+        return ""
+    lines = [f"**{title}**", ""]
+    if embed and path.stat().st_size <= MAX_IMAGE_BYTES:
+        mime = "image/png" if path.suffix.lower() == ".png" else "image/" + path.suffix.lower()[1:]
+        data = base64.b64encode(path.read_bytes()).decode()
+        lines += [f"![{title}](data:{mime};base64,{data})", ""]
+    return "\n".join([*lines, file_link(path), ""])
+
+
+def image(key: str, path: str | Path, description: str) -> None:
+    md = image_markdown(description, path)
+    if md:
+        create_markdown_artifact(markdown=md, key=key, description=description)
 
 
 def paths_markdown(title: str, paths: Mapping[str, str]) -> str:
-    lines = [f"### {title}", "", "| what | path |", "|---|---|"]
-    lines += [f"| {name} | `{path}` |" for name, path in paths.items()]
+    """A list of links (a table of long paths is cut off at the page's width)."""
+    lines = [f"### {title}", ""]
+    lines += [f"- {name}: {file_link(path)}" for name, path in paths.items() if path]
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +153,8 @@ def publish_extraction(shards: list[dict[str, Any]], failures: Iterable[str]) ->
     table(
         "erc-extraction",
         [{k: v for k, v in s.items() if k != "failures_path"} for s in shards],
-        "Utterances extracted per manifest shard (done = computed now, cached = from the store)",
+        "Entries per manifest shard in this run: computed, reused from the feature store, or "
+        "served from Prefect's cache of an earlier run (from_cache)",
     )
     rows: list[dict[str, Any]] = []
     for path in failures:
@@ -189,11 +210,99 @@ def publish_evaluation(reports: list[dict[str, Any]]) -> None:
         )
 
 
-def publish_summary(summary: Mapping[str, Any]) -> None:
-    stages = summary.get("stages", {})
-    lines = ["## Run summary", "", "| stage | status |", "|---|---|"]
-    lines += [f"| {s} | {status} |" for s, status in stages.items()]
-    lines += ["", paths_markdown("Outputs", summary.get("paths", {}))]
+def unimodal_accuracy(report: Mapping[str, Any]) -> dict[str, float]:
+    """{modality: accuracy of its classifier alone} from a report, else from its metrics.json."""
+    uni = report.get("unimodal")
+    if uni is None:
+        path = report.get("paths", {}).get("metrics")
+        if path and Path(path).is_file():
+            uni = json.loads(Path(path).read_text()).get("unimodal")
+    return {m: v["accuracy"] for m, v in (uni or {}).items() if "accuracy" in v}
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
+
+
+def metrics_markdown(trained: list[dict[str, Any]], evaluated: list[dict[str, Any]]) -> str:
+    """One row per run and seed: accuracy, weighted F1, macro F1, each modality's own accuracy."""
+    seeds = {r["checkpoint_dir"]: r["seed"] for r in trained}
+    mods = sorted({m for r in evaluated for m in unimodal_accuracy(r["report"])}, key="tav".find)
+    head = ["run", "seed", "split", "accuracy", "W-F1", "macro F1", *[f"{m} alone" for m in mods]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in evaluated:
+        rep, uni = r["report"], unimodal_accuracy(r["report"])
+        cells = [
+            f"`{run_name(r['checkpoint_dir'])}`",
+            str(seeds.get(r["checkpoint_dir"], "–")),
+            r["split"],
+            *(_num(rep.get(k)) for k in ("accuracy", "weighted_f1", "macro_f1")),
+            *(_num(uni.get(m)) for m in mods),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def counts_line(extracted: Mapping[str, Any]) -> str:
+    c = extracted.get("counts", {})
+    return (
+        f"Extraction in this run: **{c.get('computed', 0)}** entries computed, "
+        f"{c.get('from_store', 0)} reused from the feature store, {c.get('from_cache', 0)} "
+        f"served from an earlier run (Prefect cache); {extracted.get('failed', 0)} failed."
+    )
+
+
+def result_markdown(
+    summary: Mapping[str, Any],
+    extracted: Mapping[str, Any],
+    trained: list[dict[str, Any]],
+    evaluated: list[dict[str, Any]],
+) -> str:
+    stages = ", ".join(f"{s} {status}" for s, status in summary.get("stages", {}).items())
+    split = evaluated[0]["split"] if evaluated else "test"
+    out = [
+        "## Result",
+        "",
+        f"Output folder {file_link(summary['out_dir'])}, {summary.get('seconds', 0)} s.",
+        "",
+        f"Stages: {stages}.",
+        "",
+        counts_line(extracted),
+        "",
+        f"### Metrics on {split}",
+        "",
+        "*alone*: the accuracy of each modality's own classifier (the unimodal heads).",
+        "",
+        metrics_markdown(trained, evaluated),
+    ]
+    budget = MAX_EMBEDDED_BYTES
+    by_checkpoint = {r["checkpoint_dir"]: r for r in evaluated}
+    for r in trained:
+        images = [("training curves", r.get("report_paths", {}).get("plots", {}).get(
+            "training_curves"))]  # fmt: skip
+        ev = by_checkpoint.get(r["checkpoint_dir"], {})
+        for name, path in report_paths(ev.get("report", {}).get("paths", {})).items():
+            if path.endswith(".png") and "confusion" in name:
+                images.append((f"confusion matrix ({ev['split']})", path))
+        out += [f"### {run_name(r['checkpoint_dir'])} (seed {r['seed']})", ""]
+        for title, path in images:
+            if path and Path(path).is_file():
+                size = Path(path).stat().st_size
+                out.append(image_markdown(f"seed {r['seed']}: {title}", path, embed=size <= budget))
+                budget -= size
+    out.append(paths_markdown("Outputs", summary.get("paths", {})))
+    return "\n".join(out)
+
+
+def publish_result(
+    summary: Mapping[str, Any],
+    extracted: Mapping[str, Any],
+    trained: list[dict[str, Any]],
+    evaluated: list[dict[str, Any]],
+) -> None:
+    """The parent run's artifact: what a person opening the run wants to see first."""
     create_markdown_artifact(
-        markdown="\n".join(lines), key="erc-summary", description="Where everything is"
+        markdown=result_markdown(summary, extracted, trained, evaluated),
+        key="erc-summary",
+        description="The result: metrics per run and seed, plots, what ran, links to the outputs",
     )

@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows import artifacts
+from flows import artifacts, progress
 from flows.caching import (
     cached_task,
     code_digest,
@@ -99,6 +99,7 @@ def extract_shard(
     """Extract every utterance of one manifest shard into the store -> counts + failures path."""
     from pipeline.extract import extract_features
 
+    report = progress.extraction(f"extract {Path(manifest).stem}", get_run_logger())
     s = extract_features(
         manifest,
         store_root,
@@ -107,7 +108,9 @@ def extract_shard(
         strict=strict,
         progress=False,
         report_dir=str(Path(manifest).with_suffix("")) + "-reports",  # one per shard
+        on_progress=report,
     )
+    report.finish()
     return {
         "shard": Path(manifest).name,
         "done": int(s.done),
@@ -130,12 +133,23 @@ def build_featureset(
 # --- fan-out -----------------------------------------------------------------------------------
 
 
+def require_dask() -> type[TaskRunner]:
+    """prefect-dask's DaskTaskRunner, or a clear error: it is the optional extra `dask`."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ImportError(
+            'task_runner="dask" needs prefect-dask, the optional extra "dask": '
+            "run `uv sync --extra dask` (make install does)"
+        ) from exc
+    return DaskTaskRunner
+
+
 def make_task_runner(choice: str, address: str | None, n_workers: int) -> TaskRunner:
     """The task runner for extraction: threads here, or Dask (a local cluster or ``address``)."""
     if choice == "default":
         return ThreadPoolTaskRunner(max_workers=1)  # extractors load big models: one at a time
-    from prefect_dask import DaskTaskRunner
-
+    DaskTaskRunner = require_dask()
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
@@ -172,12 +186,26 @@ def extract_shards(
         )
         for shard, fp in zip(shards, fingerprints, strict=True)
     ]
-    results = []
-    for future in futures:
-        summary = dict(future.result())  # raises the shard's error (strict mode): fails the run
-        summary["status"] = "cached" if future.state.name == "Cached" else "ran"
-        results.append(summary)
-    return results
+    return [
+        # .result() raises the shard's error (strict mode): fails the run
+        shard_counts(future.result(), cached=future.state.name == "Cached")
+        for future in futures
+    ]
+
+
+def shard_counts(result: dict[str, Any], cached: bool) -> dict[str, Any]:
+    """What happened to a shard in this run. A task served from Prefect's cache returns the counts
+    of the run that computed it: here all of its entries were reused, none computed."""
+    entries = result["done"] + result["cached"]
+    return {
+        "shard": result["shard"],
+        "status": "cached" if cached else "ran",
+        "computed": 0 if cached else result["done"],
+        "from_store": 0 if cached else result["cached"],
+        "from_cache": entries if cached else 0,
+        "failed": result["failed"],
+        "failures_path": result["failures_path"],
+    }
 
 
 # --- the flow ----------------------------------------------------------------------------------
@@ -253,12 +281,16 @@ def extract(
         demo_dialogues, demo_utterances: size of the generated demo set (dataset "demo").
         refresh: ignore Prefect's cache (the feature store still skips unchanged work).
     Returns:
-        {"manifest", "featureset_dir", "store_root", "shards", "failed", "stages"}.
+        {"manifest", "featureset_dir", "store_root", "shards", "failed", "counts", "stages"};
+        counts and shards say what happened in this run: entries computed, reused from the
+        store, or served from Prefect's cache of an earlier run.
     """
     modalities = check_modalities(modalities)
     check_choice("preset", preset, PRESETS)
     check_choice("task_runner", task_runner, ("default", "dask"))
     check_manifest_source(manifest, dataset, root)
+    if task_runner == "dask":
+        require_dask()  # before any work
     if dask_workers < 1 or shards < 0 or demo_dialogues < 1 or demo_utterances < 1:
         raise ValueError(
             "dask_workers, demo_dialogues and demo_utterances must be >= 1, shards >= 0"
@@ -320,9 +352,11 @@ def extract(
         fingerprint=fs_fp,
     )
     stages["featureset"] = "cached" if cached else "ran"
-    done = sum(r["done"] for r in results)
-    from_store = sum(r["cached"] for r in results)
-    print(f"extract: {done} computed, {from_store} from the store, {failed} failed")
+    counts = {k: sum(r[k] for r in results) for k in ("computed", "from_store", "from_cache")}
+    print(
+        f"extract: {counts['computed']} entries computed, {counts['from_store']} reused from the "
+        f"store, {counts['from_cache']} from an earlier run (Prefect cache), {failed} failed"
+    )
     print(f"featureset: {featureset}")
     return {
         "manifest": manifest_path,
@@ -330,5 +364,6 @@ def extract(
         "store_root": store,
         "shards": results,
         "failed": failed,
+        "counts": counts,
         "stages": stages,
     }

@@ -13,14 +13,16 @@ offline extractors, the tiny Ada2I preset.
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from flows import artifacts
 from flows.evaluate import evaluate
-from flows.extract import extract
+from flows.extract import extract, require_dask
 from flows.params import (
     DEFAULT_MODEL_PRESET,
     DEFAULT_OUT,
@@ -67,12 +69,27 @@ def summarize(
         "seconds": round(seconds, 1),
         "stages": stages,
         "failed_utterances": extracted["failed"],
+        "extraction": extracted["counts"],  # what this run computed, reused, took from the cache
         "metrics": [
             {"run": run_name(r["checkpoint_dir"]), **artifacts.flat_metrics(r["report"])}
             for r in evaluated
         ],
         "paths": paths,
     }
+
+
+def link_best(layout: Layout, trained: list[dict]) -> str:
+    """<out>/best -> the first seed's best checkpoint: a stable path for `erc predict
+    --checkpoint runs/demo/best`. Replaced atomically; a real folder of that name is left alone."""
+    link = layout.out / "best"
+    if link.exists() and not link.is_symlink():
+        return ""
+    target = Path(trained[0]["checkpoint_dir"])
+    tmp = link.with_name(f".best.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target, layout.out), target_is_directory=True)
+    os.replace(tmp, link)
+    return str(link)
 
 
 @flow(name="extract-and-train", log_prints=True)
@@ -110,6 +127,8 @@ def extract_and_train(
     seeds = check_seeds(seeds)
     check_training(model_preset, modalities, overrides)
     check_manifest_source(manifest, dataset, root)
+    if task_runner == "dask":
+        require_dask()
     layout = Layout.at(out_dir)
     start = time.perf_counter()
 
@@ -148,9 +167,13 @@ def extract_and_train(
     )
 
     summary = summarize(layout, extracted, trained, evaluated, time.perf_counter() - start)
+    best = link_best(layout, trained)
+    if best:
+        summary["paths"][f"best checkpoint (seed {trained[0]['seed']})"] = best
     layout.out.mkdir(parents=True, exist_ok=True)
     layout.summary.write_text(json.dumps(summary, indent=2))
-    artifacts.publish_summary(summary)
+    artifacts.publish_result(summary, extracted, trained, evaluated)
     print(f"stages: {summary['stages']}")
+    print(artifacts.counts_line(extracted).replace("**", ""))
     print(f"summary: {layout.summary}")
     return summary

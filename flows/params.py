@@ -13,6 +13,7 @@ Output folder layout (one folder per experiment; ``runs/`` is git-ignored):
     <out>/train/<name>-<key>/        one training run (checkpoint, history)
     <out>/eval/<name>-<key>/         one evaluation (metrics, reports, plots)
     <out>/summary.json               what the last run produced and which stages were cached
+    <out>/predictions/               the predict flow's outputs (unless ``predictions_dir``)
     <out>/.prefect-cache/            Prefect task results and cache keys
 
 ``<key>`` is a short content hash of the stage's inputs, so a folder never holds the output of a
@@ -141,6 +142,10 @@ class Layout:
     @property
     def summary(self) -> Path:
         return self.out / "summary.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.out / "predictions"
 
     @property
     def cache(self) -> Path:

@@ -4,6 +4,13 @@ One `predict-videos` task over pipeline.predict.predict_videos (segment -> extra
 checkpoint's extractors -> Ada2I -> CSV/JSONL/HTML per video + a summary), cached on the videos'
 stat fingerprint, the checkpoint's content and the manifest. With its defaults it predicts the demo
 videos with the checkpoint of the last train run in runs/demo: run extract-and-train/local first.
+
+Where things go: predictions are written to ``predictions_dir`` itself (default
+``<out_dir>/predictions``), not to a hashed folder; the folder records the fingerprint of what it
+holds (``.fingerprint``), so Prefect's cached result is used only while the folder still holds
+that prediction. The default feature store is the one extraction filled for ``out_dir`` (the
+``feature store`` of its summary.json, else ``<out_dir>/store``), so features already extracted
+are reused rather than computed again.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from flows.caching import (
     file_digest,
     media_fingerprint,
     run_cached,
-    short,
     tree_digest,
 )
 from flows.evaluate import last_trained
@@ -42,7 +48,8 @@ def predict_videos(
     fingerprint: str,
     vad: str = "auto",
 ) -> dict[str, Any]:
-    """Every utterance of every video -> predictions files; one failing video is skipped."""
+    """Every utterance of every video -> predictions files; one failing video is skipped.
+    ``out_dir/.fingerprint`` records what the folder holds (see still_holds)."""
     from pipeline.predict import predict_videos as predict_all
 
     s = predict_all(
@@ -56,6 +63,7 @@ def predict_videos(
         progress=False,
         vad=vad,
     )
+    (Path(s.out_dir) / FINGERPRINT).write_text(fingerprint)
     return {
         "out_dir": str(s.out_dir),
         "summary_csv": str(s.summary_csv),
@@ -74,6 +82,34 @@ def predict_videos(
             for v in s.videos
         ],
     }
+
+
+FINGERPRINT = ".fingerprint"
+
+
+def still_holds(fingerprint: str):
+    """still_valid check: the summary exists and the folder was not since written by another
+    prediction (same predictions_dir, other videos or checkpoint)."""
+
+    def check(result: dict[str, Any]) -> bool:
+        stamp = Path(result.get("out_dir", ""), FINGERPRINT)
+        return (
+            exists("summary_csv")(result) and stamp.is_file() and stamp.read_text() == fingerprint
+        )
+
+    return check
+
+
+def extraction_store(layout: Layout) -> str:
+    """The store the last extract-and-train run into this out_dir used, else <out_dir>/store."""
+    if layout.summary.is_file():
+        try:
+            store = json.loads(layout.summary.read_text()).get("paths", {}).get("feature store")
+        except (json.JSONDecodeError, AttributeError):
+            store = None
+        if store and Path(store).is_dir():
+            return store
+    return str(layout.store)
 
 
 def publish_predictions(result: dict[str, Any]) -> None:
@@ -101,6 +137,7 @@ def predict(
     checkpoint_dir: str | None = None,
     manifest: str | None = None,
     out_dir: str = DEFAULT_OUT,
+    predictions_dir: str | None = None,
     store_root: str | None = None,
     asr_model: str | None = None,
     vad: str = "auto",
@@ -114,8 +151,12 @@ def predict(
         checkpoint_dir: a checkpoint folder; default: the first of the last train run in out_dir.
         manifest: utterance timestamps (and transcripts); default: subtitles (.srt/.vtt) next to
             each video, else voice-activity segments (+ Whisper when asr_model is given).
-        out_dir: output folder; predictions go to <out_dir>/predictions/<key>/.
-        store_root: feature store (default <out_dir>/store, shared with the extract flow).
+        out_dir: the experiment folder the defaults come from (demo videos, last checkpoint,
+            feature store, Prefect cache), as for the other flows.
+        predictions_dir: where the predictions are written (per-video CSV/JSONL/HTML, summary,
+            index.html); default <out_dir>/predictions.
+        store_root: feature store; default: the one extraction used for out_dir (its
+            summary.json), else <out_dir>/store, so already extracted features are reused.
         asr_model: Whisper model name or folder, for videos without manifest rows or subtitles.
         vad: voice-activity detection for those videos: "auto", "silero" or "energy".
         strict: a failing video fails the run (default: reported and skipped).
@@ -156,16 +197,22 @@ def predict(
         asr_model,
         vad,
     )
+    target = str(
+        Path(predictions_dir).expanduser().resolve() if predictions_dir else layout.predictions
+    )
+    fp = combine(fp, target)
+    store = extraction_store(layout)
+    logger.info("predictions into %s, feature store %s", target, store_root or store)
     result, cached = run_cached(
         predict_videos,
         layout.cache,
-        exists("summary_csv"),
+        still_holds(fp),
         refresh,
         inputs=videos,
         checkpoint_dir=checkpoint,
-        out_dir=str(layout.out / "predictions" / short(fp)),
+        out_dir=target,
         manifest=manifest_path,
-        store_root=str(Path(store_root).expanduser().resolve() if store_root else layout.store),
+        store_root=str(Path(store_root).expanduser().resolve()) if store_root else store,
         asr_model=asr_model,
         strict=strict,
         fingerprint=fp,

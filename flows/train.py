@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows import artifacts
+from flows import artifacts, progress
 from flows.caching import code_digest, combine, exists, run_cached, short, tree_digest
 from flows.params import (
     DEFAULT_MODEL_PRESET,
@@ -61,7 +61,11 @@ def train_model(
 
     # No progress bar in flow logs (the run's state and logs show progress); not part of the key.
     settings = {"progress": False, **overrides}
-    r = train_from_featureset(featureset_dir, out_dir, model_preset, modalities, seed, settings)
+    report = progress.training(f"train {model_preset} {modalities} seed {seed}", get_run_logger())
+    r = train_from_featureset(
+        featureset_dir, out_dir, model_preset, modalities, seed, settings, on_progress=report
+    )
+    report.finish()
     return {
         "seed": seed,
         "modalities": modalities,

@@ -19,14 +19,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from extractors.base import Extractor
 from pipeline import media
@@ -41,6 +40,7 @@ from pipeline.extract_plan import (
 )
 from pipeline.extract_runner import Runner, prefetch
 from pipeline.manifest import read_manifest
+from pipeline.progress_bar import progress_bar
 from pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def extract_features(
     speakers: Collection[str] | None = None,
     report_dir: str | Path | None = None,
     workers: int | None = None,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
 ) -> ExtractSummary:
     """Extract every missing (utterance, extractor) entry of a manifest into the store.
 
@@ -140,6 +141,7 @@ def extract_features(
     a failure. ``extractors``: already built {modality: [Extractor]} (reuse models across calls).
     ``workers``: extractor threads (default: the CPUs this process may use); with more than one,
     torch runs one intra-op thread per worker during the call (pipeline/extract_runner.py: why).
+    ``on_progress``: called with {"done", "total", "failed"} entries as batches are stored.
     """
     # 1. inputs
     fps = check_fps(fps)
@@ -159,8 +161,8 @@ def extract_features(
         have = store.present(t.key for t in tasks)
         todo = [t for t in tasks if t.key not in have]
         cached = len(tasks) - len(todo)
-        bar = tqdm(total=len(todo), disable=not progress, desc="extract", unit="entry")
-        run = Runner(store, strict, bar, failures, workers)
+        bar = progress_bar(total=len(todo), disable=not progress, desc="extract", unit="entry")
+        run = Runner(store, strict, bar, failures, workers, on_progress)
         for f in planned_failures:
             run.record(f)
         for t in todo:

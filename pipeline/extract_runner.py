@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -66,8 +66,11 @@ class Runner:
         bar: tqdm,
         failures: list[Failure],
         workers: int = 1,
+        on_progress: Callable[[dict[str, int]], None] | None = None,
     ):
         self.store, self.strict, self.bar, self.failures = store, strict, bar, failures
+        self.on_progress = on_progress  # {"done", "total", "failed"} after each stored batch
+        self.advanced = 0  # entries stored or failed so far
         self.seconds: dict[str, float] = defaultdict(float)  # busy seconds, summed over threads
         self.done = 0
         # key -> every task resolving to it (identical text/segments are computed once)
@@ -100,8 +103,16 @@ class Runner:
             self.claimed.discard(task.key)
             self.store.release([task.key])
         for t in self.pending.pop(task.key, [task]):
-            self.bar.update(1)
+            self._advance(1)
             self.record(Failure(t.utterance_id, t.modality, t.name, t.source, reason))
+
+    def _advance(self, n: int) -> None:
+        self.bar.update(n)
+        self.advanced += n  # not bar.n: a disabled bar does not count
+        if self.on_progress:
+            self.on_progress(
+                {"done": self.advanced, "total": self.bar.total, "failed": len(self.failures)}
+            )
 
     def record(self, failure: Failure) -> None:
         self.failures.append(failure)
@@ -163,7 +174,7 @@ class Runner:
                 if key in stored:
                     tasks = waiting.pop(key)
                     self.by_others += len(tasks)
-                    self.bar.update(len(tasks))
+                    self._advance(len(tasks))
                 elif key not in alive:
                     for t in waiting.pop(key):
                         self.bar.update(1)
@@ -235,7 +246,7 @@ class Runner:
                 )
             )
             self.done += len(tasks)
-            self.bar.update(len(tasks))
+            self._advance(len(tasks))
         try:
             self.store.put_many(entries)
         except StoreError as exc:  # disk full, read-only: every later write would fail too

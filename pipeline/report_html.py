@@ -5,8 +5,11 @@
 
 The per-video figure has three panels on one time axis:
     1. utterance spans, one lane per speaker, coloured by the predicted emotion
-    2. per-class probability at each utterance (points at utterance centres, joined by lines)
-    3. per-modality share of support for the predicted class (stacked, one bar per utterance)
+    2. per-class probability of each utterance: a step over the utterance's span with a marker at
+       its centre (utterances are separate decisions, so nothing joins them)
+    3. per-modality share of support for the predicted class (stacked, one bar per utterance); a
+       modality the utterance lacks is marked with an x above its bar and "missing" in the table
+Legends sit outside the panels; emotions are shown by name (pipeline.diagnostics.emotion_name).
 `table` is the predictions frame of pipeline.predict (columns start_s, end_s, speaker, text,
 predicted, p_<label>, support_<m>, segment_source).
 """
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.diagnostics import emotion_name
 
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 MODALITY_COLORS = {"t": "#4c72b0", "a": "#dd8452", "v": "#55a868"}
@@ -36,7 +41,7 @@ def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # keeps the outside legends
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -48,6 +53,11 @@ def modality_shares(table: pd.DataFrame, modalities: str) -> np.ndarray:
     )  # [N, M]
     total = s.sum(axis=1, keepdims=True)  # [N, 1]
     return np.divide(s, total, out=np.zeros_like(s), where=total > 0)
+
+
+def _legend_outside(ax, **kw) -> None:
+    """A legend right of the axes, so it never covers data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, fontsize=8, **kw)
 
 
 def timeline_png(table: pd.DataFrame, label_names: list[str], modalities: str) -> str:
@@ -73,24 +83,32 @@ def timeline_png(table: pd.DataFrame, label_names: list[str], modalities: str) -
     ax.set_ylim(-0.6, len(speakers) + 0.4)  # headroom for the legend
     ax.set_ylabel("speaker")
     ax.set_title("predicted emotion per utterance")
-    ax.legend(handles=[Patch(color=colors[c], label=c) for c in label_names],
-              ncol=len(label_names), loc="upper right", fontsize=8)  # fmt: skip
+    _legend_outside(
+        ax, handles=[Patch(color=colors[c], label=emotion_name(c)) for c in label_names]
+    )
     ax = axes[1]
     for c in label_names:
-        ax.plot(mid, table[f"p_{c}"], marker="o", ms=3, color=colors[c], label=c)
-    ax.set_ylim(0, 1)
+        p = table[f"p_{c}"].to_numpy(float)
+        ax.hlines(p, start, end, color=colors[c], linewidth=2)  # the utterance's span
+        ax.plot(mid, p, "o", ms=4, color=colors[c], label=emotion_name(c))
+    ax.set_ylim(0, 1.02)
     ax.set_ylabel("probability")
-    ax.legend(ncol=len(label_names), fontsize=8, loc="upper right")
+    _legend_outside(ax)
     ax = axes[2]
     shares, bottom = modality_shares(table, modalities), np.zeros(len(table))
     for j, m in enumerate(modalities):
         ax.bar(start, shares[:, j], width=end - start, bottom=bottom, align="edge",
                color=MODALITY_COLORS[m], label=MODALITY_NAMES[m])  # fmt: skip
         bottom += shares[:, j]
+    missing = [(m, ~np.isfinite(table[f"support_{m}"].to_numpy(float))) for m in modalities]
+    for k, (m, gone) in enumerate(missing):
+        if gone.any():  # one row of x marks per modality, above the bars
+            ax.plot(mid[gone], np.full(gone.sum(), 1.06 + 0.08 * k), "x", color=MODALITY_COLORS[m],
+                    ms=6, mew=2, clip_on=False, label=f"{MODALITY_NAMES[m]} missing")  # fmt: skip
     ax.set_ylim(0, 1)
     ax.set_ylabel("modality share")
     ax.set_xlabel("time (s)")
-    ax.legend(ncol=len(modalities), fontsize=8, loc="upper right")
+    _legend_outside(ax)
     fig.tight_layout()
     return _png(fig)
 
@@ -98,7 +116,7 @@ def timeline_png(table: pd.DataFrame, label_names: list[str], modalities: str) -
 _STYLE = (
     "body{font-family:sans-serif;margin:1.5em;max-width:1500px}"
     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-    "th{background:#eee}img{max-width:100%}.failed{color:#b00}"
+    "th{background:#eee}img{max-width:100%}.failed{color:#b00}.missing{color:#888;font-style:italic}"
 )
 
 
@@ -109,27 +127,51 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _cell(column: str, value) -> str:
+    if column.startswith("support_") and not (isinstance(value, float) and np.isfinite(value)):
+        return "<td class='missing'>missing</td>"
+    if column == "predicted" or column == "label":
+        return f"<td>{html.escape(emotion_name(str(value)))}</td>"
+    return f"<td>{f'{value:.3f}' if isinstance(value, float) else html.escape(str(value))}</td>"
+
+
+def _header(column: str) -> str:
+    if column.startswith("p_"):
+        return f"p({emotion_name(column[2:])})"
+    if column.startswith("support_"):
+        return f"{MODALITY_NAMES.get(column[8:], column[8:])} support"
+    return column
+
+
 def write_video_report(
-    table: pd.DataFrame, label_names: list[str], modalities: str, path: Path, title: str
+    table: pd.DataFrame,
+    label_names: list[str],
+    modalities: str,
+    path: Path,
+    title: str,
+    index_href: str = "index.html",
 ) -> Path:
+    """One video's report: its timeline figure and one table row per utterance; ``index_href``
+    is the link back to the index of all videos (written next to the reports)."""
     counts = table["predicted"].value_counts()
-    dist = ", ".join(f"{c}: {int(counts.get(c, 0))}" for c in label_names)
+    dist = ", ".join(f"{emotion_name(c)}: {int(counts.get(c, 0))}" for c in label_names)
     sources = ", ".join(dict.fromkeys(table["segment_source"]))
     cols = ["start_s", "end_s", "speaker", "text", "predicted",
             *[f"p_{c}" for c in label_names], *[f"support_{m}" for m in modalities]]  # fmt: skip
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in cols)
     rows = []
     for row in table[cols].itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, float) else html.escape(str(v)) for v in row]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(_cell(c, v) for c, v in zip(cols, row, strict=True)) + "</tr>")
     body = (
+        f"<p><a id='index' href='{html.escape(index_href)}'>&larr; all videos</a></p>"
         f"<h1>{html.escape(Path(title).name)}</h1><p>{html.escape(title)}<br>"
         f"{len(table)} utterances; segments from: {html.escape(sources)}; "
         f"predicted: {html.escape(dist)}</p>"
         f"<img alt='timeline' src='data:image/png;base64,{timeline_png(table, label_names, modalities)}'>"
         "<p>Modality share: each modality's unimodal probability of the predicted class, "
-        "normalised over the modalities the utterance has.</p>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        "normalised over the modalities the utterance has; <em>missing</em>: the utterance has "
+        "no such input (marked x in the chart).</p>"
+        f"<table id='utterances'><tr>{head}</tr>{''.join(rows)}</table>"
     )
     path.write_text(_page(Path(title).name, body), encoding="utf-8")
     return path
@@ -148,11 +190,11 @@ def _distribution_png(summary: pd.DataFrame, label_names: list[str]) -> str:
     bottom = np.zeros(len(ok))
     for c in label_names:
         vals = ok[f"n_{c}"].to_numpy(float)
-        ax.bar(names, vals, bottom=bottom, color=colors[c], label=c)
+        ax.bar(names, vals, bottom=bottom, color=colors[c], label=emotion_name(c))
         bottom += vals
     ax.set_ylabel("utterances")
     ax.set_title("predicted emotions per video")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
     return _png(fig)
@@ -162,7 +204,8 @@ def write_index(summary: pd.DataFrame, label_names: list[str], path: Path) -> Pa
     """index.html: one row per video (status, utterances, source, label counts, link or reason)."""
     head = "<tr><th>video</th><th>status</th><th>utterances</th><th>source</th>"
     head += (
-        "".join(f"<th>{html.escape(c)}</th>" for c in label_names) + "<th>report / reason</th></tr>"
+        "".join(f"<th>{html.escape(emotion_name(c))}</th>" for c in label_names)
+        + "<th>report / reason</th></tr>"
     )
     rows = []
     for r in summary.to_dict("records"):
@@ -177,7 +220,10 @@ def write_index(summary: pd.DataFrame, label_names: list[str], path: Path) -> Pa
             f"<td>{r['n_utterances']}</td><td>{html.escape(r['segment_source'])}</td>"
             f"{counts}<td>{link}</td></tr>"
         )
-    body = f"<h1>Predictions: {len(summary)} videos</h1><table>{head}{''.join(rows)}</table>"
+    body = (
+        f"<h1>Predictions: {len(summary)} videos</h1>"
+        f"<table id='videos'>{head}{''.join(rows)}</table>"
+    )
     if (summary["status"] == "ok").any():
         body += f"<img alt='distribution' src='data:image/png;base64,{_distribution_png(summary, label_names)}'>"
     path.write_text(_page("predictions", body), encoding="utf-8")

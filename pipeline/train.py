@@ -11,13 +11,13 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from model.ada2i import Ada2I
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -36,6 +36,7 @@ from pipeline.diagnostics import plot_training
 from pipeline.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.featureset import FeatureSet
 from pipeline.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
+from pipeline.progress_bar import progress_bar
 from pipeline.settings import SettingsError, coerce_setting, coerce_settings
 from pipeline.train_state import load_train_state, save_train_state
 
@@ -150,12 +151,14 @@ def train(
     cfg: TrainConfig,
     run_dir: str | Path,
     resume: bool = True,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
     the folder's last epoch only when settings and features match (pipeline.run_folder);
-    resume=False discards its old training first."""
+    resume=False discards its old training first. on_progress gets one dict per epoch (epoch,
+    epochs, loss, dev_wf1, best_wf1, best_epoch)."""
     with run_folder.locked(run_dir):
-        return _train(fs, model_cfg, cfg, run_dir, resume)
+        return _train(fs, model_cfg, cfg, run_dir, resume, on_progress)
 
 
 def _train(
@@ -164,6 +167,7 @@ def _train(
     cfg: TrainConfig,
     run_dir: str | Path,
     resume: bool = True,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +210,7 @@ def _train(
     generator = torch.Generator()
 
     # Step 2: epochs.
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.epochs,
         initial=progress["epoch"],
         desc=f"train {model_cfg.modalities}",
@@ -275,6 +279,10 @@ def _train(
             dev_wf1=f"{dev_metrics['weighted_f1']:.3f}",
             best=f"{progress['best_wf1']:.3f}",
         )
+        if on_progress:
+            on_progress({"epoch": epoch, "epochs": cfg.epochs, "loss": stats["loss"],
+                         "dev_wf1": dev_metrics["weighted_f1"], "best_wf1": progress["best_wf1"],
+                         "best_epoch": progress["best_epoch"]})  # fmt: skip
         log.debug(
             "epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "class_weight_norms"}
         )
@@ -520,10 +528,11 @@ def train_from_featureset(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
     resume: bool = True,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """The entry point flows and the CLI call."""
     fs = FeatureSet.load(featureset_dir)
     model_cfg, train_cfg = configs_for(
         model_preset, modalities, {**(overrides or {}), "seed": seed}
     )
-    return train(fs, model_cfg, train_cfg, out_dir, resume=resume)
+    return train(fs, model_cfg, train_cfg, out_dir, resume=resume, on_progress=on_progress)

@@ -2,13 +2,24 @@
 # Stop what scripts/prefect-up.sh started: the worker first, then the server.
 # A Prefect worker shuts down on its second signal (the first asks it to finish gracefully), so
 # it gets SIGINT, a wait, SIGTERM, a wait, then SIGKILL for whatever is left in its process group
-# (flow runs it started). The server gets SIGTERM, then SIGKILL if it does not stop.
+# (flow runs it started). The server is stopped by `prefect server stop` (it was started with
+# `prefect server start --background`), then SIGKILLed if it has not exited after the wait.
 # Settings: PREFECT_HOME (default <project>/.prefect), ERC_STOP_WAIT seconds per step (default 10).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 WAIT="${ERC_STOP_WAIT:-10}"
+export PREFECT_HOME
+if [[ -n "${ERC_PREFECT:-}" ]]; then
+  PREFECT=($ERC_PREFECT)
+elif [[ -x "$ROOT/.venv/bin/prefect" ]]; then
+  PREFECT=("$ROOT/.venv/bin/prefect")
+elif command -v prefect >/dev/null; then
+  PREFECT=(prefect)
+else
+  PREFECT=(uv run --frozen prefect)
+fi
 
 # wait_gone PID SECONDS: true once PID has exited
 wait_gone() {
@@ -54,7 +65,21 @@ stop() {
 }
 
 stop worker "$PREFECT_HOME/erc-worker.pid" INT TERM
-stop server "$PREFECT_HOME/erc-server.pid" TERM
+
+SERVER_PID="$PREFECT_HOME/server.pid"
+if [[ -f "$SERVER_PID" ]]; then
+  pid="$(cat "$SERVER_PID")"
+  "${PREFECT[@]}" server stop >/dev/null 2>&1 || true  # SIGTERM, removes the pid file
+  if ! wait_gone "$pid" "$WAIT"; then
+    echo "server: still running after SIGTERM -> SIGKILL"
+    kill -s KILL "$pid" 2>/dev/null
+    wait_gone "$pid" 5
+  fi
+  rm -f "$SERVER_PID"
+  echo "server: stopped (pid $pid)"
+else
+  echo "server: not running (no $SERVER_PID)"
+fi
 
 if [[ -f "$ROOT/prefect.toml" ]] && grep -q "written by scripts/prefect-up.sh" "$ROOT/prefect.toml"; then
   rm -f "$ROOT/prefect.toml"

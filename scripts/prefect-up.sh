@@ -4,14 +4,15 @@
 #   2. the process work pool $ERC_POOL (created once; rerunning is harmless)
 #   3. `prefect deploy --all` (prefect.yaml: extract-and-train/local, extract/local, ...)
 #   4. a worker on that pool, in the background
-# Then: prefect deployment run extract-and-train/local   (the demo data, offline)
+# Then: uv run prefect deployment run extract-and-train/local   (the demo data, offline)
 # Stop everything with scripts/prefect-down.sh (make prefect-down).
 #
 # Settings (environment):
-#   ERC_PREFECT_PORT   server port (default 4200)
+#   ERC_PREFECT_PORT   server port (default 4200; `make prefect-up PORT=4300` sets it)
 #   ERC_POOL           work pool of the worker (default erc-process, as in prefect.yaml)
 #   ERC_GPU_POOL       GPU pool created for train/gpu (default erc-gpu; no worker started here)
-#   PREFECT_HOME       server database, pid and log files (default <project>/.prefect)
+#   PREFECT_HOME       server database, pid and log files (default <project>/.prefect; the
+#                      server's pid file is Prefect's own server.pid there)
 #   ERC_PREFECT_TOML   1 (default): write <project>/prefect.toml pointing the prefect CLI at this
 #                      server, so plain `prefect ...` commands in the project use it; 0: don't
 #   ERC_PREFECT        the prefect command (default <project>/.venv/bin/prefect, else `uv run prefect`)
@@ -36,37 +37,31 @@ else
   PREFECT=(uv run --frozen prefect)
 fi
 mkdir -p "$PREFECT_HOME"
-SERVER_PID="$PREFECT_HOME/erc-server.pid"
+SERVER_PID="$PREFECT_HOME/server.pid"  # written by `prefect server start --background`
 WORKER_PID="$PREFECT_HOME/erc-worker.pid"
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-healthy() { curl -fsS --max-time 2 "$PREFECT_API_URL/health" >/dev/null 2>&1; }
-
-# 1. server (its own session, so prefect-down can signal it and everything it started)
-if alive "$SERVER_PID" && healthy; then
+# 1. server: Prefect's own background mode (pid in $SERVER_PID; `prefect server stop` ends it).
+# setsid: no controlling terminal, so closing the shell that ran `make prefect-up` leaves it up.
+if alive "$SERVER_PID"; then
   echo "server: already running (pid $(cat "$SERVER_PID")) at http://127.0.0.1:$PORT"
 else
-  if healthy; then
-    echo "error: something else already serves http://127.0.0.1:$PORT; set ERC_PREFECT_PORT" >&2
+  rm -f "$SERVER_PID"  # stale: the server died without `prefect server stop`
+  setsid "${PREFECT[@]}" server start --background --host 127.0.0.1 --port "$PORT" \
+    >"$PREFECT_HOME/server.log" 2>&1 </dev/null || {
+    echo "error: prefect server start failed (port $PORT taken? set PORT=...):" >&2
+    tail -n 20 "$PREFECT_HOME/server.log" >&2
     exit 1
-  fi
-  setsid nohup "${PREFECT[@]}" server start --host 127.0.0.1 --port "$PORT" \
-    >"$PREFECT_HOME/server.log" 2>&1 </dev/null &
-  echo $! >"$SERVER_PID"
-  echo -n "server: starting (pid $!, log $PREFECT_HOME/server.log) "
-  for _ in $(seq 1 120); do
-    healthy && break
-    if ! alive "$SERVER_PID"; then
-      echo; echo "error: the server exited; last lines of its log:" >&2
-      tail -n 20 "$PREFECT_HOME/server.log" >&2
-      exit 1
-    fi
-    echo -n "."; sleep 1
-  done
-  healthy || { echo; echo "error: server not healthy after 120 s" >&2; exit 1; }
-  echo " up at http://127.0.0.1:$PORT"
+  }
+  echo -n "server: starting (pid $(cat "$SERVER_PID"))"
 fi
+if ! "${PREFECT[@]}" server status --wait --timeout 120 >"$PREFECT_HOME/server-status.log" 2>&1; then
+  echo; echo "error: server not healthy after 120 s:" >&2
+  tail -n 20 "$PREFECT_HOME/server-status.log" "$PREFECT_HOME/server.log" >&2
+  exit 1
+fi
+echo " up at http://127.0.0.1:$PORT"
 
 # 2. work pools (inspect first: create fails when one exists)
 for pool in "$POOL" "$GPU_POOL"; do
@@ -121,7 +116,8 @@ fi
 cat <<MSG
 
 Prefect UI: http://127.0.0.1:$PORT
-Run the demo end to end:    prefect deployment run extract-and-train/local
-  (outside this folder:     PREFECT_API_URL=$PREFECT_API_URL prefect deployment run extract-and-train/local)
+Run the demo end to end:    uv run prefect deployment run extract-and-train/local
+  (outside this folder:     PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run extract-and-train/local)
+Predict its videos:         uv run prefect deployment run predict/local
 Stop:                       make prefect-down
 MSG

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 pytest.importorskip("prefect")
-pytest.importorskip("prefect_dask")
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
@@ -112,6 +111,7 @@ def test_extract_and_train_writes_outputs(demo_runs):
     paths = first["paths"]
     assert all(Path(p).exists() for p in paths.values())
     checkpoint = Path(paths["checkpoint seed 0"])
+    assert (out / "best").is_symlink() and (out / "best").resolve() == checkpoint  # README's path
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "checkpoint.json").is_file()
     by_suffix = {Path(p).name for p in paths.values()}
@@ -158,6 +158,42 @@ def test_run_publishes_artifacts(demo_runs):
         }
     assert {"erc-metrics", "erc-per-class", "erc-confusion-matrix", "erc-summary"} <= keys
     assert {"erc-extraction", "erc-training", "erc-checkpoints", "erc-reports"} <= keys
+
+
+def test_parent_run_shows_the_result_and_stages_report_progress(demo_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    _, first, second, _ = demo_runs
+    with get_client(sync_client=True) as client:
+        [result, older] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["erc-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=2,
+        )
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    for md in (result.data, older.data):
+        assert "| accuracy | W-F1 | macro F1 |" in md and "t alone" in md
+        assert md.count("![seed 0: ") == 2  # training curves and confusion matrix, embedded
+        assert "(file:///" in md
+    # the second run computed nothing: every entry came from the first run's cache
+    assert "**0** entries computed" in result.data
+    assert first["extraction"]["computed"] > 0 and second["extraction"]["computed"] == 0
+    assert second["extraction"]["from_cache"] == sum(first["extraction"].values())
+    # extraction and training published progress bars, finished at 100 %
+    descriptions = {a.description: a.data for a in progress}
+    assert any(d.startswith("extract ") for d in descriptions)
+    assert any(d.startswith("train tiny ta seed 0") for d in descriptions)
+    assert set(descriptions.values()) == {100.0}
+    # and log lines: the shard's entries done of total, each epoch with its dev W-F1
+    with get_client(sync_client=True) as client:
+        messages = [log.message for log in client.read_logs()]
+    computed = first["extraction"]["computed"]
+    assert any(f"{computed}/{computed} entries computed (100%)" in m for m in messages), messages
+    assert any("epoch 2/2: loss" in m and "dev W-F1" in m for m in messages)
 
 
 def test_train_again_does_not_extract_and_reuses_finished_seeds(demo_runs):
@@ -219,13 +255,28 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert [v["status"] for v in result["videos"]] == ["ok"] * 3
     assert sum(v["utterances"] for v in result["videos"]) == 3 * 4
     assert Path(result["index_html"]).is_file() and Path(result["summary_csv"]).is_file()
+    assert Path(result["out_dir"]) == out / "predictions"  # where the user said: not hashed
     assert predict(out_dir=str(out))["status"] == "cached"
+    # the store extraction filled is the default: no feature was extracted again
+    entries = len(list((out / "store").rglob("*.safetensors")))
+    mine = tmp_path / "mine"
+    one = sorted((out / "demo-data").rglob("*.mp4"))[0]
+    assert (
+        predict(inputs=[str(one)], out_dir=str(out), predictions_dir=str(mine))["status"] == "ran"
+    )
+    assert len(list((out / "store").rglob("*.safetensors"))) == entries
+    assert (mine / "index.html").is_file() and not (mine / "store").exists()
+    # the same folder written by another prediction: the earlier cached result is not served
+    predict(inputs=[str(out / "demo-data")], out_dir=str(out), predictions_dir=str(mine))
+    again = predict(inputs=[str(one)], out_dir=str(out), predictions_dir=str(mine))
+    assert again["status"] == "ran" and len(again["videos"]) == 1
     with pytest.raises(FileNotFoundError, match="inputs not found"):
         predict(inputs=[str(tmp_path / "none.mp4")], out_dir=str(out))
 
 
 def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     """Two shards on a local Dask cluster of two worker processes."""
+    pytest.importorskip("prefect_dask")  # the optional extra `dask` (make install has it)
     _, first, _, _ = demo_runs
     result = extract(
         manifest=first["paths"]["manifest"], out_dir=str(tmp_path / "dask"), preset="tiny",
@@ -233,7 +284,7 @@ def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     )  # fmt: skip
     assert len(result["shards"]) == 2
     assert all(s["status"] == "ran" for s in result["shards"])
-    assert sum(s["done"] + s["cached"] for s in result["shards"]) > 0
+    assert sum(s["computed"] + s["from_store"] for s in result["shards"]) > 0
     assert sum(s["failed"] for s in result["shards"]) == 0
     assert Path(result["featureset_dir"], "features.safetensors").is_file()
 

@@ -87,14 +87,14 @@ def stack(tmp_path_factory):
             text=True,
             timeout=600,
         )
-        pids = [int(p.read_text()) for p in home.glob("erc-*.pid")]
+        pids = [int(p.read_text()) for p in home.glob("*.pid")]
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{_logs(home)}"
         yield {"env": env, "home": home, "pids": pids}
     finally:
         subprocess.run(
             [str(ROOT / "scripts" / "prefect-down.sh")], env=env, capture_output=True, timeout=180
         )
-        pids += [int(p.read_text()) for p in home.glob("erc-*.pid")]
+        pids += [int(p.read_text()) for p in home.glob("*.pid")]
         for pid in set(pids):  # whatever prefect-down.sh left (it should leave nothing)
             if _ours(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -158,6 +158,6 @@ def test_prefect_down_stops_worker_and_server(stack):
     assert down.returncode == 0, down.stdout + down.stderr
     assert "worker: stopped" in down.stdout and "server: stopped" in down.stdout
     assert not any(_alive(pid) and _ours(pid) for pid in stack["pids"])
-    assert not list(stack["home"].glob("erc-*.pid"))
+    assert not list(stack["home"].glob("*.pid"))
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):  # nothing listens any more
         s.connect(("127.0.0.1", int(env["ERC_PREFECT_PORT"])))

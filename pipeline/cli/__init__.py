@@ -17,6 +17,15 @@ _AREAS = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual but keeps an "example:" epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erc", description="Multimodal emotion recognition in conversation (Ada2I)."
@@ -31,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    from pipeline.cli.examples import epilog
+
+    for name, sub in subparsers.choices.items():  # an example at the end of each --help
+        if sub.epilog is None and epilog(name):
+            sub.epilog = epilog(name)
+            sub.formatter_class = HelpFormatter
     return parser
 
 

@@ -13,8 +13,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "manifest",
         help="build a manifest from a raw dataset layout (iemocap, meld, mosei, shared)",
+        description="Read a dataset's own folder layout (its adapter in pipeline/adapters/) and "
+        "write one manifest row per utterance: dialogue, speaker, times, text, label, media path.",
     )
-    p.add_argument("dataset", choices=("iemocap", "meld", "mosei", "shared"))
+    p.add_argument(
+        "dataset",
+        choices=("iemocap", "meld", "mosei", "shared"),
+        help="raw layout to read: iemocap, meld, mosei (under --root), or shared (../shared/data)",
+    )
     p.add_argument("--root", help="the dataset's root folder (optional for shared)")
     p.add_argument("--out", required=True, help="manifest file (.csv, .jsonl or .parquet)")
     p.set_defaults(func=_manifest)
@@ -24,13 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="import existing features into a FeatureSet directory",
         description="Write a FeatureSet (features.safetensors + meta.json) from existing data.",
     )
-    p.add_argument("name", choices=NAMES)
+    p.add_argument(
+        "name",
+        choices=NAMES,
+        help="what to import: iemocap-shared / meld-shared (../shared/data), authors-pickle "
+        "(--path), synthetic (random features, for tests)",
+    )
     p.add_argument("--out", required=True, help="output FeatureSet directory")
     p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
     p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/ada2i-erc)")
     p.add_argument("--modalities", default="ta", help="iemocap-shared: t, a or ta (default ta)")
     p.add_argument(
-        "--audio-source", choices=("handcrafted", "pyaudioanalysis"), default="handcrafted"
+        "--audio-source",
+        choices=("handcrafted", "pyaudioanalysis"),
+        default="handcrafted",
+        help="iemocap-shared: which audio features (default handcrafted)",
     )
     p.add_argument("--limit-dialogues", type=int, help="first K dialogues per split (quick runs)")
     p.add_argument("--path", help="authors-pickle: the pickle file")
@@ -39,10 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="authors-pickle: you trust the file (unpickling can run code); read restricted",
     )
-    p.add_argument("--dataset", choices=("iemocap", "meld", "mosei"), default="iemocap")
-    p.add_argument("--mosei-classes", type=int, choices=(7, 2), default=7)
+    p.add_argument(
+        "--dataset",
+        choices=("iemocap", "meld", "mosei"),
+        default="iemocap",
+        help="authors-pickle: which dataset the pickle holds (default iemocap)",
+    )
+    p.add_argument(
+        "--mosei-classes",
+        type=int,
+        choices=(7, 2),
+        default=7,
+        help="authors-pickle, mosei: the 7- or 2-class labels of the pickle (default 7)",
+    )
     p.add_argument("--dev-seed", type=int, default=12, help="authors-pickle dev draw (default 12)")
-    p.add_argument("--dev-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="authors-pickle: share of training dialogues held out as dev (default 0.1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="synthetic: seed")
     p.set_defaults(func=run_import)
 

@@ -7,6 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
+# extractors.presets.preset_names(), not imported here so that `erc --help` stays fast
+PRESETS = ("offline", "paper", "tiny")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -48,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.add_argument("--manifest", action="append", type=Path, help="manifest to keep (repeatable)")
-    p.add_argument("--preset", default="offline", help="extractor preset (offline, paper, tiny)")
+    p.add_argument(
+        "--preset", default="offline", choices=PRESETS, help="extractor preset (default: offline)"
+    )
     p.add_argument("--modalities", default="tav", help="modality letters to keep")
     p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
@@ -62,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "provenance) when it is damaged or lost; the old index is renamed aside, not deleted. Run "
         "it while no extraction writes to the store.",
     )
-    p.add_argument("action", choices=["verify", "rebuild-index"])
+    p.add_argument(
+        "action", choices=["verify", "rebuild-index"], help="verify or rebuild-index (see above)"
+    )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.set_defaults(func=_store)
 
@@ -82,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="manifest (CSV, JSONL, Parquet)")
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
-    p.add_argument("--preset", default="offline", help="extractor preset (offline, paper, tiny)")
+    p.add_argument(
+        "--preset", default="offline", choices=PRESETS, help="extractor preset (default: offline)"
+    )
     p.add_argument("--modalities", default="tav", help="modality letters, e.g. tav, ta, v")
     p.add_argument(
         "--fps", type=float, default=2.0, help="face frames sampled per second (default 2)"

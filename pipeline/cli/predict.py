@@ -18,7 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "<video>.failures.csv and counted in the summary. Exit status 1 when some video or "
         "utterance failed.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_FOLDER")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="VIDEO_OR_FOLDER",
+        help="video (or audio) files, or folders of them (.mp4, .mkv, .avi, .mov, .webm, .wav, ...)",
+    )
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (best/)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--manifest", type=Path, help="utterance timestamps/transcripts for the videos")

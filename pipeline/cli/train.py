@@ -9,10 +9,18 @@ from model.config import CONCAT_BASELINE, PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train Ada2I on a feature set")
+    p = subparsers.add_parser(
+        "train",
+        help="train Ada2I on a feature set",
+        description="Train Ada2I on a FeatureSet directory into OUT: the best checkpoint (by dev "
+        "weighted F1) in OUT/best, the last epoch's state in OUT/last (an interrupted run resumes "
+        "from it), history.json, training plots, and the best checkpoint's test report.",
+    )
     _common(p)
     p.add_argument("--modalities", default="tav", help="subset of t, a, v (default: tav)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)"
+    )
     p.add_argument(
         "--no-resume",
         action="store_true",
@@ -21,20 +29,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a feature set split")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a feature set split",
+        description="Metrics (accuracy, weighted and macro F1, per-modality accuracy), per-class "
+        "report, predictions and confusion matrix of a checkpoint on one split of a FeatureSet.",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (…/best)")
     p.add_argument("--features", required=True, help="feature set directory")
-    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "dev", "test"),
+        help="feature set split to evaluate on (default: test)",
+    )
     p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default cpu)")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("grid", help="every modality subset x seeds -> one table")
+    p = subparsers.add_parser(
+        "grid",
+        help="every modality subset x seeds -> one table",
+        description="Train and test one run per modality subset and seed (and variant) under OUT, "
+        "then write grid.md and grid.csv: mean and spread of each metric over the seeds.",
+    )
     _common(p)
     p.add_argument(
         "--subsets", default="", help="comma-separated, e.g. tav,ta,t (default: all available)"
     )
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--seeds", default="0,1,2", help="comma-separated seeds, one run each (default: 0,1,2)"
+    )
     p.add_argument(
         "--baseline", action="store_true", help="also train the plain concatenation baseline"
     )

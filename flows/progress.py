@@ -1,0 +1,82 @@
+"""Progress of a long stage, shown in the run: a Prefect progress artifact (the bar on the run's
+Artifacts tab) and plain log lines, so an hour-long extraction is visibly alive.
+
+pipeline/ knows nothing of Prefect: its long functions take an ``on_progress`` callback that gets
+a dict per step (extraction: done/total entries; training: one per epoch). The reporters here are
+those callbacks. Extraction calls back after every stored batch, so updates are rate-limited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+LOG_EVERY_S = 30.0  # an extraction log line at most this often (and at the end)
+UPDATE_EVERY_S = 2.0  # the progress artifact at most this often (and at the end)
+
+
+class Reporter:
+    """``percent(event)`` -> 0..100 and ``line(event)`` -> log text, reported at a bounded rate."""
+
+    def __init__(
+        self,
+        description: str,
+        percent: Callable[[dict[str, Any]], float],
+        line: Callable[[dict[str, Any]], str],
+        logger: logging.Logger | logging.LoggerAdapter,
+        log_every_s: float = LOG_EVERY_S,
+    ):
+        self.description, self.percent, self.line = description, percent, line
+        self.logger, self.log_every_s = logger, log_every_s
+        self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+        self.last_update = self.last_log = float("-inf")
+        self.last_percent = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        pct = max(0.0, min(100.0, float(self.percent(event))))
+        finished = pct >= 100.0
+        if finished or (now - self.last_update >= UPDATE_EVERY_S and pct > self.last_percent):
+            update_progress_artifact(self.artifact_id, progress=round(pct, 1))
+            self.last_update, self.last_percent = now, pct
+        if finished or now - self.last_log >= self.log_every_s:
+            self.logger.info("%s: %s", self.description, self.line(event))
+            self.last_log = now
+
+    def finish(self) -> None:
+        """The stage is over (training may stop early; extraction may find nothing to do)."""
+        if self.last_percent < 100.0:
+            update_progress_artifact(self.artifact_id, progress=100.0)
+            self.last_percent = 100.0
+
+
+def extraction(description: str, logger: logging.Logger | logging.LoggerAdapter) -> Reporter:
+    """For pipeline.extract.extract_features: {"done", "total", "failed"} entries."""
+
+    def percent(e: dict[str, Any]) -> float:
+        return 100.0 * e["done"] / e["total"] if e["total"] else 100.0
+
+    def line(e: dict[str, Any]) -> str:
+        failed = f", {e['failed']} failed" if e.get("failed") else ""
+        return f"{e['done']}/{e['total']} entries computed ({percent(e):.0f}%){failed}"
+
+    return Reporter(description, percent, line, logger)
+
+
+def training(description: str, logger: logging.Logger | logging.LoggerAdapter) -> Reporter:
+    """For pipeline.train.train: one event per epoch; every epoch is logged."""
+
+    def percent(e: dict[str, Any]) -> float:
+        return 100.0 * e["epoch"] / e["epochs"]
+
+    def line(e: dict[str, Any]) -> str:
+        return (
+            f"epoch {e['epoch']}/{e['epochs']}: loss {e['loss']:.3f}, dev W-F1 "
+            f"{e['dev_wf1']:.3f} (best {e['best_wf1']:.3f} at epoch {e['best_epoch']})"
+        )
+
+    return Reporter(description, percent, line, logger, log_every_s=0.0)
