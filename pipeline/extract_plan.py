@@ -99,13 +99,15 @@ def load_extractors(
     modalities: str,
     device: str = "cpu",
     extractors: dict[str, Sequence[Extractor]] | None = None,
+    visual_weights: str | None = None,
 ) -> dict[str, list[Extractor]]:
-    """The extractors for each requested modality: the given ones, else built from the preset."""
+    """The extractors for each requested modality: the given ones, else built from the preset
+    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor)."""
     modalities = ordered(modalities)
     if extractors is None:
         from extractors.presets import build_extractors  # imported late: loads torch
 
-        extractors = build_extractors(preset, modalities, device)
+        extractors = build_extractors(preset, modalities, device, visual_weights=visual_weights)
     missing = [m for m in modalities if not extractors.get(m)]
     if missing:
         raise ValueError(f"preset {preset!r} has no extractor for modalities {missing}")

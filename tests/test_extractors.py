@@ -511,3 +511,43 @@ def test_presets_tiny_and_offline_build():
 def test_presets_paper_fails_offline_with_clear_message():
     with pytest.raises(WeightsUnavailableError, match="offline"):
         build_extractors("paper", "t")
+
+
+def test_cli_extract_with_own_densenet_weights(tmp_path, capsys):
+    """`erc extract --preset paper --modalities v --visual-weights FILE` runs offline (no hub
+    download: the DenseNet comes from the file) and keys depend on the file; other presets refuse
+    the flag with one line."""
+    from safetensors.torch import save_file
+    from torchvision.models import densenet121
+
+    from pipeline.cli import main
+    from pipeline.demo import make_demo_dataset
+
+    manifest = make_demo_dataset(
+        tmp_path / "demo", n_dialogues=1, utterances_per_dialogue=2, seed=0
+    )
+    store = tmp_path / "store"
+    for seed in (7, 8):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = densenet121(weights=None)
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            tmp_path / f"{seed}.safetensors",
+        )
+    base = ["extract", "--manifest", str(manifest), "--store", str(store), "--preset", "paper",
+            "--modalities", "v", "--no-progress"]  # fmt: skip
+    assert main([*base, "--visual-weights", str(tmp_path / "7.safetensors")]) == 0
+    assert "done 2, cached 0, failed 0" in capsys.readouterr().out
+    assert (
+        main([*base, "--visual-weights", str(tmp_path / "7.safetensors")]) == 0
+    )  # same file: cached
+    assert "done 0, cached 2, failed 0" in capsys.readouterr().out
+    assert (
+        main([*base, "--visual-weights", str(tmp_path / "8.safetensors")]) == 0
+    )  # other file: new keys
+    assert "done 2, cached 0, failed 0" in capsys.readouterr().out
+    code = main(["extract", "--manifest", str(manifest), "--store", str(store), "--preset",
+                 "offline", "--modalities", "v", "--visual-weights", str(tmp_path / "7.safetensors")])  # fmt: skip
+    assert code != 0
+    assert "visual_weights is for the 'paper' preset" in capsys.readouterr().err

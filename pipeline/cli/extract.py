@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modalities", default="tav", help="modality letters to keep")
     p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    _visual_weights(p)
     p.set_defaults(func=_gc)
 
     p = subparsers.add_parser(
@@ -96,13 +97,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fps", type=float, default=2.0, help="face frames sampled per second (default 2)"
     )
+    _visual_weights(p)
+
+
+def _visual_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--visual-weights",
+        type=Path,
+        help="your own fine-tuned DenseNet121 (safetensors, or a torch state_dict read with "
+        "weights_only) for the paper preset's visual extractor, e.g. one trained on FER+ as the "
+        "field's IEMOCAP/MELD features were; keys then depend on this file",
+    )
 
 
 def _extract(args: argparse.Namespace) -> int:
     from pipeline.extract import build_featureset, extract_features
     from pipeline.extract_plan import load_extractors
 
-    exs = load_extractors(args.preset, args.modalities, args.device)  # built once for both steps
+    exs = load_extractors(  # built once for both steps
+        args.preset, args.modalities, args.device, visual_weights=_weights(args)
+    )
     speakers = [s.strip() for s in args.speakers.split(",")] if args.speakers else None
     summary = extract_features(
         args.manifest,
@@ -126,13 +140,18 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> str | None:
+    return str(args.visual_weights) if args.visual_weights else None
+
+
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.extract_plan import manifest_tasks
+    from pipeline.extract_plan import load_extractors, manifest_tasks
     from pipeline.store import FeatureStore
 
     with FeatureStore(args.store, create=False) as store:
+        exs = load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
         tasks, failures = manifest_tasks(
-            args.manifest, store, args.preset, args.modalities, args.fps
+            args.manifest, store, args.preset, args.modalities, args.fps, extractors=exs
         )
         wanted = [(t.utterance_id, t.name, t.key) for t in tasks]
         wanted += [(f.utterance_id, f.extractor, None) for f in failures if f.extractor]
@@ -155,9 +174,14 @@ def _gc(args: argparse.Namespace) -> int:
     with FeatureStore(args.store, create=False) as store:
         keep = None
         if args.manifest:
-            from pipeline.extract_plan import referenced_keys
+            from pipeline.extract_plan import load_extractors, referenced_keys
 
-            keep = referenced_keys(args.manifest, store, args.preset, args.modalities, args.fps)
+            exs = load_extractors(
+                args.preset, args.modalities, "cpu", visual_weights=_weights(args)
+            )
+            keep = referenced_keys(
+                args.manifest, store, args.preset, args.modalities, args.fps, extractors=exs
+            )
         report = store.gc(keep, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for line in report.damaged:
