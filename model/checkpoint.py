@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+from safetensors.torch import save_file
 
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
@@ -39,15 +39,13 @@ def save_checkpoint(directory: str | Path, model: Ada2I, **meta: Any) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save_bytes(state)
     body = {
         "format": FORMAT,
         "model_config": model.cfg.to_dict(),
         **meta,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        # weights first, JSON last: the JSON's hash always describes a complete weights file
+        "weights_sha256": save_tensors(directory / WEIGHTS_FILE, state),
     }
-    # weights first, JSON last: the JSON's hash always describes a complete weights file
-    atomic_write(directory / WEIGHTS_FILE, lambda p: Path(p).write_bytes(blob))
     atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(body, indent=1)))
     return directory
 
@@ -115,7 +113,16 @@ def load_verified(path: Path, sha256: str | None, recorded_in: str) -> dict[str,
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:  # streamed: no copy of the file in memory
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write tensors atomically as safetensors; returns the file's sha256. Written to disk first
+    and hashed from there: serialising to bytes in memory for the hash held a second copy of every
+    tensor (Adam's moments: ~70 MiB more peak RSS in the training benchmark)."""
+    atomic_write(path, lambda p: save_file(tensors, p))
+    return file_sha256(path)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -124,7 +131,9 @@ def atomic_write(path: Path, write) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = tmp.stat().st_mode & 0o777  # 0o666 & ~umask
         write(str(tmp))
+        os.chmod(tmp, mode)  # a writer that recreates the file (safetensors' save_file: 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

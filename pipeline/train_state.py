@@ -10,7 +10,6 @@ naming it, never a resume from damaged state.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -18,10 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_bytes
 
 from model.ada2i import Ada2I
-from model.checkpoint import META_FILE, WEIGHTS_FILE, atomic_write, load_verified, save_checkpoint
+from model.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    atomic_write,
+    load_verified,
+    save_checkpoint,
+    save_tensors,
+)
 from pipeline.optim import Adam
 
 STATE_TENSORS = "trainer.safetensors"
@@ -47,15 +52,13 @@ def save_train_state(
                 tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[name] = value
-    blob = save_bytes(tensors)
     body = {
-        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "tensors_sha256": save_tensors(directory / STATE_TENSORS, tensors),
         "progress": progress,
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": {"numpy": _numpy_state(), "python": _python_state()},
     }
-    atomic_write(directory / STATE_TENSORS, lambda p: Path(p).write_bytes(blob))
     atomic_write(directory / STATE_JSON, lambda p: Path(p).write_text(json.dumps(body)))
 
 
