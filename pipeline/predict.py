@@ -66,6 +66,7 @@ from pipeline.evaluate import check_feature_spec
 from pipeline.extract import build_featureset, extract_features, feature_spec
 from pipeline.featureset import FeatureSet
 from pipeline.manifest import read_manifest, segment_problem, write_manifest
+from pipeline.progress_bar import progress_bar
 from pipeline.report_html import write_index, write_video_report
 from pipeline.segment import manifest_rows, segment_video
 from pipeline.speech import Asr, load_asr
@@ -607,9 +608,12 @@ def predict_videos(
     dused: set[str] = set()
     ctx["dialogue_names"] = {d: _safe_name(d, dused) for d in groups}
     by_video: dict[Path, VideoResult] = {}
-    for video, name in names.items():
+    bar = progress_bar(total=len(videos), desc="predict", unit="video", disable=not progress)
+    for i, (video, name) in enumerate(names.items(), 1):
         if video in by_video:
             continue
+        log.info("video %d of %d: %s", i, len(videos), video.name)
+        bar.update(len(by_video) - bar.n)
         if video in in_group:  # a clip: its whole dialogue, once, at its first clip
             d = in_group[video]
             clips = [(v, names[v], rows) for v, rows in groups[d]]
@@ -635,6 +639,8 @@ def predict_videos(
                 raise PredictError(f"--strict: {video}: {reason}") from exc
             log.warning("%s: skipped: %s", video, reason)
             by_video[video] = VideoResult(str(video), "failed", reason=reason)
+    bar.update(len(by_video) - bar.n)
+    bar.close()
     return _write_summary(out_dir, [by_video[v] for v in videos], labels)
 
 
