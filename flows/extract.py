@@ -99,7 +99,7 @@ def extract_shard(
     """Extract every utterance of one manifest shard into the store -> counts + failures path."""
     from pipeline.extract import extract_features
 
-    report = progress.extraction(f"extract {Path(manifest).stem}", get_run_logger())
+    report = progress.extraction(f"extract {Path(manifest).stem}", progress.run_logger())
     s = extract_features(
         manifest,
         store_root,

@@ -14,9 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 LOG_EVERY_S = 30.0  # an extraction log line at most this often (and at the end)
 UPDATE_EVERY_S = 2.0  # the progress artifact at most this often (and at the end)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger, or the module's outside a flow or task run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("flows")
 
 
 class Reporter:
@@ -32,7 +43,12 @@ class Reporter:
     ):
         self.description, self.percent, self.line = description, percent, line
         self.logger, self.log_every_s = logger, log_every_s
-        self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+        # Outside a flow or task run (a task's .fn() called directly, as tests do) there is no run
+        # to attach a progress artifact to: log lines only.
+        in_run = FlowRunContext.get() is not None or TaskRunContext.get() is not None
+        self.artifact_id = (
+            create_progress_artifact(progress=0.0, description=description) if in_run else None
+        )
         self.last_update = self.last_log = float("-inf")
         self.last_percent = 0.0
 
@@ -40,7 +56,8 @@ class Reporter:
         now = time.monotonic()
         pct = max(0.0, min(100.0, float(self.percent(event))))
         finished = pct >= 100.0
-        if finished or (now - self.last_update >= UPDATE_EVERY_S and pct > self.last_percent):
+        due = finished or (now - self.last_update >= UPDATE_EVERY_S and pct > self.last_percent)
+        if due and self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, progress=round(pct, 1))
             self.last_update, self.last_percent = now, pct
         if finished or now - self.last_log >= self.log_every_s:
@@ -49,7 +66,7 @@ class Reporter:
 
     def finish(self) -> None:
         """The stage is over (training may stop early; extraction may find nothing to do)."""
-        if self.last_percent < 100.0:
+        if self.last_percent < 100.0 and self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, progress=100.0)
             self.last_percent = 100.0
 

@@ -61,7 +61,9 @@ def train_model(
 
     # No progress bar in flow logs (the run's state and logs show progress); not part of the key.
     settings = {"progress": False, **overrides}
-    report = progress.training(f"train {model_preset} {modalities} seed {seed}", get_run_logger())
+    report = progress.training(
+        f"train {model_preset} {modalities} seed {seed}", progress.run_logger()
+    )
     r = train_from_featureset(
         featureset_dir, out_dir, model_preset, modalities, seed, settings, on_progress=report
     )

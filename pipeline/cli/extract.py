@@ -144,12 +144,22 @@ def _weights(args: argparse.Namespace) -> str | None:
     return str(args.visual_weights) if args.visual_weights else None
 
 
+def _own_weights_extractors(args: argparse.Namespace):
+    """Extractors built with --visual-weights; None = let the planner build the preset's (after
+    it has read the manifest, so a bad manifest fails before any model loads)."""
+    if not args.visual_weights:
+        return None
+    from pipeline.extract_plan import load_extractors
+
+    return load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
+
+
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.extract_plan import load_extractors, manifest_tasks
+    from pipeline.extract_plan import manifest_tasks
     from pipeline.store import FeatureStore
 
     with FeatureStore(args.store, create=False) as store:
-        exs = load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
+        exs = _own_weights_extractors(args)
         tasks, failures = manifest_tasks(
             args.manifest, store, args.preset, args.modalities, args.fps, extractors=exs
         )
@@ -174,11 +184,9 @@ def _gc(args: argparse.Namespace) -> int:
     with FeatureStore(args.store, create=False) as store:
         keep = None
         if args.manifest:
-            from pipeline.extract_plan import load_extractors, referenced_keys
+            from pipeline.extract_plan import referenced_keys
 
-            exs = load_extractors(
-                args.preset, args.modalities, "cpu", visual_weights=_weights(args)
-            )
+            exs = _own_weights_extractors(args)
             keep = referenced_keys(
                 args.manifest, store, args.preset, args.modalities, args.fps, extractors=exs
             )
