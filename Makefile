@@ -1,6 +1,6 @@
 # Everything a newcomer needs; each target installs what it uses (uv + the locked environment).
 # make demo   - the main job on the embedded default (offline, local Prefect, demo data)
-# make test   - the test suite CI runs
+# make test   - the test suite CI runs (then make test-slow: the few tests marked slow)
 # make lint   - ruff check + format check
 # make bench  - benchmarks (see BENCHMARKS.md)
 # make prefect-up / prefect-down - local Prefect server, process pool, deployments and a worker
@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-all lint format bench prefect-up prefect-down clean
+.PHONY: install demo test test-slow test-all lint format bench prefect-up prefect-down clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -24,6 +24,9 @@ demo: install
 
 test: install
 	$(UV) run pytest -q -m "not slow"
+
+test-slow: install
+	$(UV) run pytest -q -m slow
 
 test-all: install
 	$(UV) run pytest -q
