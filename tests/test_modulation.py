@@ -36,7 +36,10 @@ def one_step(model: Ada2I, k: dict[str, float], noise_seed: int | None = None) -
     modulated_step(model, opt, scaler, k, grad_clip=2.0, noise_generator=generator)
     return {
         gr["name"]: float(
-            sum((p.detach() - b).pow(2).sum() for p, b in zip(gr["params"], before[gr["name"]], strict=True))
+            sum(
+                (p.detach() - b).pow(2).sum()
+                for p, b in zip(gr["params"], before[gr["name"]], strict=True)
+            )
             ** 0.5
         )
         for gr in groups
