@@ -167,6 +167,22 @@ def test_text_batch_equals_single_and_is_deterministic(minilm):
         minilm(["fine", None])
 
 
+def test_text_vector_does_not_depend_on_its_batch(minilm):
+    """Bit-identical whatever shares the forward pass (same thread count), so features do not
+    depend on how extraction was sharded; padding to the batch's longest text broke this."""
+    target = "I can't believe you did that."
+    others = ["Okay.", "Well, what do you want me to say about it then, really?", "No way!", ""]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the extraction runner's setting with several workers
+    try:
+        alone = minilm([target])[0]
+        for k in range(len(others) + 1):
+            batch = others[:k] + [target] + others[k:]
+            np.testing.assert_array_equal(minilm(batch)[k], alone)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_text_local_folder_is_recognised_as_packaged(minilm):
     by_path = SentenceTextExtractor(str(packaged_minilm_path()))
     assert by_path.spec == minilm.spec  # same provenance whichever way it was named
