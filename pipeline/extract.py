@@ -11,6 +11,8 @@ extract_features() runs these named steps:
        (extractor calls run on a small thread pool: pipeline/extract_runner.py)
     6. write the failures report (CSV + JSON) and return the summary
 Every entry is written as soon as its batch is done, so a killed run resumes where it stopped.
+With ``index=False`` (a worker on another host) only entry files are written; the process that
+keeps the store's index adds them with FeatureStore.ingest (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pipeline.extract_plan import (
 from pipeline.extract_runner import Runner, prefetch
 from pipeline.manifest import read_manifest
 from pipeline.progress_bar import progress_bar
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureStore, UnindexedWriter
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ def extract_features(
     report_dir: str | Path | None = None,
     workers: int | None = None,
     on_progress: Callable[[dict[str, int]], None] | None = None,
+    index: bool = True,
 ) -> ExtractSummary:
     """Extract every missing (utterance, extractor) entry of a manifest into the store.
 
@@ -142,13 +145,15 @@ def extract_features(
     ``workers``: extractor threads (default: the CPUs this process may use); with more than one,
     torch runs one intra-op thread per worker during the call (pipeline/extract_runner.py: why).
     ``on_progress``: called with {"done", "total", "failed"} entries as batches are stored.
+    ``index``: False = never open the store's index.sqlite (a writer on another host: entries are
+    looked up and written as files, no claims); index them afterwards with FeatureStore.ingest.
     """
     # 1. inputs
     fps = check_fps(fps)
     df = read_manifest(manifest_path)
     exs = load_extractors(preset, modalities, device, extractors)
     workers = workers or len(os.sched_getaffinity(0))
-    store = FeatureStore(store_root)
+    store = FeatureStore(store_root) if index else UnindexedWriter(store_root)
     report_dir = Path(report_dir) if report_dir else store.root / "reports"
     failures: list[Failure] = []
     torch_threads = torch.get_num_threads()

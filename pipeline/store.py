@@ -32,68 +32,42 @@ Only safetensors, JSON and SQLite on disk: never pickle.
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipeline import store_entry
 from pipeline import store_index as ix
 from pipeline.store_entry import COLUMNS, DamagedEntryError
+from pipeline.store_files import (  # re-exported: the store's public names live here
+    PIPELINE_VERSION,  # noqa: F401
+    Entry,
+    EntryFiles,
+    UnindexedWriter,  # noqa: F401
+    hash_file,
+)
 from pipeline.store_index import (  # re-exported: the store's public names live here
     INDEX_FILE,
     OBJECTS_DIR,
     TMP_PREFIX,
     StoreError,
     StoreReadOnlyError,
-    StoreWriteError,
+    StoreWriteError,  # noqa: F401
     rebuild_index,
 )
 
 log = logging.getLogger(__name__)
 
-HASH_CHUNK = 4 << 20  # 4 MiB reads: fast on big videos, bounded memory
 STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
-
-
-def _pipeline_version() -> str:
-    try:
-        return importlib.metadata.version("ada2i-erc")
-    except importlib.metadata.PackageNotFoundError:  # running from a plain checkout
-        return "unknown"
-
-
-PIPELINE_VERSION = _pipeline_version()
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One vector to store and where it came from. ``vector`` None = extractor returned None."""
-
-    key: str
-    vector: np.ndarray | None  # float32 [dim] | None
-    spec: Any  # extractors.base.ExtractorSpec (duck-typed: name, version, kind, dim, ...)
-    utterance_id: str
-    input_hash: str
-    input_path: str = ""
-    segment: tuple[float, float | None] | None = None
-    fps: float | None = None
-    refs: tuple[str, ...] = ()  # every utterance id that resolved to this key (for 'stale')
 
 
 @dataclass
@@ -106,6 +80,14 @@ class StatusCounts:
 
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))
+
+
+@dataclass
+class IngestReport:
+    added: int = 0  # entry files given an index row
+    already: int = 0  # already indexed
+    absent: list[str] = field(default_factory=list)  # keys asked for that have no file
+    damaged: list[str] = field(default_factory=list)  # "path: problem": no row given
 
 
 @dataclass
@@ -162,7 +144,7 @@ def _guard_index(method):
     return wrapper
 
 
-class FeatureStore:
+class FeatureStore(EntryFiles):
     """A directory of content-addressed feature vectors with a SQLite provenance index.
 
     ``create``: make the store if absent; it also says the caller means to write, so a read-only
@@ -171,11 +153,8 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | Path, create: bool = True, read_only: bool | None = None):
-        self.root = Path(root)
+        super().__init__(root)
         self.index_path = self.root / INDEX_FILE
-        self.damaged: list[tuple[Path, str]] = []  # found by present/get in this session
-        self._host = socket.gethostname()
-        self._owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not create and not self.index_path.is_file():
             raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
         self.read_only = ix.not_writable(self.root) if read_only is None else read_only
@@ -217,11 +196,7 @@ class FeatureStore:
         ).fetchone()
         if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
             return row[2]
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-        sha = digest.hexdigest()
+        sha = hash_file(path)
         if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
             with self._tx():
                 self._db.execute(
@@ -231,9 +206,6 @@ class FeatureStore:
         return sha
 
     # ---- read --------------------------------------------------------------------------------
-
-    def object_path(self, key: str) -> Path:
-        return self.root / OBJECTS_DIR / key[:2] / f"{key}.safetensors"
 
     @_guard_index
     def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
@@ -255,59 +227,15 @@ class FeatureStore:
         return found
 
     def _sound(self, key: str, nbytes: int | None, verify: bool) -> bool:
-        path = self.object_path(key)
         try:
-            size = path.stat().st_size
+            size = self.object_path(key).stat().st_size
         except FileNotFoundError:
             return False
         # A concurrent writer of the same key may leave a row of another size (provenance
         # differs), so a size mismatch means "read it", not "damaged".
         if not verify and size == nbytes:
             return True
-        try:
-            store_entry.check(path, key)
-        except FileNotFoundError:
-            return False
-        except DamagedEntryError as exc:
-            self._note_damaged(exc)
-            return False
-        return True
-
-    def _note_damaged(self, exc: DamagedEntryError) -> None:
-        if (exc.path, exc.problem) in self.damaged:  # said once per session
-            return
-        self.damaged.append((exc.path, exc.problem))
-        log.warning("%s; treated as not cached: extraction recomputes it, gc deletes it", exc)
-
-    def get(self, key: str) -> np.ndarray | None:
-        """The stored vector float32 [dim], or None for a cached "extractor returned None".
-
-        KeyError when absent; DamagedEntryError (a KeyError) naming the file when it fails its
-        checks, so a reader that treats "absent" as "not cached" never reads damage as good.
-        """
-        path = self.object_path(key)
-        try:
-            return store_entry.check(path, key).vector
-        except FileNotFoundError:
-            raise KeyError(f"{key}: not in feature store {self.root}") from None
-        except DamagedEntryError as exc:
-            self._note_damaged(exc)
-            raise
-
-    def verify(self) -> tuple[int, list[str]]:
-        """Check every entry file: (number sound, ["path: problem" for each damaged one])."""
-        sound, damaged = 0, []
-        for path in self._iter_objects():
-            if path.name.startswith(TMP_PREFIX):
-                continue
-            try:
-                store_entry.check(path)
-                sound += 1
-            except DamagedEntryError as exc:
-                damaged.append(f"{path}: {exc.problem}")
-            except FileNotFoundError:  # deleted meanwhile (gc, a rewrite)
-                continue
-        return sound, damaged
+        return self._file_sound(key)
 
     # ---- write -------------------------------------------------------------------------------
 
@@ -315,80 +243,56 @@ class FeatureStore:
     def put_many(self, entries: Sequence[Entry]) -> None:
         """Write the objects atomically, then their index rows in one transaction."""
         self._writable(f"{len(entries)} entries")
-        rows, refs = [], []
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        for e in entries:
-            row = self._row(e, now)
-            entry_refs = list(dict.fromkeys(e.refs or (e.utterance_id,)))
-            row["nbytes"] = self._write_object(e, row, entry_refs)
-            rows.append(tuple(row[c] for c in COLUMNS))
-            refs.extend((u, e.spec.name, e.key) for u in entry_refs)
+        self._index_rows(self._write_entries(entries))
+
+    def _index_rows(self, written: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
+        rows = [tuple(row[c] for c in COLUMNS) for row, _ in written]
+        refs = [(u, row["extractor"], row["key"]) for row, rs in written for u in rs]
         with self._tx():
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * len(COLUMNS))})", rows
-            )
+            self._db.executemany(ix.INSERT_ENTRY, rows)
             self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
             # stored: no longer anyone's work in progress
             self._db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
 
-    def _row(self, e: Entry, now: str) -> dict[str, Any]:
-        spec = e.spec
-        seg = e.segment or (None, None)
-        return {
-            "key": e.key,
-            "status": "missing" if e.vector is None else "ok",
-            "extractor": spec.name,
-            "version": spec.version,
-            "config_hash": spec.config_hash(),
-            "kind": spec.kind,
-            "model": spec.model,
-            "weights": spec.weights,
-            "weights_hash": spec.weights_hash,
-            "spec_json": json.dumps(spec.to_dict(), sort_keys=True),
-            "dim": spec.dim,
-            "utterance_id": e.utterance_id,
-            "input_path": e.input_path,
-            "input_hash": e.input_hash,
-            "start_s": seg[0],
-            "end_s": seg[1],
-            "fps": e.fps,
-            "nbytes": 0,
-            "created_at": now,
-            "host": self._host,
-            "pipeline_version": PIPELINE_VERSION,
-        }
+    @_guard_index
+    def ingest(self, keys: Iterable[str] | None = None) -> IngestReport:
+        """Index entry files written without the index (UnindexedWriter, on other hosts).
 
-    def _write_object(self, e: Entry, row: dict[str, Any], refs: list[str]) -> int:
-        x = None
-        if e.vector is not None:
-            x = np.asarray(e.vector, dtype=np.float32).reshape(-1)  # [dim]
-            if x.shape[0] != e.spec.dim or not np.isfinite(x).all():
-                raise ValueError(
-                    f"extractor {e.spec.name} returned shape {x.shape} (finite={np.isfinite(x).all()})"
-                    f" for utterance {e.utterance_id!r}; expected finite [{e.spec.dim}]"
-                )
-        blob = store_entry.encode(e.key, x, row, refs)
-        path = self.object_path(e.key)
-        tmp = path.parent / f"{TMP_PREFIX}{e.key}.{os.getpid()}.{time.monotonic_ns()}.part"
-        try:
-            path.parent.mkdir(exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic: readers see the old file, the new one, or none
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in ix.FULL_ERRNOS:
-                raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
-            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES):
-                raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
-            raise
-        return len(blob)
-
-    def _writable(self, what: str) -> None:
-        if self.read_only:
-            raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write {what}")
+        ``keys`` None: every entry file that has no index row. Each file is read and checked
+        first: a damaged one gets no row (it is reported, and the next gc deletes it), so the
+        index never points at damage. Safe to repeat: indexed keys are skipped.
+        """
+        self._writable("(ingest adds index rows)")
+        indexed = {k for (k,) in self._db.execute("SELECT key FROM entries")}
+        if keys is None:
+            candidates = [
+                p.name.removesuffix(".safetensors")
+                for p in self._iter_objects()
+                if not p.name.startswith(TMP_PREFIX)
+            ]
+        else:
+            candidates = list(dict.fromkeys(keys))
+        report = IngestReport()
+        found = []
+        for key in candidates:
+            if key in indexed:
+                report.already += 1
+                continue
+            path = self.object_path(key)
+            try:
+                checked = store_entry.check(path, key)
+            except FileNotFoundError:
+                report.absent.append(key)
+                continue
+            except DamagedEntryError as exc:
+                report.damaged.append(f"{path}: {exc.problem}")
+                continue
+            found.append(store_entry.index_row(checked))
+        found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # the newest ref wins
+        if found:
+            self._index_rows(found)
+        report.added = len(found)
+        return report
 
     # ---- claims: one computation per key across concurrent writers ---------------------------
 
@@ -519,9 +423,6 @@ class FeatureStore:
                 self._db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in drop_rows))
                 self._db.execute("DELETE FROM refs WHERE key NOT IN (SELECT key FROM entries)")
         return report
-
-    def _iter_objects(self) -> Iterator[Path]:
-        return ix.iter_objects(self.root)
 
     # ---- listing -----------------------------------------------------------------------------
 

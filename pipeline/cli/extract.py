@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--speakers", help="comma-separated speaker list; others are failures")
     p.add_argument("--featureset", type=Path, help="then write a FeatureSet directory here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-index",
+        action="store_true",
+        help="write entry files only, never open the store's index.sqlite (a worker on another "
+        "host; the index keeper then runs `erc store ingest`; docs/architecture.md)",
+    )
     p.set_defaults(func=_extract)
 
     p = subparsers.add_parser(
@@ -62,14 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "store",
-        help="check a whole store, or rebuild its index from the entry files",
+        help="check a whole store, index entries written elsewhere, or rebuild its index",
         description="verify: read and check every entry file, list the damaged ones (exit 1 if "
-        "any). rebuild-index: rebuild index.sqlite from the entry files (each carries its key and "
+        "any). ingest: index the entry files that have no index row (written with `erc extract "
+        "--no-index`, e.g. on other hosts); each is checked first, damaged ones get no row. "
+        "rebuild-index: rebuild index.sqlite from the entry files (each carries its key and "
         "provenance) when it is damaged or lost; the old index is renamed aside, not deleted. Run "
         "it while no extraction writes to the store.",
     )
     p.add_argument(
-        "action", choices=["verify", "rebuild-index"], help="verify or rebuild-index (see above)"
+        "action",
+        choices=["verify", "ingest", "rebuild-index"],
+        help="verify, ingest or rebuild-index (see above)",
     )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.set_defaults(func=_store)
@@ -114,6 +124,13 @@ def _extract(args: argparse.Namespace) -> int:
     from pipeline.extract import build_featureset, extract_features
     from pipeline.extract_plan import load_extractors
 
+    if args.no_index and args.featureset:
+        raise SystemExit(
+            "erc extract: --featureset needs the store's index; with --no-index, run "
+            "`erc store ingest` where the index lives, then `erc extract --featureset` there "
+            "(every entry is then cached)"
+        )
+
     exs = load_extractors(  # built once for both steps
         args.preset, args.modalities, args.device, visual_weights=_weights(args)
     )
@@ -129,8 +146,11 @@ def _extract(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extractors=exs,
         speakers=speakers,
+        index=not args.no_index,
     )
     print(f"{summary.line()}  (failures: {summary.failures_path})")
+    if args.no_index:
+        print(f"entry files only: index them with `erc store ingest --store {args.store}`")
     print("seconds: " + json.dumps(summary.per_extractor_seconds))
     if args.featureset:
         out = build_featureset(
@@ -216,6 +236,16 @@ def _store(args: argparse.Namespace) -> int:
             f"({report.legacy} older ones with partial provenance), {len(report.damaged)} damaged"
         )
         return 0
+    if args.action == "ingest":
+        with FeatureStore(args.store, create=False) as store:
+            report = store.ingest()
+        for line in report.damaged:
+            print(f"damaged (no row; gc deletes it): {line}")
+        print(
+            f"indexed {report.added} new entries ({report.already} already indexed, "
+            f"{len(report.damaged)} damaged)"
+        )
+        return 1 if report.damaged else 0
     with FeatureStore(args.store, create=False) as store:
         sound, damaged = store.verify()
     for line in damaged:
