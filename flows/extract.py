@@ -35,6 +35,7 @@ from flows.params import (
     Dataset,
     Layout,
     Preset,
+    StoreIndexChoice,
     TaskRunnerChoice,
     check_choice,
     check_manifest_source,
@@ -94,9 +95,17 @@ def write_shards(manifest: str, shard_dir: str, n_shards: int) -> list[str]:
 
 @task(name="extract-shard")
 def extract_shard(
-    manifest: str, store_root: str, preset: str, modalities: str, strict: bool, fingerprint: str
+    manifest: str,
+    store_root: str,
+    preset: str,
+    modalities: str,
+    strict: bool,
+    fingerprint: str,
+    index: bool = True,
 ) -> dict[str, Any]:
-    """Extract every utterance of one manifest shard into the store -> counts + failures path."""
+    """Extract every utterance of one manifest shard into the store -> counts + failures path.
+
+    ``index`` False: write entry files only (the flow's process ingests them into the index)."""
     from pipeline.extract import extract_features
 
     report = progress.extraction(f"extract {Path(manifest).stem}", progress.run_logger())
@@ -109,6 +118,7 @@ def extract_shard(
         progress=False,
         report_dir=str(Path(manifest).with_suffix("")) + "-reports",  # one per shard
         on_progress=report,
+        index=index,
     )
     report.finish()
     return {
@@ -172,6 +182,7 @@ def extract_shards(
     strict: bool,
     cache_dir: str,
     refresh: bool = False,
+    index: bool = True,
 ) -> list[dict[str, Any]]:
     """One `extract-shard` task per shard, all submitted at once to this flow's task runner."""
     shard_task = cached_task(extract_shard, Path(cache_dir), refresh)
@@ -183,6 +194,7 @@ def extract_shards(
             modalities=modalities,
             strict=strict,
             fingerprint=fp,
+            index=index,
         )
         for shard, fp in zip(shards, fingerprints, strict=True)
     ]
@@ -191,6 +203,19 @@ def extract_shards(
         shard_counts(future.result(), cached=future.state.name == "Cached")
         for future in futures
     ]
+
+
+@task(name="ingest-entries")
+def ingest_entries(store_root: str) -> dict[str, int]:
+    """Index the entry files the shard tasks wrote without the index (store_index="keeper")."""
+    from pipeline.store import FeatureStore
+
+    with FeatureStore(store_root) as store:
+        report = store.ingest()
+    for line in report.damaged:  # no row: the next extraction recomputes it, gc deletes it
+        get_run_logger().warning("damaged entry not indexed: %s", line)
+    print(f"store index: {report.added} entries ingested, {report.already} already indexed")
+    return {"added": report.added, "already": report.already, "damaged": len(report.damaged)}
 
 
 def shard_counts(result: dict[str, Any], cached: bool) -> dict[str, Any]:
@@ -259,6 +284,7 @@ def extract(
     dask_address: str | None = None,
     dask_workers: int = 2,
     shards: int = 0,
+    store_index: StoreIndexChoice = "auto",
     demo_dialogues: int = 6,
     demo_utterances: int = 8,
     refresh: bool = False,
@@ -278,6 +304,9 @@ def extract(
         dask_address: address of an existing Dask scheduler, e.g. "tcp://10.0.0.5:8786".
         dask_workers: worker processes of the local Dask cluster.
         shards: manifest shards (extraction tasks); 0 = 1 in-process, 2 per Dask worker.
+        store_index: "shared" (every shard task writes the store's SQLite index: one host),
+            "keeper" (shard tasks write entry files only and this flow indexes them: workers on
+            other hosts, docs/architecture.md), "auto" = keeper with a dask_address, else shared.
         demo_dialogues, demo_utterances: size of the generated demo set (dataset "demo").
         refresh: ignore Prefect's cache (the feature store still skips unchanged work).
     Returns:
@@ -288,9 +317,11 @@ def extract(
     modalities = check_modalities(modalities)
     check_choice("preset", preset, PRESETS)
     check_choice("task_runner", task_runner, ("default", "dask"))
+    check_choice("store_index", store_index, ("auto", "shared", "keeper"))
     check_manifest_source(manifest, dataset, root)
     if task_runner == "dask":
         require_dask()  # before any work
+    keeper = store_index == "keeper" or (store_index == "auto" and bool(dask_address))
     if dask_workers < 1 or shards < 0 or demo_dialogues < 1 or demo_utterances < 1:
         raise ValueError(
             "dask_workers, demo_dialogues and demo_utterances must be >= 1, shards >= 0"
@@ -326,7 +357,10 @@ def extract(
         cache_dir=str(layout.cache),
         # A deleted store invalidates every cached extraction.
         refresh=refresh or not Path(store).is_dir(),
+        index=not keeper,
     )
+    if keeper:
+        ingest_entries(store)
     stages["extract"] = "cached" if all(r["status"] == "cached" for r in results) else "ran"
     artifacts.publish_extraction(
         results, sorted({r["failures_path"] for r in results if r["failed"]})

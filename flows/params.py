@@ -30,6 +30,10 @@ Dataset = Literal["demo", "iemocap", "meld", "mosei", "shared"]
 Preset = Literal["offline", "paper", "tiny"]  # extractor presets (extractors/presets.py)
 Split = Literal["train", "dev", "test"]
 TaskRunnerChoice = Literal["default", "dask"]
+# Who writes the store index: every shard ("shared", one host) or this flow only ("keeper": shard
+# tasks write entry files, the flow ingests them; for workers on other hosts). auto = keeper with
+# a dask_address (a remote cluster may span hosts), shared otherwise.
+StoreIndexChoice = Literal["auto", "shared", "keeper"]
 
 DATASETS: tuple[str, ...] = Dataset.__args__
 PRESETS: tuple[str, ...] = Preset.__args__

@@ -84,6 +84,7 @@ def _tensor_files(root: Path) -> dict[str, int]:
         (lambda out: train(out_dir=out), "run the extract flow first"),
         (lambda out: evaluate(out_dir=out), "run the train flow first"),
         (lambda out: evaluate(split="final", out_dir=out), "split"),
+        (lambda out: extract(store_index="nfs", out_dir=out), "store_index"),
     ],
 )
 def test_bad_parameters_fail_at_once(harness, tmp_path, call, message):
@@ -287,6 +288,31 @@ def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     assert sum(s["computed"] + s["from_store"] for s in result["shards"]) > 0
     assert sum(s["failed"] for s in result["shards"]) == 0
     assert Path(result["featureset_dir"], "features.safetensors").is_file()
+
+
+def test_keeper_store_index_ingests_what_the_shards_wrote(demo_runs, tmp_path):
+    """store_index="keeper": shard tasks write entry files only, the flow indexes them."""
+    from pipeline.store import FeatureStore
+
+    _, first, _, _ = demo_runs
+    common = {
+        "manifest": first["paths"]["manifest"],
+        "preset": "tiny",
+        "modalities": "t",
+        "shards": 2,
+    }
+    shared = extract(out_dir=str(tmp_path / "shared"), store_index="shared", **common)
+    keeper = extract(out_dir=str(tmp_path / "keeper"), store_index="keeper", **common)
+    assert sum(s["computed"] for s in keeper["shards"]) > 0
+    with FeatureStore(keeper["store_root"], create=False) as store:
+        keys = {r["key"] for r in store.entries()}
+        assert store.verify() == (len(keys), [])  # every entry file is indexed, none damaged
+    with FeatureStore(shared["store_root"], create=False) as store:
+        assert {r["key"] for r in store.entries()} == keys
+    a, b = (
+        Path(r["featureset_dir"], "features.safetensors").read_bytes() for r in (shared, keeper)
+    )
+    assert a == b
 
 
 # --- deployments and docker files (structure only; no server, no engine) ------------------------
