@@ -206,6 +206,8 @@ def _train(
         restored = load_train_state(run_dir / "last", model, optimizer, scheduler)
         if restored is not None:
             progress = restored
+            if use_amp and progress.get("grad_scaler"):  # the loss scale it had settled on
+                scaler.load_state_dict(progress["grad_scaler"])
             log.info("resuming %s after epoch %d", run_dir, progress["epoch"])
     generator = torch.Generator()
 
@@ -270,6 +272,8 @@ def _train(
         else:
             progress["stale"] += 1
         # Step 3: save everything needed to resume, after the best checkpoint (crash-safe order).
+        if use_amp:  # plain numbers; a resume restarting at 2**16 would skip steps anew
+            progress["grad_scaler"] = scaler.state_dict()
         save_train_state(
             run_dir / "last", model, optimizer, scheduler, progress, {**meta, "epoch": epoch}
         )

@@ -45,6 +45,11 @@ def save_train_state(
     save_checkpoint(directory, model, **meta)
     opt = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    # Dropout on a GPU draws from the CUDA generator, not the CPU one: without its state a
+    # resumed CUDA run would diverge from an uninterrupted one (bench/gpu_check.py checks it).
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
     scalars: dict[str, dict[str, Any]] = {}
     for idx, slots in opt["state"].items():
         for name, value in slots.items():
@@ -91,6 +96,12 @@ def load_train_state(
     if scheduler is not None and body["scheduler"] is not None:
         scheduler.load_state_dict(body["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [
+        tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors
+    ]
+    # Restored only onto the same number of GPUs; a CPU resume of a CUDA run has none to set.
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
     np.random.set_state(_numpy_restore(body["rng"]["numpy"]))
     random.setstate(_python_restore(body["rng"]["python"]))
     return body["progress"]
