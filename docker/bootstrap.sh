@@ -29,7 +29,11 @@ suitable || {
 # uv from PyPI into a throwaway venv; its binaries are static, so they are copied out.
 [ -s /run/secrets/ca ] && export PIP_CERT=/run/secrets/ca
 python3 -m venv /tmp/uv-bootstrap
-/tmp/uv-bootstrap/bin/pip install --quiet --no-cache-dir --disable-pip-version-check "uv==$UV_VERSION"
+/tmp/uv-bootstrap/bin/pip install --quiet --no-cache-dir --disable-pip-version-check "uv==$UV_VERSION" || {
+    echo "bootstrap: pip could not install uv==$UV_VERSION from PyPI; behind a TLS-inspecting" \
+        "proxy pass its CA bundle: docker build --secret id=ca,src=/path/to/ca-bundle.crt" >&2
+    exit 1
+}
 cp /tmp/uv-bootstrap/bin/uv /tmp/uv-bootstrap/bin/uvx /usr/local/bin/
 rm -rf /tmp/uv-bootstrap
 echo "bootstrap: $(python3 --version), $(uv --version)"
