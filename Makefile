@@ -4,6 +4,7 @@
 # make lint   - ruff check + format check
 # make bench  - benchmarks (see BENCHMARKS.md)
 # make prefect-up / prefect-down - local Prefect server, process pool, deployments and a worker
+# make docker-e2e - opt-in: build the Docker images, run the compose stack end to end (docker/README.md)
 
 PORT ?= 4200
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
@@ -11,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-slow test-all lint format bench prefect-up prefect-down clean
+.PHONY: install demo test test-slow test-all lint format bench prefect-up prefect-down docker-e2e clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -48,6 +49,10 @@ prefect-up: install
 
 prefect-down:
 	scripts/prefect-down.sh
+
+# Needs a Docker engine (or root and Debian's docker.io to start one); ~5 min cold, see BENCHMARKS.md.
+docker-e2e:
+	scripts/docker-e2e.sh
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

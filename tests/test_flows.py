@@ -345,6 +345,24 @@ def test_docker_compose_has_postgres_server_worker_and_deploy():
     assert services["deploy"].get("restart", "no") == "no"
     for name in ("worker", "deploy"):
         assert "PREFECT_API_URL" in str(services[name]["environment"])
+    # Users get the official postgres image; a registry-less machine substitutes its own build.
+    assert services["postgres"]["image"] == "${ERC_POSTGRES_IMAGE:-postgres:16-alpine}"
+    # The server runs the slim Prefect-only image, the worker and deploy the project's image.
+    assert services["server"]["build"]["dockerfile"] == "docker/Dockerfile.server"
+    for name in ("worker", "deploy"):
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+    # Published ports only on the loopback interface.
+    for svc in services.values():
+        assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports", []))
+    # No top-level "name:": Debian's docker-compose 1.29 rejects it (docker/.env names the project).
+    assert "name" not in compose
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda"):
         text = (ROOT / "docker" / dockerfile).read_text()
         assert "uv sync" in text and "--frozen" in text
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda", "Dockerfile.server"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        # No image registry besides the base: uv from PyPI, no "# syntax=" frontend image.
+        assert "ghcr.io" not in text and not text.startswith("# syntax=")
+        assert "bootstrap.sh" in text and "id=ca" in text
+    server = (ROOT / "docker" / "Dockerfile.server").read_text()
+    assert "uv export --frozen" in server and "-c constraints.txt prefect asyncpg" in server
