@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop what scripts/prefect-up.sh started: the worker first, then the server.
+# Stop what scripts/prefect-up.sh started: the workers first, then the server.
 # A Prefect worker shuts down on its second signal (the first asks it to finish gracefully), so
 # it gets SIGINT, a wait, SIGTERM, a wait, then SIGKILL for whatever is left in its process group
 # (flow runs it started). The server is stopped by `prefect server stop` (it was started with
@@ -64,7 +64,14 @@ stop() {
   echo "$name: stopped (pid $pid)"
 }
 
-stop worker "$PREFECT_HOME/erc-worker.pid" INT TERM
+# Every worker prefect-up.sh started (ERC_WORKERS): erc-worker.pid, erc-worker-2.pid, ...
+for pidfile in "$PREFECT_HOME"/erc-worker.pid "$PREFECT_HOME"/erc-worker-*.pid; do
+  [[ -e "$pidfile" || "$pidfile" == "$PREFECT_HOME/erc-worker.pid" ]] || continue  # no match
+  n="$(basename "$pidfile" .pid)"
+  n="${n#erc-worker}"
+  stop "worker${n:+ ${n#-}}" "$pidfile" INT TERM &  # in parallel: each waits up to 2 x ERC_STOP_WAIT
+done
+wait
 
 SERVER_PID="$PREFECT_HOME/server.pid"
 if [[ -f "$SERVER_PID" ]]; then

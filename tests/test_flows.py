@@ -35,7 +35,7 @@ TINY = dict(
     demo_utterances=4,
     overrides={"epochs": 2},
 )
-FLOW_NAMES = {"extract", "train", "evaluate", "predict", "extract-and-train"}
+FLOW_NAMES = {"extract", "train", "evaluate", "predict", "extract-and-train", "grid"}
 
 
 @pytest.fixture(scope="module")
