@@ -23,6 +23,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 from flows.evaluate import evaluate  # noqa: E402
 from flows.extract import extract  # noqa: E402
 from flows.extract_and_train import extract_and_train  # noqa: E402
+from flows.grid import grid  # noqa: E402
 from flows.predict import predict  # noqa: E402
 from flows.train import train  # noqa: E402
 
@@ -85,6 +86,11 @@ def _tensor_files(root: Path) -> dict[str, int]:
         (lambda out: evaluate(out_dir=out), "run the train flow first"),
         (lambda out: evaluate(split="final", out_dir=out), "split"),
         (lambda out: extract(store_index="nfs", out_dir=out), "store_index"),
+        (lambda out: grid(seeds=(), out_dir=out), "at least one seed"),
+        (lambda out: grid(deployment="train/moon", out_dir=out), "deployment"),
+        (lambda out: grid(timeout_s=0, out_dir=out), "timeout_s 0"),
+        (lambda out: grid(overrides={"lr": -1}, out_dir=out), "lr=-1"),
+        (lambda out: grid(out_dir=out), "run the extract flow first"),
     ],
 )
 def test_bad_parameters_fail_at_once(harness, tmp_path, call, message):
