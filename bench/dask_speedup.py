@@ -10,7 +10,8 @@ ready (registered with the scheduler) before the clock starts; each shard task l
 its worker, which is part of the time, as it is for a user. Runs alternate 1, 2, 1, 2 ... so
 that a change of machine load hits both. Prints one JSON line per run, then a markdown row per
 worker count: median wall seconds, speed-up over one worker, and the 1-minute load average
-(os.getloadavg) at the start and end of that count's runs. ../shared is only read.
+(os.getloadavg) at the start and end of that count's runs. ../shared is only read; the temp
+folder (logs, stores) is removed after a successful run and kept after a failed one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -164,6 +166,7 @@ def main() -> None:
                 print(json.dumps(runs[-1]), flush=True)
     finally:
         stop(services)
+    shutil.rmtree(tmp)  # kept when a run fails: its logs are there
     base = statistics.median(r["wall_s"] for r in runs if r["workers"] == 1)
     print("\n| workers | wall s (median) | runs | speed-up | load 1-min (start-end) |")
     print("|---|---|---|---|---|")
