@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.adapters import (
+from pipeline.dataset.adapters import (
     load_generic,
     load_iemocap,
     load_meld,
@@ -20,9 +20,9 @@ from pipeline.adapters import (
     load_shared_meld,
     load_shared_mosei,
 )
-from pipeline.adapters.meld import parse_srt_time, repair_text
-from pipeline.manifest import COLUMNS, read_manifest, validate_rows, write_manifest
-from pipeline.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.dataset.adapters.meld import parse_srt_time, repair_text
+from pipeline.dataset.manifest import COLUMNS, read_manifest, validate_rows, write_manifest
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -323,8 +323,8 @@ def test_shared_clips():
 
 
 def test_load_dataset_by_name_and_manifest_cli(tmp_path, shared_dir, capsys):
-    from pipeline.adapters import load_dataset
     from pipeline.cli import main
+    from pipeline.dataset.adapters import load_dataset
 
     with pytest.raises(ValueError, match="no adapter for dataset 'friends'"):
         load_dataset("friends", tmp_path)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline.check_media import check_media, silent_frames, write_report
-from pipeline.demo import make_demo_dataset
-from pipeline.manifest import normalize, read_manifest
-from pipeline.media import SAMPLE_RATE, write_video
+from pipeline.dataset.check_media import check_media, silent_frames, write_report
+from pipeline.dataset.demo import make_demo_dataset
+from pipeline.dataset.manifest import normalize, read_manifest
+from pipeline.dataset.media import SAMPLE_RATE, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -136,7 +136,7 @@ def test_silent_frames_threshold():
 @pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared not present")
 def test_real_clips(face_detector):
-    from pipeline.adapters import load_shared_clips
+    from pipeline.dataset.adapters import load_shared_clips
 
     df = load_shared_clips(SHARED).iloc[:4]
     report = check_media(df, fps=0.5, face_detector=face_detector)

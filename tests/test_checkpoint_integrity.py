@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from model.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
-from pipeline.evaluate import evaluate_checkpoint
-from pipeline.evaluate import predict as evaluate_predict
-from pipeline.featureset import FeatureSet
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.predict import run_model
-from pipeline.train import configs_for, train
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.inference.predict import run_model
+from pipeline.training.evaluate import evaluate_checkpoint
+from pipeline.training.evaluate import predict as evaluate_predict
+from pipeline.training.train import configs_for, train
 
 DIMS = {"t": 16, "a": 12, "v": 20}
 LABELS = ["neu", "hap", "sad", "ang"]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.demo import LABELS, WORDS, make_demo_dataset
-from pipeline.manifest import read_manifest, validate_rows
-from pipeline.media import SAMPLE_RATE, iter_segments, probe
+from pipeline.dataset.demo import LABELS, WORDS, make_demo_dataset
+from pipeline.dataset.manifest import read_manifest, validate_rows
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments, probe
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from pipeline.diagnostics import (
+from pipeline.training.diagnostics import (
     discrepancy_figure,
     imbalance_figure,
     plot_training,
     training_curves_figure,
     unimodal_loss_figure,
 )
-from pipeline.train import improves
+from pipeline.training.train import improves
 
 LABELS = ["hap", "sad", "neu", "ang"]
 # Dev WF1 first peaks at epoch 3; epoch 5 ties it with a lower dev loss, so the checkpoint (the
-# rule of pipeline.train.improves) is epoch 5, not the argmax of dev WF1.
+# rule of pipeline.training.train.improves) is epoch 5, not the argmax of dev WF1.
 DEV_WF1 = [0.30, 0.50, 0.80, 0.70, 0.80, 0.75]
 DEV_LOSS = [1.50, 1.20, 0.90, 0.85, 0.60, 0.70]
 

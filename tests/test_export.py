@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pipeline.cli import main as cli_main
-from pipeline.exporters import export_featureset
-from pipeline.featureset import FeatureSet
-from pipeline.importers.authors_pickle import LABEL_NAMES, load_authors_pickle
-from pipeline.importers.mmsa import load_mmsa_pickle
-from pipeline.importers.synthetic import make_synthetic
+from pipeline.features.exporters import export_featureset
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.importers.authors_pickle import LABEL_NAMES, load_authors_pickle
+from pipeline.features.importers.mmsa import load_mmsa_pickle
+from pipeline.features.importers.synthetic import make_synthetic
 
 
 def featureset(**kw) -> FeatureSet:

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import media
-from pipeline.extract import build_featureset, extract_features
-from pipeline.extract_plan import ExtractionError, store_status
-from pipeline.featureset import FeatureSet
-from pipeline.manifest import write_manifest
-from pipeline.store import FeatureStore
+from pipeline.dataset import media
+from pipeline.dataset.manifest import write_manifest
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.extract_plan import ExtractionError, store_status
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.store import FeatureStore
 
 SR = media.SAMPLE_RATE
 DURATION_S = 4.0

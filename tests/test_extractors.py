@@ -537,7 +537,7 @@ def test_cli_extract_with_own_densenet_weights(tmp_path, capsys):
     from torchvision.models import densenet121
 
     from pipeline.cli import main
-    from pipeline.demo import make_demo_dataset
+    from pipeline.dataset.demo import make_demo_dataset
 
     manifest = make_demo_dataset(
         tmp_path / "demo", n_dialogues=1, utterances_per_dialogue=2, seed=0

@@ -225,7 +225,7 @@ def test_deleted_output_is_recomputed_not_served_stale(demo_runs):
 
 def test_failed_video_is_reported_and_others_complete(demo_runs, tmp_path):
     """One missing video: non-strict completes with a failures report; strict fails the run."""
-    from pipeline.manifest import read_manifest, write_manifest
+    from pipeline.dataset.manifest import read_manifest, write_manifest
 
     out, first, _, _ = demo_runs
     df = read_manifest(first["paths"]["manifest"])
@@ -292,7 +292,7 @@ def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
 
 def test_keeper_store_index_ingests_what_the_shards_wrote(demo_runs, tmp_path):
     """store_index="keeper": shard tasks write entry files only, the flow indexes them."""
-    from pipeline.store import FeatureStore
+    from pipeline.features.store import FeatureStore
 
     _, first, _, _ = demo_runs
     common = {

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from pipeline.cli import data as cli_data
-from pipeline.featureset import FeatureSet, split_counts
-from pipeline.importers.authors_pickle import (
+from pipeline.features.featureset import FeatureSet, split_counts
+from pipeline.features.importers.authors_pickle import (
     choose_dev,
     load_authors_pickle,
     save_as_authors_pickle,
 )
-from pipeline.importers.shared_data import (
+from pipeline.features.importers.shared_data import (
     DEFAULT_DATA_DIR,
     HANDCRAFTED,
     fix_mojibake,
@@ -28,7 +28,7 @@ from pipeline.importers.shared_data import (
     read_iemocap_table,
     read_meld_table,
 )
-from pipeline.importers.synthetic import make_synthetic
+from pipeline.features.importers.synthetic import make_synthetic
 
 torch.set_num_threads(min(2, torch.get_num_threads()))  # shared 2-core machine
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.manifest import COLUMNS, normalize, read_manifest, validate_rows, write_manifest
+from pipeline.dataset.manifest import (
+    COLUMNS,
+    normalize,
+    read_manifest,
+    validate_rows,
+    write_manifest,
+)
 
 
 def _frame(tmp_path: Path) -> pd.DataFrame:

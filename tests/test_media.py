@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.media import SAMPLE_RATE, MediaError, iter_segments, probe, sample_times, write_video
+from pipeline.dataset.media import (
+    SAMPLE_RATE,
+    MediaError,
+    iter_segments,
+    probe,
+    sample_times,
+    write_video,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIPS = SHARED / "data" / "iemocap" / "clips"

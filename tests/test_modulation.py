@@ -14,8 +14,8 @@ import torch
 from model.ada2i import Ada2I
 from model.config import preset
 from model.losses import IGNORE, ada2i_loss
-from pipeline.optim import Adam
-from pipeline.train import modulated_step
+from pipeline.training.optim import Adam
+from pipeline.training.train import modulated_step
 
 DIMS = {"t": 12, "a": 8, "v": 10}
 

@@ -1,4 +1,4 @@
-"""pipeline.optim against torch.optim: the same updates, LR schedules and state layout."""
+"""pipeline.training.optim against torch.optim: the same updates, LR schedules and state layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
+from pipeline.training.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
 
 
 def params(seed=0):
@@ -73,7 +73,7 @@ def test_adam_state_round_trip_resumes_exactly():
 
 
 def test_adam_loads_a_torch_optim_state():
-    """Trainer states written before pipeline.optim (by torch.optim.Adam) still resume."""
+    """Trainer states written before pipeline.training.optim (by torch.optim.Adam) still resume."""
     ours, theirs = params(), params()
     torch_opt = torch.optim.Adam(theirs, lr=1e-2)
     run_steps(torch_opt, theirs, 3)

@@ -17,17 +17,17 @@ import torch
 
 from model.checkpoint import META_FILE, load_checkpoint
 from pipeline.cli import main
-from pipeline.demo import make_demo_dataset
-from pipeline.evaluate import predict
-from pipeline.extract import build_featureset, extract_features
-from pipeline.extract_plan import load_extractors
-from pipeline.featureset import FeatureSet
-from pipeline.manifest import read_manifest, write_manifest
-from pipeline.media import SAMPLE_RATE, iter_segments, write_video
-from pipeline.predict import PredictError, predict_videos
-from pipeline.speech import build_tiny_whisper
-from pipeline.subtitles import parse_subtitles
-from pipeline.train import train_from_featureset
+from pipeline.dataset.demo import make_demo_dataset
+from pipeline.dataset.manifest import read_manifest, write_manifest
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.extract_plan import load_extractors
+from pipeline.features.featureset import FeatureSet
+from pipeline.inference.predict import PredictError, predict_videos
+from pipeline.inference.speech import build_tiny_whisper
+from pipeline.inference.subtitles import parse_subtitles
+from pipeline.training.evaluate import predict
+from pipeline.training.train import train_from_featureset
 
 MODALITIES = "ta"  # text + audio: the visual extractor is the slow one and has its own tests
 
@@ -317,7 +317,7 @@ def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path)
 
 def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
     """--vad energy finds the generated demo voice's utterances; silero-vad, a network trained on
-    real speech, finds none in it, and that video then fails with the reason (pipeline.speech)."""
+    real speech, finds none in it, and that video then fails with the reason (pipeline.inference.speech)."""
     videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
     args = ["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "energy"), "--vad", "energy"]) == 0

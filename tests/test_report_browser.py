@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.report_html import write_index, write_video_report
+from pipeline.inference.report_html import write_index, write_video_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
@@ -126,7 +126,7 @@ def _table(n: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    """Two videos' reports and their index, written as pipeline.predict writes them."""
+    """Two videos' reports and their index, written as pipeline.inference.predict writes them."""
     out = tmp_path_factory.mktemp("predictions")
     rows = []
     for name, n in (("a", 8), ("b", 6)):

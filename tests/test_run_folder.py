@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import run_folder
-from pipeline.featureset import FeatureSet
-from pipeline.grid import run_grid, summarise, to_markdown
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.run_folder import RunFolderBusy, RunFolderMismatch
-from pipeline.train import configs_for, train
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training import run_folder
+from pipeline.training.grid import run_grid, summarise, to_markdown
+from pipeline.training.run_folder import RunFolderBusy, RunFolderMismatch
+from pipeline.training.train import configs_for, train
 
 DIMS = {"t": 8, "a": 6}
 LABELS = ["neu", "hap", "sad", "ang"]
@@ -117,7 +117,9 @@ def test_a_run_of_other_training_code_is_not_continued(trained, monkeypatch):
     """A model change between two runs of a grid must not continue (or reuse) the old run."""
     before = snapshot(trained)
     monkeypatch.setattr(run_folder, "code_digest", lambda: "0" * 64)
-    with pytest.raises(RunFolderMismatch, match=r"code \(sha256 of model, pipeline/train.py"):
+    with pytest.raises(
+        RunFolderMismatch, match=r"code \(sha256 of model, pipeline/training/train.py"
+    ):
         run(small(), trained)
     assert snapshot(trained) == before
 
@@ -189,8 +191,8 @@ def test_which_epochs_and_patience_changes_may_continue():
 
 HOLDER = """
 import sys
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.train import configs_for, train
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training.train import configs_for, train
 fs = make_synthetic(n_dialogues={"train": 6, "dev": 2, "test": 2}, utterances=60,
                     dims={"t": 8, "a": 6}, label_names=["neu", "hap", "sad", "ang"])
 mc, tc = configs_for("tiny", "ta", {"progress": False, "epochs": 100000, "patience": 100000})
@@ -243,7 +245,7 @@ def test_grid_reuses_finished_runs_refuses_changed_ones_and_fresh_retrains(tmp_p
     first = grid(tmp_path).read_text()
     trained = trainer_mtimes(tmp_path)
     assert len(trained) == 2
-    with caplog.at_level(logging.INFO, logger="pipeline.grid"):
+    with caplog.at_level(logging.INFO, logger="pipeline.training.grid"):
         again = grid(tmp_path).read_text()
     assert caplog.text.count(" reused: WF1") == 2
     assert trainer_mtimes(tmp_path) == trained and again == first
@@ -264,7 +266,7 @@ def test_grid_reuses_finished_runs_refuses_changed_ones_and_fresh_retrains(tmp_p
         assert json.loads(config.read_text())["identity"]["lr"] == 1e-3
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="pipeline.grid"):
+    with caplog.at_level(logging.INFO, logger="pipeline.training.grid"):
         grid(tmp_path, overrides={"lr": 1e-3, "epochs": 2})  # continue both runs by one epoch
     assert caplog.text.count(" resumed: WF1") == 2
     history = tmp_path / "grid" / "ada2i" / "t" / "seed0" / "history.json"

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import make_demo_dataset
-from pipeline.manifest import COLUMNS, read_manifest
-from pipeline.media import MediaError
-from pipeline.segment import SegmentError, segment_video
-from pipeline.speech import build_tiny_whisper, clean_text, detect_speech, load_asr
-from pipeline.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
+from pipeline.dataset.demo import make_demo_dataset
+from pipeline.dataset.manifest import COLUMNS, read_manifest
+from pipeline.dataset.media import MediaError
+from pipeline.inference.segment import SegmentError, segment_video
+from pipeline.inference.speech import build_tiny_whisper, clean_text, detect_speech, load_asr
+from pipeline.inference.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
 
 SR = 16000
 
@@ -215,7 +215,7 @@ def test_unreadable_or_silent_media_is_reported(tmp_path, truth):
     bad.write_bytes(b"not a video" * 50)
     with pytest.raises(MediaError):
         segment_video(bad)
-    from pipeline.media import write_video
+    from pipeline.dataset.media import write_video
 
     silent = write_video(tmp_path / "silent.mp4", [np.zeros((32, 32, 3), np.uint8)] * 10, 10)
     with pytest.raises(SegmentError, match="no audio stream"):

@@ -11,12 +11,12 @@ from flows.params import check_seeds, check_training
 from model.config import Ada2IConfig
 from pipeline.cli import main as cli_main
 from pipeline.cli.train import parse_overrides
-from pipeline.settings import RULES, SettingsError, coerce_settings, field_types
-from pipeline.train import TrainConfig, configs_for
+from pipeline.training.settings import RULES, SettingsError, coerce_settings, field_types
+from pipeline.training.train import TrainConfig, configs_for
 
 
 def test_every_field_that_is_not_a_bool_has_a_rule():
-    """A new config field needs its allowed values in pipeline.settings.RULES (a range, choices,
+    """A new config field needs its allowed values in pipeline.training.settings.RULES (a range, choices,
     or Derived); this fails until it has them, so nobody forgets. Only a bool (and a Literal,
     whose type is its choices) needs none."""
     for cls in (Ada2IConfig, TrainConfig):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from extractors.base import ExtractorSpec
-from pipeline.store import INDEX_FILE, Entry, FeatureStore, make_key, text_hash
+from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, make_key, text_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -29,7 +29,7 @@ WORKER = """
 import sys, time
 import numpy as np
 from extractors.base import ExtractorSpec
-from pipeline.store import Entry, FeatureStore, make_key, text_hash
+from pipeline.features.store import Entry, FeatureStore, make_key, text_hash
 
 root, n, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 spec = ExtractorSpec("toy", "1", "text", 16, "", "none", "", {})
@@ -175,7 +175,7 @@ def test_index_readable_with_plain_sqlite_and_cli(tmp_path):
     }
     db.close()
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.store", "--root", str(tmp_path), "list"],
+        [sys.executable, "-m", "pipeline.features.store", "--root", str(tmp_path), "list"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -183,7 +183,7 @@ def test_index_readable_with_plain_sqlite_and_cli(tmp_path):
     ).stdout
     assert k in out and "toy" in out
     # Reading the index needs neither torch nor prefect.
-    probe = "import sys, pipeline.store as s; s.main(['--root', sys.argv[1]]); "
+    probe = "import sys, pipeline.features.store as s; s.main(['--root', sys.argv[1]]); "
     probe += "assert 'torch' not in sys.modules and 'prefect' not in sys.modules"
     subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, check=True)
 

@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main as cli_main
-from pipeline.extract import build_featureset, extract_features
-from pipeline.extract_plan import manifest_tasks
-from pipeline.featureset import FeatureSet
-from pipeline.manifest import write_manifest
-from pipeline.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
-from pipeline.store_entry import ENTRY_FORMAT
+from pipeline.dataset.manifest import write_manifest
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.extract_plan import manifest_tasks
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
+from pipeline.features.store_entry import ENTRY_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000
@@ -115,7 +115,7 @@ def test_entries_describe_themselves(clean, extractors):
     manifest, root = clean
     with FeatureStore(root, create=False) as st:
         rows = {e["key"]: e for e in st.entries()}
-        from pipeline.store_entry import check, index_row
+        from pipeline.features.store_entry import check, index_row
 
         for key, row in rows.items():
             checked = check(st.object_path(key))
@@ -129,7 +129,7 @@ def test_entries_from_before_the_self_describing_format_still_read(tmp_path):
     from safetensors.numpy import save
 
     from extractors.base import ExtractorSpec
-    from pipeline.store import Entry, rebuild_index
+    from pipeline.features.store import Entry, rebuild_index
 
     spec = ExtractorSpec("toy", "1", "text", 4, "", "none", "", {})
     key, x = "ab" + "1" * 62, np.arange(4, dtype=np.float32)
@@ -325,7 +325,7 @@ def test_disk_full_names_the_path_and_leaves_nothing_half_written(
 WORKER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
-from pipeline.extract import extract_features
+from pipeline.features.extract import extract_features
 s = extract_features(sys.argv[1], sys.argv[2], modalities="ta", progress=False, workers=1)
 print("RESULT", s.done, s.cached, s.failed, flush=True)
 """
@@ -334,7 +334,7 @@ print("RESULT", s.done, s.cached, s.failed, flush=True)
 def test_claims_between_writers(tmp_path):
     """Claims as two writers see them: held, stored, released, and taken over from a dead pid."""
     from extractors.base import ExtractorSpec
-    from pipeline.store import Entry
+    from pipeline.features.store import Entry
 
     spec = ExtractorSpec("toy", "1", "text", 4, "", "none", "", {})
     keys = [f"{i:02x}" + "0" * 62 for i in range(4)]

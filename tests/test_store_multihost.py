@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import make_demo_dataset
-from pipeline.extract import build_featureset, extract_features
-from pipeline.manifest import read_manifest, write_manifest
-from pipeline.store import INDEX_FILE, Entry, FeatureStore, UnindexedWriter, make_key
-from pipeline.store_entry import check
+from pipeline.dataset.demo import make_demo_dataset
+from pipeline.dataset.manifest import read_manifest, write_manifest
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, UnindexedWriter, make_key
+from pipeline.features.store_entry import check
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET, MODALITIES = "offline", "ta"  # MiniLM + eGeMAPS: batch-invariant (extractors/text.py)
@@ -131,7 +131,7 @@ def test_cli_store_ingest_and_extract_no_index(tmp_path, capsys):
 WRITER = textwrap.dedent(
     """
     import json, socket, sys
-    from pipeline.extract import extract_features
+    from pipeline.features.extract import extract_features
     manifest, store, preset, modalities = sys.argv[1:5]
     s = extract_features(manifest, store, preset=preset, modalities=modalities, progress=False,
                          index=False, report_dir=manifest + "-reports")

@@ -14,12 +14,12 @@ from model.ada2i import Ada2I
 from model.losses import ada2i_loss
 from model.modulation import unimodal_score_totals
 from pipeline.cli import main as cli_main
-from pipeline.data import batch_counts, collate, micro_batches
-from pipeline.evaluate import compute_metrics, evaluate_checkpoint, selection_metrics
-from pipeline.featureset import FeatureSet
-from pipeline.grid import collect_runs, run_grid, summarise, to_markdown
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.train import configs_for, improves, train
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training.data import batch_counts, collate, micro_batches
+from pipeline.training.evaluate import compute_metrics, evaluate_checkpoint, selection_metrics
+from pipeline.training.grid import collect_runs, run_grid, summarise, to_markdown
+from pipeline.training.train import configs_for, improves, train
 
 DIMS = {"t": 16, "a": 12, "v": 20}
 LABELS = ["neu", "hap", "sad", "ang"]
@@ -229,7 +229,7 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
 
 
 def test_training_uses_cpu_when_no_gpu():
-    from pipeline.train import resolve_device
+    from pipeline.training.train import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -307,8 +307,8 @@ def test_training_process_does_not_import_a_compiler_or_scikit_learn(tmp_path):
     ).save(tmp_path / "fs")
     script = f"""
 import sys
-from pipeline.featureset import FeatureSet
-from pipeline.train import configs_for, train
+from pipeline.features.featureset import FeatureSet
+from pipeline.training.train import configs_for, train
 mc, tc = configs_for("tiny", "tav", {{"epochs": 2, "progress": False, "micro_batch_utterances": 20}})
 result = train(FeatureSet.load({str(tmp_path / "fs")!r}), mc, tc, {str(tmp_path / "run")!r})
 assert result.epochs_run == 2, result

@@ -10,16 +10,16 @@ import torch
 
 from model.ada2i import Ada2I
 from model.config import preset
-from pipeline.data import collate
-from pipeline.evaluate import (
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training.data import collate
+from pipeline.training.evaluate import (
     Predictions,
     compute_metrics,
     predict,
     unimodal_report,
     write_report,
 )
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.train import configs_for, train
+from pipeline.training.train import configs_for, train
 
 LABELS = ["neu", "hap", "sad", "ang"]
 
