@@ -19,7 +19,7 @@ harder copies are scored too, made here with a fixed seed: ``bursts`` adds three
 white noise at the speech's RMS in the silent lead-in (1.0-1.8, 3.0-3.5, 4.5-5.5 s: loud sound
 that is not speech), ``snr10`` adds stationary white noise 10 dB below the speech's RMS.
 
-Cheap (a second of CPU); results in BENCHMARKS.md. tests/test_vad.py asserts silero's frame F1.
+Cheap (a second of CPU); results in BENCHMARKS.md. tests/inference/test_vad.py asserts silero's frame F1.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ NO_LABELLED_UTTERANCES = {
 def selection_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy and weighted/macro F1 over labelled utterances (y_true >= 0), from the confusion
     matrix in numpy: what training reads every epoch to pick the best checkpoint. Equal to
-    scikit-learn's with zero_division=0 (tests/test_train.py checks it), without importing
+    scikit-learn's with zero_division=0 (tests/training/test_train.py checks it), without importing
     scikit-learn (and the pandas and SciPy it pulls in: ~160 MiB, ~3 s) into the training process.
     """
     cm = _confusion(y_true, y_pred, n_classes)

@@ -4,7 +4,7 @@ Why not torch.optim: constructing any torch.optim optimizer imports torch._dynam
 add_param_group is wrapped in torch._disable_dynamo), which on this CPU machine costs ~130 MiB of
 RSS and ~4 s of start-up in every training process, for a compiler training never uses. The update
 rules below are torch.optim.Adam's and ReduceLROnPlateau's / CosineAnnealingLR's, operation for
-operation; tests/test_optim.py checks them against torch.optim step by step.
+operation; tests/training/test_optim.py checks them against torch.optim step by step.
 
 The state_dict layouts match torch.optim's (state keyed by parameter index with step / exp_avg /
 exp_avg_sq, param_groups with "params" as indices; the scheduler attributes keep torch's names),

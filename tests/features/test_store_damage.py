@@ -29,7 +29,7 @@ from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
 from pipeline.features.store_entry import ENTRY_FORMAT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 16_000
 N_UTT = 6
 

@@ -21,7 +21,7 @@ from extractors.weights import sha256_state_dict
 
 torch.set_num_threads(1)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 FACES = SHARED / "media" / "faces"
 CLIPS = SHARED / "data" / "iemocap" / "clips"
 needs_shared = pytest.mark.skipif(not FACES.is_dir(), reason="../shared absent")

@@ -1,6 +1,6 @@
 """What the Prefect UI shows, as markdown: the parent run's result, images, links, counts.
 
-The functions under test build the artifacts' text; tests/test_flows.py checks they reach the
+The functions under test build the artifacts' text; tests/flows/test_flows.py checks they reach the
 server on a real run.
 """
 

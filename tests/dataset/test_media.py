@@ -17,7 +17,7 @@ from pipeline.dataset.media import (
     write_video,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 CLIPS = SHARED / "data" / "iemocap" / "clips"
 FPS, DUR, W, H = 10, 6.0, 64, 48
 

@@ -14,7 +14,7 @@ from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import normalize, read_manifest
 from pipeline.dataset.media import SAMPLE_RATE, write_video
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from bench.vad_quality import conditions, read_rttm, score, union
 from pipeline.dataset.media import SAMPLE_RATE as SR
 from pipeline.inference.speech import detect_speech, detect_speech_energy, detect_speech_silero
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "media" / "speech" / "pyannote_sample.wav"
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "media" / "speech" / "pyannote_sample.wav"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared absent")
 # Measured (bench/vad_quality.py, 10 ms frames vs the .rttm): silero 0.989 clean and 0.990 with
 # noise bursts, energy 0.986 and 0.937. Asserted: measured minus 0.02.

@@ -25,7 +25,7 @@ from pipeline.training.train import configs_for, train
 
 DIMS = {"t": 8, "a": 6}
 LABELS = ["neu", "hap", "sad", "ang"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small(seed=0, dims=None) -> FeatureSet:

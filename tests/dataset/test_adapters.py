@@ -24,7 +24,7 @@ from pipeline.dataset.adapters.meld import parse_srt_time, repair_text
 from pipeline.dataset.manifest import COLUMNS, read_manifest, validate_rows, write_manifest
 from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def _tiny_video(path: Path, seconds: float = 3.0) -> Path:
