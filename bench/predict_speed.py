@@ -41,7 +41,8 @@ import torch
 from pipeline.dataset.manifest import write_manifest
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import load_extractors
-from pipeline.inference.predict import predict_videos, stage_seconds
+from pipeline.inference.predict import predict_videos
+from pipeline.inference.predict_outputs import stage_seconds
 
 THREADS = 2  # the target machine: 2 cores
 

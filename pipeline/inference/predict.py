@@ -45,85 +45,47 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
 from extractors.base import Extractor
 from model.checkpoint import load_checkpoint
 from pipeline.dataset import media
-from pipeline.dataset.manifest import read_manifest, segment_problem, write_manifest
-from pipeline.features.extract import build_featureset, extract_features, feature_spec
-from pipeline.features.featureset import FeatureSet
-from pipeline.inference.report_html import write_index, write_video_report
+from pipeline.dataset.manifest import read_manifest, write_manifest
+from pipeline.features.extract import extract_features, feature_spec
+from pipeline.inference.predict_dialogue import _safe_name, dialogue_groups, predict_dialogue
+from pipeline.inference.predict_outputs import (
+    PredictSummary,
+    VideoResult,
+    _write_failed,
+    _write_summary,
+    _write_video_outputs,
+    prediction_table,
+)
+from pipeline.inference.predict_steps import (
+    PredictError,
+    _check_streams,
+    _checked_features,
+    _failure_reason,
+    _source_label,
+    run_model,
+    split_bad_segments,
+)
 from pipeline.inference.segment import manifest_rows, segment_video
 from pipeline.inference.speech import Asr, load_asr
 from pipeline.inference.subtitles import find_subtitles
 from pipeline.progress_bar import progress_bar
-from pipeline.training.data import iter_batches
 from pipeline.training.evaluate import check_feature_spec
 
 log = logging.getLogger(__name__)
 
 MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".wav", ".flac", ".mp3", ".m4a")
 DEFAULT_FPS = 2.0  # the extraction default, used when a checkpoint's visual spec does not say
-
-
-class PredictError(ValueError):
-    """A failure under strict=True, or a checkpoint/extractor mismatch (always fatal)."""
-
-
-@dataclass
-class VideoResult:
-    video: str
-    status: str  # "ok" | "failed"
-    reason: str = ""
-    n_utterances: int = 0
-    segment_source: str = ""  # "srt", "asr+vad", ...
-    label_counts: dict[str, int] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # csv, jsonl, html, manifest, failures
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage (+ per extractor)
-    media_seconds: float = 0.0
-    dialogue: str = ""  # clip-per-utterance: the dialogue predicted as a whole ("" = per video)
-    # utterances not predicted: [{utterance_id, start_s, end_s, reason, cue}] (bad segments)
-    failed_utterances: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class PredictSummary:
-    out_dir: Path
-    videos: list[VideoResult]
-    label_names: list[str]
-    summary_csv: Path
-    summary_md: Path
-    index_html: Path
-
-    @property
-    def ok(self) -> list[VideoResult]:
-        return [v for v in self.videos if v.status == "ok"]
-
-    @property
-    def failed(self) -> list[VideoResult]:
-        return [v for v in self.videos if v.status != "ok"]
-
-    @property
-    def n_failed_utterances(self) -> int:
-        return sum(len(v.failed_utterances) for v in self.videos)
-
-    def line(self) -> str:
-        return (
-            f"{len(self.ok)} videos predicted, {len(self.failed)} failed, "
-            f"{self.n_failed_utterances} utterances failed ({self.summary_md})"
-        )
 
 
 def list_videos(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -185,95 +147,12 @@ def resolve_extractors(
     return chosen
 
 
-@torch.no_grad()
-def run_model(model, fs: FeatureSet, device: str = "cpu", batch_size: int = 16):
-    """-> probs float32 [N, C], support {m: float32 [N]} (NaN = modality absent), rows in fs order."""
-    model.eval()
-    probs, support = [], {m: [] for m in model.modalities}
-    for batch in iter_batches(fs, fs.dialogues, batch_size):
-        batch = batch.to(device)
-        out = model(
-            {m: batch.features[m] for m in model.modalities},
-            batch.utterance_mask,
-            batch.modality_mask,
-        )
-        p = out.logits.float().softmax(dim=-1).cpu()  # [B, T, C]
-        if not torch.isfinite(p[batch.utterance_mask.cpu()]).all():  # never report NaN as a label
-            names = [d.id for d in batch.dialogues]
-            raise ValueError(f"the model gave non-finite probabilities in dialogues {names}")
-        pred = p.argmax(dim=-1)  # [B, T]
-        for m in model.modalities:
-            pm = out.unimodal[m].float().softmax(dim=-1).cpu()  # [B, T, C]
-            at = pm.gather(-1, pred[..., None])[..., 0]  # [B, T]
-            at[~out.valid[m].cpu()] = float("nan")
-            for i, d in enumerate(batch.dialogues):
-                support[m].append(at[i, : d.length])
-        for i, d in enumerate(batch.dialogues):
-            probs.append(p[i, : d.length])
-    return (
-        torch.cat(probs).numpy().astype(np.float32),
-        {m: torch.cat(v).numpy().astype(np.float32) for m, v in support.items()},
-    )
-
-
 def _unique_name(path: Path, used: set[str]) -> str:
     name, k = path.stem, 2
     while name in used:
         name, k = f"{path.stem}_{k}", k + 1
     used.add(name)
     return name
-
-
-def _source_label(df: pd.DataFrame) -> str:
-    return "+".join(dict.fromkeys(df["segment_source"]))
-
-
-def prediction_table(
-    seg: pd.DataFrame,
-    probs: np.ndarray,
-    support: dict[str, np.ndarray],
-    present: np.ndarray,
-    labels: list[str],
-    modalities: str,
-) -> pd.DataFrame:
-    """Segments [N rows] + probs [N, C], support {m: [N]}, present bool [N, M] -> output table."""
-    pred = [labels[i] for i in probs.argmax(axis=1)]
-    return pd.DataFrame(
-        {
-            "dialogue_id": seg["dialogue_id"].to_numpy(),
-            "utterance_id": seg["utterance_id"].to_numpy(),
-            "start_s": seg["start_s"].to_numpy(),
-            "end_s": seg["end_s"].to_numpy(),
-            "speaker": seg["speaker"].to_numpy(),
-            "text": seg["text"].to_numpy(),
-            "predicted": pred,
-            **{f"p_{c}": probs[:, k] for k, c in enumerate(labels)},
-            "segment_source": seg["segment_source"].to_numpy(),
-            **{f"support_{m}": support[m] for m in modalities},
-            "missing": [
-                "".join(m for j, m in enumerate(modalities) if not row[j]) for row in present
-            ],
-        }
-    )
-
-
-def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
-    csv_path = stem.with_name(stem.name + ".predictions.csv")
-    jsonl_path = stem.with_name(stem.name + ".predictions.jsonl")
-    table.to_csv(csv_path, index=False, float_format="%.6g")
-    table.to_json(jsonl_path, orient="records", lines=True, force_ascii=False)
-    return csv_path, jsonl_path
-
-
-def _write_video_outputs(
-    table: pd.DataFrame, name: str, video: Path, ctx: dict[str, Any]
-) -> dict[str, str]:
-    out_dir = ctx["out_dir"]
-    csv_path, jsonl_path = _write_table(table, out_dir / name)
-    html = write_video_report(
-        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video)
-    )
-    return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
 
 
 def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
@@ -342,218 +221,6 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     res.label_counts = dict(Counter(table["predicted"]))
     res.status = "ok"
     return res
-
-
-def _check_streams(info: media.MediaInfo, modalities: str) -> None:
-    for m, has, what in (("a", info.has_audio, "audio"), ("v", info.has_video, "video")):
-        if m in modalities and not has:
-            raise ValueError(f"no {what} stream, and the checkpoint uses {what} features")
-
-
-FAILED_FIELDS = ("utterance_id", "start_s", "end_s", "reason", "cue")
-
-
-def split_bad_segments(
-    seg: pd.DataFrame, duration: float | None, strict: bool = False, where: str = ""
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """(rows that can be cut, [failed utterance records]) of one media file's segments.
-
-    A bad segment (pipeline.dataset.manifest.segment_problem against the probed duration) is the row's
-    failure; strict raises PredictError naming the file and the utterance instead."""
-    keep, failed = [], []
-    cues = seg["cue"] if "cue" in seg.columns else [""] * len(seg)
-    for ok_row, (uid, start, end, cue) in enumerate(
-        zip(seg["utterance_id"], seg["start_s"], seg["end_s"], cues, strict=True)
-    ):
-        why = segment_problem(start, end, duration, media.END_TOLERANCE_S)
-        if why is None:
-            keep.append(ok_row)
-            continue
-        if strict:
-            raise PredictError(
-                f"--strict: {where}: utterance {uid!r}: {why}" + (f" ({cue})" if cue else "")
-            )
-        failed.append(
-            {"utterance_id": uid, "start_s": start, "end_s": end, "reason": why, "cue": cue or ""}
-        )
-    return seg.iloc[keep].reset_index(drop=True), failed
-
-
-def _write_failed(failed: list[dict[str, Any]], path: Path) -> str:
-    pd.DataFrame(failed, columns=list(FAILED_FIELDS)).to_csv(path, index=False)
-    return str(path)
-
-
-def _failure_reason(exc: Exception) -> str:
-    return exc.reason if isinstance(exc, media.MediaError) else str(exc)
-
-
-def _resolved(path: str) -> Path | None:
-    return Path(path).resolve() if path else None
-
-
-def dialogue_groups(
-    manifest: pd.DataFrame | None, videos: Sequence[Path]
-) -> dict[str, list[tuple[Path, list[int]]]]:
-    """Clip-per-utterance dialogues: dialogue_id -> [(clip, its manifest row positions)].
-
-    A dialogue qualifies when the manifest's rows for the given files put two or more of them under
-    it; a clip qualifies when all its rows are in that one dialogue. Clips in order of their first
-    row; every other file (a whole conversation, or the only file of its dialogue) is absent.
-    """
-    if manifest is None or manifest.empty:
-        return {}
-    wanted = {v.resolve(): v for v in videos}
-    rows: dict[Path, list[int]] = {}
-    for i, (vp, ap) in enumerate(zip(manifest["video_path"], manifest["audio_path"], strict=True)):
-        for f in dict.fromkeys(x for x in (_resolved(vp), _resolved(ap)) if x is not None):
-            if f in wanted:
-                rows.setdefault(wanted[f], []).append(i)
-    dids = manifest["dialogue_id"].to_numpy()
-    files: dict[str, list[Path]] = {}
-    for v, pos in rows.items():
-        for d in dict.fromkeys(dids[pos]):
-            files.setdefault(str(d), []).append(v)
-    groups: dict[str, list[tuple[Path, list[int]]]] = {}
-    for d, members in files.items():
-        clips = [v for v in members if len(set(dids[rows[v]])) == 1]
-        if len(members) > 1 and clips:
-            groups[d] = sorted(((v, rows[v]) for v in clips), key=lambda c: c[1][0])
-    return groups
-
-
-def _safe_name(text: str, used: set[str]) -> str:
-    base = re.sub(r"[^\w.-]+", "_", text).strip("._") or "dialogue"
-    name, k = base, 2
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    used.add(name)
-    return name
-
-
-def predict_dialogue(
-    dialogue_id: str, clips: list[tuple[Path, str, list[int]]], ctx: dict[str, Any]
-) -> list[VideoResult]:
-    """One clip-per-utterance dialogue: clips [(path, output name, manifest rows)] in manifest order.
-
-    Steps as in the module docstring; a clip that fails is returned failed (strict: PredictError)
-    and the dialogue is predicted without it. Returns one VideoResult per clip, in `clips` order.
-    """
-    model, labels, modalities = ctx["model"], ctx["label_names"], ctx["modalities"]
-    manifest: pd.DataFrame = ctx["manifest"]
-    results = {
-        name: VideoResult(str(path), "failed", dialogue=dialogue_id) for path, name, _ in clips
-    }
-
-    def fail(name: str, reason: str) -> None:
-        if ctx["strict"]:
-            raise PredictError(f"--strict: {results[name].video}: {reason}")
-        log.warning("%s (dialogue %s): skipped: %s", results[name].video, dialogue_id, reason)
-        results[name].reason = reason
-
-    # 1. segment: each clip's own manifest rows
-    parts = []
-    for path, name, rows in clips:
-        t0 = time.perf_counter()
-        try:
-            info = media.probe(path)
-            results[name].media_seconds = float(info.duration_s or 0.0)
-            _check_streams(info, modalities)
-        except Exception as exc:
-            fail(name, _failure_reason(exc))
-            continue
-        seg = manifest.iloc[rows].assign(segment_source="manifest", _clip=name, _row=rows)
-        seg, failed = split_bad_segments(seg, info.duration_s, ctx["strict"], str(path))
-        if failed:
-            results[name].failed_utterances = failed
-            path_f = ctx["out_dir"] / f"{name}.failures.csv"
-            results[name].outputs["failed_utterances"] = _write_failed(failed, path_f)
-        if seg.empty:
-            fail(name, f"no utterance can be cut from the media ({failed[0]['reason']})")
-            continue
-        parts.append(seg)
-        results[name].seconds["segment"] = time.perf_counter() - t0
-        results[name].n_utterances, results[name].segment_source = len(seg), "manifest"
-    work = ctx["out_dir"] / "work" / f"dialogue_{ctx['dialogue_names'][dialogue_id]}"
-    work.mkdir(parents=True, exist_ok=True)
-    shared: dict[str, float] = {}
-    while parts:  # at most twice: again without clips that got no features at all
-        seg = pd.concat(parts).sort_values("_row", kind="stable").reset_index(drop=True)
-        true_labels = seg["label"].tolist()
-        manifest_path = write_manifest(
-            seg.drop(columns=["_clip", "_row"]).assign(label=""), work / "manifest.csv"
-        )
-        # 2. extract (once for the dialogue; cached entries are not recomputed)
-        t0 = time.perf_counter()
-        summary = extract_features(
-            manifest_path, ctx["store"], modalities=modalities, strict=ctx["strict"],
-            fps=ctx["fps"], device=ctx["device"], progress=ctx["progress"],
-            extractors=ctx["extractors"], report_dir=work,
-        )  # fmt: skip
-        shared["extract"] = shared.get("extract", 0.0) + time.perf_counter() - t0
-        for k, v in summary.per_extractor_seconds.items():
-            shared[f"extract.{k}"] = shared.get(f"extract.{k}", 0.0) + v
-        # 3. build + check
-        t0 = time.perf_counter()
-        fs, present = _checked_features(manifest_path, ctx, modalities, labels, work)
-        shared["build"] = shared.get("build", 0.0) + time.perf_counter() - t0
-        has_any = pd.Series(present.any(axis=1)).groupby(seg["_clip"].to_numpy()).any()
-        empty = [c for c in has_any.index if not has_any[c]]
-        if not empty:
-            break
-        for name in empty:
-            uids = set(seg.loc[seg["_clip"] == name, "utterance_id"])
-            why = sorted({f.reason for f in summary.failures if f.utterance_id in uids})
-            fail(name, f"no features ({'; '.join(why[:3]) or 'extractors returned nothing'})")
-        parts = [p for p in parts if p["_clip"].iat[0] not in empty]
-    if not parts:
-        return [results[name] for _, name, _ in clips]
-    # 4. model: the whole dialogue at once
-    t0 = time.perf_counter()
-    probs, support = run_model(model, fs, ctx["device"])  # [N, C], {m: [N]}
-    shared["model"] = time.perf_counter() - t0
-    # 5. outputs: per clip (its own rows) + the dialogue
-    t0 = time.perf_counter()
-    table = prediction_table(seg, probs, support, present, labels, modalities)
-    if any(true_labels):
-        table["label"] = true_labels
-    table.insert(0, "video", [str(results[c].video) for c in seg["_clip"]])
-    stem = ctx["out_dir"] / "dialogues" / ctx["dialogue_names"][dialogue_id]
-    stem.parent.mkdir(exist_ok=True)
-    d_csv, d_jsonl = _write_table(table, stem)
-    shared["report"] = time.perf_counter() - t0
-    predicted = set(seg["_clip"])
-    ok = [name for _, name, _ in clips if name in predicted]
-    for path, name, _ in clips:
-        if name not in ok:
-            continue
-        t0 = time.perf_counter()
-        res = results[name]
-        own = table[(seg["_clip"] == name).to_numpy()].drop(columns="video").reset_index(drop=True)
-        res.outputs.update(_write_video_outputs(own, name, path, ctx))
-        res.outputs.update(
-            {"dialogue_csv": str(d_csv), "dialogue_jsonl": str(d_jsonl),
-             "manifest": str(manifest_path), "failures": str(summary.failures_path)}
-        )  # fmt: skip
-        res.seconds["report"] = time.perf_counter() - t0
-        for k, v in shared.items():  # shared stages: an even share per predicted clip
-            res.seconds[k] = res.seconds.get(k, 0.0) + v / len(ok)
-        res.label_counts = dict(Counter(own["predicted"]))
-        res.status = "ok"
-    return [results[name] for _, name, _ in clips]
-
-
-def _checked_features(manifest, ctx: dict, modalities: str, labels: list[str], work: Path):
-    """Store -> FeatureSet for one prediction unit, refused unless it matches the checkpoint.
-    Returns (feature set, present: bool [N, M])."""
-    fs_dir = build_featureset(
-        manifest, ctx["store"], modalities=modalities, out_dir=work / "features",
-        extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
-    )  # fmt: skip
-    fs = FeatureSet.load(fs_dir)
-    check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
-    fs = fs.select_modalities(modalities)
-    return fs, np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
 
 
 def predict_videos(
@@ -650,51 +317,3 @@ def _source_preset(source: str) -> str | None:
         return json.loads(source).get("preset")
     except (ValueError, AttributeError):
         return None
-
-
-def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str]) -> PredictSummary:
-    rows = []
-    for r in results:
-        rows.append(
-            {
-                "video": r.video,
-                "status": r.status,
-                "reason": r.reason,
-                "n_utterances": r.n_utterances,
-                "segment_source": r.segment_source,
-                "dialogue": r.dialogue,
-                "n_failed_utterances": len(r.failed_utterances),
-                "media_seconds": round(r.media_seconds, 3),
-                **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
-                "report": Path(r.outputs["html"]).name if "html" in r.outputs else "",
-            }
-        )
-    df = pd.DataFrame(rows)
-    csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    df.to_csv(csv_path, index=False)
-    md = [
-        "| video | status | utterances | failed utterances | source | labels | reason |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        dist = " ".join(f"{c}:{r.label_counts[c]}" for c in labels if r.label_counts.get(c))
-        md.append(
-            f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | "
-            f"{len(r.failed_utterances)} | {r.segment_source} | {dist} | "
-            f"{r.reason.replace('|', '/')} |"
-        )
-    n_bad = sum(len(r.failed_utterances) for r in results)
-    if n_bad:
-        md += ["", f"{n_bad} utterance(s) not predicted (bad segments): see <video>.failures.csv"]
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    index = write_index(df, labels, out_dir / "index.html")
-    return PredictSummary(out_dir, results, labels, csv_path, md_path, index)
-
-
-def stage_seconds(results: Sequence[VideoResult]) -> dict[str, float]:
-    """Seconds per stage summed over videos (the benchmark's per-stage figures)."""
-    total: dict[str, float] = {}
-    for r in results:
-        for k, v in r.seconds.items():
-            total[k] = total.get(k, 0.0) + (0.0 if math.isnan(v) else v)
-    return total
