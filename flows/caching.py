@@ -50,6 +50,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "train": (
         "model",
         "pipeline/training/train.py",
+        "pipeline/training/train_config.py",
+        "pipeline/training/train_epoch.py",
+        "pipeline/training/train_runtime.py",
         "pipeline/training/data.py",
         "pipeline/features/featureset.py",
         "pipeline/training/diagnostics.py",

@@ -64,6 +64,9 @@ CODE_KEY = "code"  # identity key of the training code's hash
 TRAINING_CODE = (
     "model",
     "pipeline/training/train.py",
+    "pipeline/training/train_config.py",
+    "pipeline/training/train_epoch.py",
+    "pipeline/training/train_runtime.py",
     "pipeline/training/train_state.py",
     "pipeline/training/optim.py",
     "pipeline/training/data.py",

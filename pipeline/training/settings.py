@@ -1,12 +1,12 @@
 """Settings from the edges (`--set KEY=VALUE`, a flow's `overrides`), coerced and checked.
 
-Every key of Ada2IConfig (model/config.py) or TrainConfig (pipeline/training/train.py) can be overridden.
+Every key of Ada2IConfig (model/config.py) or TrainConfig (pipeline/training/train_config.py) can be overridden.
 A value is coerced to the field's annotated type with pydantic (so "10" -> 10, "False" -> False,
 "1e-3" -> 0.001), then checked against RULES below, keyed by field name. An error names the key,
 the value and what is expected, for every bad setting at once.
 
 Types come from the dataclasses, so a new field needs no code here; its allowed values do:
-tests/test_settings.py fails for a field that is not a plain bool and has no entry in RULES.
+tests/training/test_settings.py fails for a field that is not a plain bool and has no entry in RULES.
 model/ stays torch-only: the ranges live here, not in the config classes.
 """
 
@@ -121,7 +121,7 @@ RULES: dict[str, Any] = {
     "theta_softmax": Choice(THETA_SOFTMAX),  # axis of eq. 4's softmax
     "qk_init_std": NON_NEGATIVE,  # 0 = torch's default init
     "afw_gate_init": NON_NEGATIVE,  # 0 = torch's default init
-    # TrainConfig (pipeline/training/train.py)
+    # TrainConfig (pipeline/training/train_config.py)
     "lr": POSITIVE,
     "batch_size": AT_LEAST_1,
     "micro_batch_utterances": NON_NEGATIVE,  # 0 = whole batch
@@ -174,8 +174,8 @@ _EXPECTED = {
 @cache
 def field_types() -> dict[str, Any]:
     """Setting name -> annotated type, from both config dataclasses (resolved annotations)."""
-    from pipeline.training.train import (
-        TrainConfig,  # here: pipeline.training.train imports this module
+    from pipeline.training.train_config import (
+        TrainConfig,  # here: pipeline.training.train_config imports this module
     )
 
     out: dict[str, Any] = {}
