@@ -27,8 +27,8 @@ import torch
 
 from bench.common import NAMES, mean_sd
 from model.config import CONCAT_BASELINE
-from pipeline.grid import run_grid
-from pipeline.importers.shared_data import import_dataset
+from pipeline.features.importers.shared_data import import_dataset
+from pipeline.training.grid import run_grid
 
 SUBSETS = {"iemocap": ["ta", "t", "a"], "meld": ["t"]}
 VARIANTS = {

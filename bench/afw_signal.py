@@ -19,8 +19,8 @@ import torch
 from model.ada2i import Ada2I
 from model.config import MODALITY_ORDER, THETA_SOFTMAX, preset
 from model.losses import ada2i_loss
-from pipeline.data import collate
-from pipeline.featureset import FeatureSet
+from pipeline.features.featureset import FeatureSet
+from pipeline.training.data import collate
 
 
 def contracted_spread(model: Ada2I, batch) -> dict[str, float]:

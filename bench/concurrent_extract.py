@@ -2,7 +2,7 @@
 
     uv run python bench/concurrent_extract.py [--dialogues 3] [--utterances 6] [--out DIR]
 
-Generates the demo set (pipeline/demo.py: real mp4 with a face and voice), then for each mode
+Generates the demo set (pipeline/dataset/demo.py: real mp4 with a face and voice), then for each mode
 (a single run; two at once without claims; two at once with claims) extracts it into a fresh
 store with the offline preset and reports wall time and entries computed per process.
 Wall time runs from the moment all workers have built their models (they then start together).
@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
 import sys, time
 from pathlib import Path
-from pipeline.store import FeatureStore
+from pipeline.features.store import FeatureStore
 if sys.argv[3] == "off":
     FeatureStore.claim = lambda self, keys: {}
 from extractors.presets import build_extractors
-from pipeline.extract import extract_features
+from pipeline.features.extract import extract_features
 exs = build_extractors("offline", "tav")
 Path(sys.argv[4]).touch()  # ready: models built; start together (model loading is not compared)
 while not Path(sys.argv[5]).exists():
@@ -103,7 +103,7 @@ def run(manifest: Path, store: Path, n: int, claims: str) -> dict:
 
 
 def main() -> None:
-    from pipeline.demo import make_demo_dataset
+    from pipeline.dataset.demo import make_demo_dataset
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dialogues", type=int, default=3)

@@ -3,7 +3,7 @@
     python -m bench.extract_speed                       # 52 real IEMOCAP clips from ../shared
     python -m bench.extract_speed --long-minutes 30     # one generated 30-minute conversation video
 
-Clips: each clip is one utterance (start 0, end = its duration; pipeline.adapters.shared). The
+Clips: each clip is one utterance (start 0, end = its duration; pipeline.dataset.adapters.shared). The
 manifest and the store live in a temp folder; ../shared is only read. Models are loaded before the
 clock starts (a long-running worker loads them once), so cold_seconds is decode + inference + store.
 
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.extract import extract_features
-from pipeline.extract_plan import load_extractors
-from pipeline.manifest import write_manifest
+from pipeline.dataset.manifest import write_manifest
+from pipeline.features.extract import extract_features
+from pipeline.features.extract_plan import load_extractors
 
 UTTERANCE_S, GAP_S = 4.0, 0.5  # the generated conversation: 4 s turns with 0.5 s pauses
 LONG_FPS, LONG_SIZE = 10, (320, 240)  # generated video: small frames keep generation quick
@@ -43,7 +43,7 @@ LONG_FPS, LONG_SIZE = 10, (320, 240)  # generated video: small frames keep gener
 
 def clips_manifest(out_dir: Path) -> Path:
     """The 52 IEMOCAP clips as a manifest in out_dir (paths point into ../shared, not copied)."""
-    from pipeline.adapters.shared import load_shared_clips
+    from pipeline.dataset.adapters.shared import load_shared_clips
 
     return write_manifest(load_shared_clips(), out_dir / "clips.csv")
 
@@ -53,7 +53,7 @@ def make_long_video(path: Path, minutes: float) -> Path:
     import matplotlib.cbook
     from PIL import Image
 
-    from pipeline.media import SAMPLE_RATE, write_video
+    from pipeline.dataset.media import SAMPLE_RATE, write_video
 
     w, h = LONG_SIZE
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:

@@ -22,7 +22,7 @@ broken part never hides the others):
 
 Needs only what a CUDA image with torch, transformers, scikit-learn, pandas, matplotlib, tqdm and
 safetensors holds, plus the few wheels scripts/gpu-wheels.sh downloads (pydantic and its
-dependencies, for pipeline/settings.py). How a session with a GPU runs it (the `run` tool):
+dependencies, for pipeline/training/settings.py). How a session with a GPU runs it (the `run` tool):
 
     here, once:  bash scripts/gpu-wheels.sh        # -> .gpu-wheels/ (ignored, ~2.5 MiB)
     run(carry=[".gpu-wheels"], timeout_s=480, command=
@@ -113,7 +113,7 @@ def _cpu_name() -> str:
 
 # ---- training ----------------------------------------------------------------------------------
 def features(quick: bool, seed: int):
-    from pipeline.importers.synthetic import make_synthetic
+    from pipeline.features.importers.synthetic import make_synthetic
 
     if quick:  # a few hundred utterances, small dims: seconds per epoch on 2 CPU cores
         return make_synthetic(
@@ -129,7 +129,7 @@ def features(quick: bool, seed: int):
 def train_once(fs, run_dir: Path, device: str, amp: bool, epochs: int, seed: int, threads: int):
     import torch
 
-    from pipeline.train import configs_for, train
+    from pipeline.training.train import configs_for, train
 
     overrides = dict(
         device=device, amp=amp, epochs=epochs, patience=epochs, seed=seed, progress=False

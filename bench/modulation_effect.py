@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from bench.common import NAMES, mean_sd
-from pipeline.importers.synthetic import make_synthetic
-from pipeline.train import configs_for, train
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training.train import configs_for, train
 
 SIGNAL = {"t": 1.2, "a": 0.45, "v": 0.25}  # class-mean norm per unit noise: text >> audio > visual
 SIZES = {"train": 60, "dev": 10, "test": 20}

@@ -92,7 +92,7 @@ def build_wav2vec2(device: str, batch_size: int):
 
 
 def decode(df) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
-    from pipeline.media import iter_segments
+    from pipeline.dataset.media import iter_segments
 
     audio, frames = [], []
     for path, end in zip(df["video_path"], df["end_s"], strict=True):
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from extractors.opensmile_audio import OpenSmileExtractor
     from extractors.visual import FaceVisualExtractor
-    from pipeline.adapters.shared import load_shared_clips
+    from pipeline.dataset.adapters.shared import load_shared_clips
 
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")

@@ -38,19 +38,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.extract import build_featureset, extract_features
-from pipeline.extract_plan import load_extractors
-from pipeline.manifest import write_manifest
-from pipeline.predict import predict_videos, stage_seconds
+from pipeline.dataset.manifest import write_manifest
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.extract_plan import load_extractors
+from pipeline.inference.predict import predict_videos
+from pipeline.inference.predict_outputs import stage_seconds
 
 THREADS = 2  # the target machine: 2 cores
 
 
 def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict:
-    from pipeline.demo import make_demo_dataset
-    from pipeline.media import probe
-    from pipeline.segment import automatic
-    from pipeline.train import train_from_featureset
+    from pipeline.dataset.demo import make_demo_dataset
+    from pipeline.dataset.media import probe
+    from pipeline.inference.segment import automatic
+    from pipeline.training.train import train_from_featureset
 
     train_m = make_demo_dataset(
         work / "train_demo", n_dialogues=4, utterances_per_dialogue=8, seed=1
@@ -99,8 +100,8 @@ def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict
 def part_iemocap(work: Path, epochs: int) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
-    from pipeline.adapters.shared import load_shared_clips, load_shared_iemocap
-    from pipeline.train import train_from_featureset
+    from pipeline.dataset.adapters.shared import load_shared_clips, load_shared_iemocap
+    from pipeline.training.train import train_from_featureset
 
     clips = load_shared_clips()
     held_out = set(clips["dialogue_id"])
@@ -169,8 +170,8 @@ def _full_context_scores(checkpoint, full: pd.DataFrame, clips: pd.DataFrame, wo
     from sklearn.metrics import accuracy_score, f1_score
 
     from model.checkpoint import load_checkpoint
-    from pipeline.evaluate import predict
-    from pipeline.featureset import FeatureSet
+    from pipeline.features.featureset import FeatureSet
+    from pipeline.training.evaluate import predict
 
     df = full[full["dialogue_id"].isin(set(clips["dialogue_id"]))].reset_index(drop=True)
     m = write_manifest(df, work / "clip_dialogues_full.csv")

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from model.config import CONCAT_BASELINE
-from pipeline.grid import run_grid
-from pipeline.importers.shared_data import import_dataset
+from pipeline.features.importers.shared_data import import_dataset
+from pipeline.training.grid import run_grid
 
 SUBSETS = {"iemocap": ["ta", "t", "a"], "meld": ["t"]}
 VARIANTS = {"ada2i": {}, "concat": {**CONCAT_BASELINE, "modulation": False}}
@@ -45,7 +45,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.table_only:
-        from pipeline.grid import collect_runs, summarise, to_markdown
+        from pipeline.training.grid import collect_runs, summarise, to_markdown
 
         runs = collect_runs(Path(args.out) / args.dataset)
         print(to_markdown(summarise(runs), sorted({r["seed"] for r in runs})))

@@ -41,8 +41,8 @@ def run_one(
     rss_torch = _rss_mib()
 
     from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE
-    from pipeline.importers.synthetic import make_synthetic
-    from pipeline.train import configs_for, limit_heap_fragmentation, train
+    from pipeline.features.importers.synthetic import make_synthetic
+    from pipeline.training.train import configs_for, limit_heap_fragmentation, train
 
     limit_heap_fragmentation()  # before the data is made, so its temporaries are returned too
     torch.set_num_threads(threads)

@@ -4,7 +4,7 @@
 
 The recording (30 s, two speakers on a telephone line) comes with a who-spoke-when ``.rttm`` and
 a timed transcript ``.stm``. Speech in the reference = the union of its turns. Per VAD
-(pipeline.speech: silero, energy, auto) and per reference:
+(pipeline.inference.speech: silero, energy, auto) and per reference:
 
 - frame scores on 10 ms frames (speech = positive class): precision, recall, F1, and accuracy
   over all frames (non-speech included);
@@ -19,7 +19,7 @@ harder copies are scored too, made here with a fixed seed: ``bursts`` adds three
 white noise at the speech's RMS in the silent lead-in (1.0-1.8, 3.0-3.5, 4.5-5.5 s: loud sound
 that is not speech), ``snr10`` adds stationary white noise 10 dB below the speech's RMS.
 
-Cheap (a second of CPU); results in BENCHMARKS.md. tests/test_vad.py asserts silero's frame F1.
+Cheap (a second of CPU); results in BENCHMARKS.md. tests/inference/test_vad.py asserts silero's frame F1.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.speech import MERGE_GAP_S, VADS, _silero_model, detect_speech
+from pipeline.inference.speech import MERGE_GAP_S, VADS, _silero_model, detect_speech
 
 FRAME_S = 0.010  # 10 ms scoring frames: the usual resolution of VAD / diarisation scoring
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "media" / "speech"

@@ -34,7 +34,7 @@ FOUR_CLASS = {"ang": "ang", "hap": "hap", "exc": "hap", "sad": "sad", "neu": "ne
 
 
 def clip_frames(df) -> list[list[np.ndarray]]:
-    from pipeline.media import iter_segments
+    from pipeline.dataset.media import iter_segments
 
     out = []
     for path, end in zip(df["video_path"], df["end_s"], strict=True):
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     import torch
 
-    from pipeline.adapters.shared import load_shared_clips
+    from pipeline.dataset.adapters.shared import load_shared_clips
 
     torch.set_num_threads(1)
     df = load_shared_clips()

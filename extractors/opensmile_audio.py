@@ -14,7 +14,7 @@ Thread safety (``thread_safe = True``, so the pipeline runs it beside the visual
 builds, runs and frees its own native openSMILE instance (opensmile 2.6 ``Smile._extract``);
 the ctypes calls release the GIL. The "Segment too short" warning is silenced by a filter
 added to the process-wide list, not ``warnings.catch_warnings`` (which saves and restores that
-list, so two threads inside it can drop each other's filters). tests/test_extractors.py checks two threads give the serial results.
+list, so two threads inside it can drop each other's filters). tests/extractors/test_extractors.py checks two threads give the serial results.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ forward pass. Padding a batch to its longest member changes the attention's redu
 and so the last bits of every shorter member (measured: up to 2.7e-7 on an AVX-512 Xeon), which
 made features depend on how extraction was sharded. Each text is padded to its length rounded up
 to PAD_MULTIPLE tokens and batched only with texts of the same padded length; at a fixed torch
-thread count the result is then bit-identical whatever the batch (tests/test_extractors.py).
+thread count the result is then bit-identical whatever the batch (tests/extractors/test_extractors.py).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ Choices, each for a reason:
   >= 45 px wide at 640x480); the defaults (640 / 20) are the previous settings and what the
   ``paper`` preset keeps. ``max_side`` still bounds the per-frame cost of larger videos. Up to
   VERSION 1 ``min_face_size`` was in detection-copy pixels, so on frames larger than ``max_side``
-  (not IEMOCAP's 640x480) smaller faces are now looked for (tests/test_extractors.py shows which).
+  (not IEMOCAP's 640x480) smaller faces are now looked for (tests/extractors/test_extractors.py shows which).
 - One face per frame (faces.py): ``face_choice="most_confident"`` (default) or ``"largest"``.
 - Crops are aligned: a similarity transform maps MTCNN's five landmarks onto the ArcFace
   112x112 reference points, loosened by ``TEMPLATE_ZOOM`` so brows and chin stay in view,

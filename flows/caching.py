@@ -32,42 +32,52 @@ CACHE_POLICY = INPUTS + TASK_SOURCE
 
 # The source files each stage's output depends on (relative to the project root; folders recurse).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("pipeline/demo.py",),
-    "manifest": ("pipeline/manifest.py", "pipeline/adapters"),
+    "demo": ("pipeline/dataset/demo.py",),
+    "manifest": ("pipeline/dataset/manifest.py", "pipeline/dataset/adapters"),
     "extract": (
         "extractors",
-        "pipeline/extract.py",
-        "pipeline/extract_plan.py",
-        "pipeline/media.py",
-        "pipeline/store.py",
-        "pipeline/manifest.py",
+        "pipeline/features/extract.py",
+        "pipeline/features/extract_plan.py",
+        "pipeline/dataset/media.py",
+        "pipeline/features/store.py",
+        "pipeline/dataset/manifest.py",
     ),
-    "featureset": ("pipeline/extract.py", "pipeline/featureset.py", "pipeline/store.py"),
+    "featureset": (
+        "pipeline/features/extract.py",
+        "pipeline/features/featureset.py",
+        "pipeline/features/store.py",
+    ),
     "train": (
         "model",
-        "pipeline/train.py",
-        "pipeline/data.py",
-        "pipeline/featureset.py",
-        "pipeline/diagnostics.py",
+        "pipeline/training/train.py",
+        "pipeline/training/train_config.py",
+        "pipeline/training/train_epoch.py",
+        "pipeline/training/train_runtime.py",
+        "pipeline/training/data.py",
+        "pipeline/features/featureset.py",
+        "pipeline/training/diagnostics.py",
     ),
     "predict": (
         "model",
         "extractors",
-        "pipeline/predict.py",
-        "pipeline/segment.py",
-        "pipeline/speech.py",
-        "pipeline/subtitles.py",
-        "pipeline/report_html.py",
-        "pipeline/extract.py",
-        "pipeline/extract_plan.py",
-        "pipeline/media.py",
+        "pipeline/inference/predict.py",
+        "pipeline/inference/predict_dialogue.py",
+        "pipeline/inference/predict_outputs.py",
+        "pipeline/inference/predict_steps.py",
+        "pipeline/inference/segment.py",
+        "pipeline/inference/speech.py",
+        "pipeline/inference/subtitles.py",
+        "pipeline/inference/report_html.py",
+        "pipeline/features/extract.py",
+        "pipeline/features/extract_plan.py",
+        "pipeline/dataset/media.py",
     ),
     "evaluate": (
         "model",
-        "pipeline/evaluate.py",
-        "pipeline/diagnostics.py",
-        "pipeline/data.py",
-        "pipeline/featureset.py",
+        "pipeline/training/evaluate.py",
+        "pipeline/training/diagnostics.py",
+        "pipeline/training/data.py",
+        "pipeline/features/featureset.py",
     ),
 }
 
@@ -108,7 +118,7 @@ def media_fingerprint(paths: Iterable[str]) -> str:
 
 def manifest_fingerprint(manifest: str | Path) -> str:
     """Manifest bytes + its media files' stat fingerprint."""
-    from pipeline.manifest import MEDIA_COLUMNS, read_manifest
+    from pipeline.dataset.manifest import MEDIA_COLUMNS, read_manifest
 
     df = read_manifest(manifest)
     media = [p for col in MEDIA_COLUMNS for p in df[col]]

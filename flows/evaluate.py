@@ -26,7 +26,7 @@ def evaluate_model(
     checkpoint_dir: str, featureset_dir: str, split: str, out_dir: str, fingerprint: str
 ) -> dict[str, Any]:
     """One checkpoint on one split -> its report (metrics + paths of the report files)."""
-    from pipeline.evaluate import evaluate_checkpoint
+    from pipeline.training.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(checkpoint_dir, featureset_dir, split, out_dir)
     return {

@@ -52,7 +52,7 @@ SHARDS_FOR_REMOTE_CLUSTER = 8  # when the Dask cluster's size is not known up fr
 @task(name="make-demo-data")
 def make_demo_data(out_dir: str, n_dialogues: int, utterances: int, fingerprint: str) -> str:
     """Generate the demo conversations (real face image, generated audio, written transcripts)."""
-    from pipeline.demo import make_demo_dataset
+    from pipeline.dataset.demo import make_demo_dataset
 
     return str(
         make_demo_dataset(out_dir, n_dialogues=n_dialogues, utterances_per_dialogue=utterances)
@@ -61,9 +61,9 @@ def make_demo_data(out_dir: str, n_dialogues: int, utterances: int, fingerprint:
 
 @task(name="build-manifest", retries=2, retry_delay_seconds=5)  # reads the raw dataset: I/O
 def build_manifest(dataset: str, root: str | None, out_path: str) -> str:
-    """Raw dataset layout -> manifest file, by the dataset's adapter (pipeline/adapters/)."""
-    from pipeline.adapters import load_dataset
-    from pipeline.manifest import write_manifest
+    """Raw dataset layout -> manifest file, by the dataset's adapter (pipeline/dataset/adapters/)."""
+    from pipeline.dataset.adapters import load_dataset
+    from pipeline.dataset.manifest import write_manifest
 
     return str(write_manifest(load_dataset(dataset, root), out_path))
 
@@ -74,7 +74,7 @@ def write_shards(manifest: str, shard_dir: str, n_shards: int) -> list[str]:
 
     Shards are written with absolute media paths, so they work from any folder.
     """
-    from pipeline.manifest import dialogues, read_manifest, write_manifest
+    from pipeline.dataset.manifest import dialogues, read_manifest, write_manifest
 
     df = read_manifest(manifest)
     groups = [rows.index for _, rows in dialogues(df)]
@@ -106,7 +106,7 @@ def extract_shard(
     """Extract every utterance of one manifest shard into the store -> counts + failures path.
 
     ``index`` False: write entry files only (the flow's process ingests them into the index)."""
-    from pipeline.extract import extract_features
+    from pipeline.features.extract import extract_features
 
     report = progress.extraction(f"extract {Path(manifest).stem}", progress.run_logger())
     s = extract_features(
@@ -135,7 +135,7 @@ def build_featureset(
     manifest: str, store_root: str, preset: str, modalities: str, out_dir: str, fingerprint: str
 ) -> str:
     """Store entries of a manifest -> the FeatureSet folder that training reads."""
-    from pipeline.extract import build_featureset as build
+    from pipeline.features.extract import build_featureset as build
 
     return str(build(manifest, store_root, preset, modalities, out_dir))
 
@@ -208,7 +208,7 @@ def extract_shards(
 @task(name="ingest-entries")
 def ingest_entries(store_root: str) -> dict[str, int]:
     """Index the entry files the shard tasks wrote without the index (store_index="keeper")."""
-    from pipeline.store import FeatureStore
+    from pipeline.features.store import FeatureStore
 
     with FeatureStore(store_root) as store:
         report = store.ingest()

@@ -37,7 +37,7 @@ StoreIndexChoice = Literal["auto", "shared", "keeper"]
 
 DATASETS: tuple[str, ...] = Dataset.__args__
 PRESETS: tuple[str, ...] = Preset.__args__
-MODALITY_ORDER = "tav"  # canonical order, as in model/config.py and pipeline/featureset.py
+MODALITY_ORDER = "tav"  # canonical order, as in model/config.py and pipeline/features/featureset.py
 DEFAULT_OUT = "runs/demo"  # relative to the working directory: the project root for deployments
 DEFAULT_MODEL_PRESET = "tiny"  # the demo data is small; "tiny" trains in seconds on a CPU
 
@@ -62,7 +62,7 @@ def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) ->
 
 
 def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
-    from pipeline.settings import coerce_setting
+    from pipeline.training.settings import coerce_setting
 
     seeds = [coerce_setting("seed", s) for s in seeds]  # an integer in numpy's seed range
     if not seeds:
@@ -73,11 +73,11 @@ def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
 
 
 def check_training(model_preset: str, modalities: str, overrides: dict | None) -> dict:
-    """Model preset and overrides as pipeline.train understands them: returns the overrides
+    """Model preset and overrides as pipeline.training.train understands them: returns the overrides
     coerced to their fields' types ({"use_afw": "False"} -> {"use_afw": False}); ValueError
-    naming key, value and what is expected otherwise (pipeline.settings)."""
-    from pipeline.settings import coerce_settings
-    from pipeline.train import configs_for
+    naming key, value and what is expected otherwise (pipeline.training.settings)."""
+    from pipeline.training.settings import coerce_settings
+    from pipeline.training.train import configs_for
 
     overrides = coerce_settings(overrides)
     configs_for(model_preset, modalities, overrides)  # raises on an unknown preset or setting

@@ -1,6 +1,6 @@
 """The `predict` flow: new conversation videos + a checkpoint -> an emotion per utterance.
 
-One `predict-videos` task over pipeline.predict.predict_videos (segment -> extract exactly the
+One `predict-videos` task over pipeline.inference.predict.predict_videos (segment -> extract exactly the
 checkpoint's extractors -> Ada2I -> CSV/JSONL/HTML per video + a summary), cached on the videos'
 stat fingerprint, the checkpoint's content and the manifest. With its defaults it predicts the demo
 videos with the checkpoint of the last train run in runs/demo: run extract-and-train/local first.
@@ -50,7 +50,7 @@ def predict_videos(
 ) -> dict[str, Any]:
     """Every utterance of every video -> predictions files; one failing video is skipped.
     ``out_dir/.fingerprint`` records what the folder holds (see still_holds)."""
-    from pipeline.predict import predict_videos as predict_all
+    from pipeline.inference.predict import predict_videos as predict_all
 
     s = predict_all(
         inputs,
@@ -181,7 +181,7 @@ def predict(
         if checkpoint_dir
         else last_trained(layout)[0]["checkpoint_dir"]
     )
-    from pipeline.predict import list_videos
+    from pipeline.inference.predict import list_videos
 
     videos = [str(p) for p in list_videos([str(Path(p).expanduser().resolve()) for p in inputs])]
     if not videos:

@@ -72,7 +72,7 @@ class Reporter:
 
 
 def extraction(description: str, logger: logging.Logger | logging.LoggerAdapter) -> Reporter:
-    """For pipeline.extract.extract_features: {"done", "total", "failed"} entries."""
+    """For pipeline.features.extract.extract_features: {"done", "total", "failed"} entries."""
 
     def percent(e: dict[str, Any]) -> float:
         return 100.0 * e["done"] / e["total"] if e["total"] else 100.0
@@ -85,7 +85,7 @@ def extraction(description: str, logger: logging.Logger | logging.LoggerAdapter)
 
 
 def training(description: str, logger: logging.Logger | logging.LoggerAdapter) -> Reporter:
-    """For pipeline.train.train: one event per epoch; every epoch is logged."""
+    """For pipeline.training.train.train: one event per epoch; every epoch is logged."""
 
     def percent(e: dict[str, Any]) -> float:
         return 100.0 * e["epoch"] / e["epochs"]

@@ -57,7 +57,7 @@ def train_model(
     fingerprint: str,
 ) -> dict[str, Any]:
     """Train one seed -> checkpoint folder, history file and best-epoch metrics."""
-    from pipeline.train import train_from_featureset
+    from pipeline.training.train import train_from_featureset
 
     # No progress bar in flow logs (the run's state and logs show progress); not part of the key.
     settings = {"progress": False, **overrides}

@@ -10,7 +10,7 @@ The paper sums s_m over the batch; the mean gives the same ratios when every utt
 modality, and stays fair when a modality is missing for some utterances (no face found).
 
 Eq. 18 scales the *update*, so k_m goes to the optimiser as the step scale of modality m's
-encoder parameter group (pipeline.optim.Adam's `update_scale`). Multiplying the gradient instead,
+encoder parameter group (pipeline.training.optim.Adam's `update_scale`). Multiplying the gradient instead,
 as OGM-GE does for SGD and the authors' code does under Adam, is a no-op: Adam's m / sqrt(v)
 cancels any slowly varying factor of the gradient. The eq. 19 noise is likewise added to the
 parameters after the step, with Sigma_sgd estimated per tensor as the variance of its

@@ -1,8 +1,8 @@
 """Property tests: arbitrary bytes and strings never raise anything but the documented errors.
 
-    read_manifest      ManifestError (a ValueError)        pipeline/manifest.py
-    parse_srt/_vtt     SubtitleError (a ValueError)        pipeline/subtitles.py
-    FeatureSet.load    FeatureSetError (a ValueError)      pipeline/featureset.py
+    read_manifest      ManifestError (a ValueError)        pipeline/dataset/manifest.py
+    parse_srt/_vtt     SubtitleError (a ValueError)        pipeline/inference/subtitles.py
+    FeatureSet.load    FeatureSetError (a ValueError)      pipeline/features/featureset.py
     load_checkpoint    ValueError (FileNotFoundError for a missing file)   model/checkpoint.py
 
 Budget: a few seconds each (max_examples, no deadline: the shared CI cores are noisy).
@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from pipeline.featureset import FeatureSet, FeatureSetError
-from pipeline.manifest import ManifestError, read_manifest
-from pipeline.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
+from pipeline.dataset.manifest import ManifestError, read_manifest
+from pipeline.features.featureset import FeatureSet, FeatureSetError
+from pipeline.inference.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
 
 FAST = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "manifest",
         help="build a manifest from a raw dataset layout (iemocap, meld, mosei, shared)",
-        description="Read a dataset's own folder layout (its adapter in pipeline/adapters/) and "
+        description="Read a dataset's own folder layout (its adapter in pipeline/dataset/adapters/) and "
         "write one manifest row per utterance: dialogue, speaker, times, text, label, media path.",
     )
     p.add_argument(
@@ -78,8 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from pipeline.featureset import FeatureSet, split_counts
-    from pipeline.importers.shared_data import import_dataset
+    from pipeline.features.featureset import FeatureSet, split_counts
+    from pipeline.features.importers.shared_data import import_dataset
 
     kw: dict = {}
     if args.name in ("iemocap-shared", "meld-shared"):
@@ -117,8 +117,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from pipeline.adapters import load_dataset
-    from pipeline.manifest import write_manifest
+    from pipeline.dataset.adapters import load_dataset
+    from pipeline.dataset.manifest import write_manifest
 
     df = load_dataset(args.dataset, args.root)
     path = write_manifest(df, args.out)

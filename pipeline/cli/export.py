@@ -11,7 +11,7 @@ EXAMPLE = """example:
   erc export --format mmsa --features features/iemocap --out iemocap_mmsa.pkl
 
 Writes FILE and FILE.json (label names, feature spec, splits, zero-filled counts, notes).
-A missing modality vector (no face, silent audio) is written as zeros; see pipeline/exporters.py
+A missing modality vector (no face, silent audio) is written as zeros; see pipeline/features/exporters.py
 for the keys written and what does not match the target layout."""
 
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipeline.exporters import export_featureset
+    from pipeline.features.exporters import export_featureset
 
     summary = export_featureset(args.features, args.out, args.format, layout=args.layout)
     print(json.dumps(summary.to_dict()))

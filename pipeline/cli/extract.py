@@ -121,8 +121,8 @@ def _visual_weights(p: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from pipeline.extract import build_featureset, extract_features
-    from pipeline.extract_plan import load_extractors
+    from pipeline.features.extract import build_featureset, extract_features
+    from pipeline.features.extract_plan import load_extractors
 
     if args.no_index and args.featureset:
         raise SystemExit(
@@ -169,14 +169,14 @@ def _own_weights_extractors(args: argparse.Namespace):
     it has read the manifest, so a bad manifest fails before any model loads)."""
     if not args.visual_weights:
         return None
-    from pipeline.extract_plan import load_extractors
+    from pipeline.features.extract_plan import load_extractors
 
     return load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.extract_plan import manifest_tasks
-    from pipeline.store import FeatureStore
+    from pipeline.features.extract_plan import manifest_tasks
+    from pipeline.features.store import FeatureStore
 
     with FeatureStore(args.store, create=False) as store:
         exs = _own_weights_extractors(args)
@@ -199,12 +199,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from pipeline.store import FeatureStore
+    from pipeline.features.store import FeatureStore
 
     with FeatureStore(args.store, create=False) as store:
         keep = None
         if args.manifest:
-            from pipeline.extract_plan import referenced_keys
+            from pipeline.features.extract_plan import referenced_keys
 
             exs = _own_weights_extractors(args)
             keep = referenced_keys(
@@ -223,7 +223,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> int:
-    from pipeline.store import FeatureStore, rebuild_index
+    from pipeline.features.store import FeatureStore, rebuild_index
 
     if args.action == "rebuild-index":
         report = rebuild_index(args.store)
@@ -257,7 +257,7 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _check_media(args: argparse.Namespace) -> int:
-    from pipeline.check_media import run_check, summary_markdown
+    from pipeline.dataset.check_media import run_check, summary_markdown
 
     detector = None
     if args.faces:

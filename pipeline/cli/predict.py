@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pipeline.predict import predict_videos
+    from pipeline.inference.predict import predict_videos
 
     summary = predict_videos(
         args.inputs,

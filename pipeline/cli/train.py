@@ -95,8 +95,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """KEY=VALUE strings -> settings typed and checked against the config fields
-    (pipeline.settings): `use_afw=False` is False, `epochs=abc` an error naming key and value."""
-    from pipeline.settings import coerce_settings
+    (pipeline.training.settings): `use_afw=False` is False, `epochs=abc` an error naming key and value."""
+    from pipeline.training.settings import coerce_settings
 
     out = {}
     for item in items:
@@ -108,7 +108,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.train import train_from_featureset
+    from pipeline.training.train import train_from_featureset
 
     result = train_from_featureset(
         args.features,
@@ -136,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate_checkpoint
+    from pipeline.training.evaluate import evaluate_checkpoint
 
     m = evaluate_checkpoint(args.checkpoint, args.features, args.split, args.out, args.device)
     print(
@@ -148,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from pipeline.grid import run_grid
+    from pipeline.training.grid import run_grid
 
     variants = {"ada2i": {}}
     if args.baseline:

@@ -1,0 +1,10 @@
+"""Stage 2, features: manifest + media -> feature store -> FeatureSet.
+
+In: a manifest (pipeline.dataset) and an extractor preset (extractors/). Out: entries in the
+content-addressed feature store and a FeatureSet directory, the one thing training reads; also
+FeatureSets imported from published pickles (importers/) and exported to them (exporters.py).
+
+Contracts owned: the FeatureSet format (featureset.py, `FeatureSetError`), the feature store's
+entry format, index and claims (store.py, store_entry.py, store_index.py, store_files.py), the
+extraction plan and failures report (extract_plan.py, extract_runner.py, extract.py).
+"""

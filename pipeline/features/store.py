@@ -1,0 +1,503 @@
+"""Content-addressed feature store: one safetensors file per (utterance input, extractor).
+
+Layout under ``root``:
+    objects/<2 hex>/<key>.safetensors   tensor "x" float32 [dim]; or "x" [0] with metadata
+                                        status="missing" = the extractor returned None (no face,
+                                        empty audio): cached as masked, never recomputed. Each file
+                                        describes itself (pipeline/features/store_entry.py): its key, a
+                                        sha256 of its payload and its full provenance
+    index.sqlite                        SQLite (WAL): provenance per entry, file-hash cache, the
+                                        last key computed per (utterance, extractor) for `status`,
+                                        and claims of keys being computed. Derived data: `erc store
+                                        rebuild-index` rebuilds it from the entry files
+
+Key = sha256(input content hash, segment bounds in ms, frame rate, extractor ``config_hash()``), so
+unchanged input computes nothing and a changed extractor spec recomputes only that extractor.
+Object files are written to a temp file in the same directory, fsynced and renamed, and the index row
+is written after the object: a SIGKILL at any point leaves either a complete entry or none (at worst
+an orphan object the next run rewrites). Concurrent writers are safe: renames are atomic, identical
+keys carry identical payloads, and SQLite serialises index writes (busy timeout). A writer claims the
+keys it is about to compute (``claim``), so a second extraction skips them instead of computing
+them twice; claims of dead processes are taken over.
+
+Damage is never read as good: ``get`` and ``present`` verify entry files (a damaged one is reported
+by path and treated as not cached, so extraction recomputes it), ``gc`` deletes damaged entries, a
+damaged index says how to rebuild it, a read-only store can be read, and a full disk is reported as
+such with nothing half-written left.
+
+Readable with nothing but the standard library: ``python -m pipeline.features.store --root S list``.
+Only safetensors, JSON and SQLite on disk: never pickle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.features import store_entry
+from pipeline.features import store_index as ix
+from pipeline.features.store_entry import COLUMNS, DamagedEntryError
+from pipeline.features.store_files import (  # re-exported: the store's public names live here
+    PIPELINE_VERSION,  # noqa: F401
+    Entry,
+    EntryFiles,
+    UnindexedWriter,  # noqa: F401
+    hash_file,
+)
+from pipeline.features.store_index import (  # re-exported: the store's public names live here
+    INDEX_FILE,
+    OBJECTS_DIR,
+    TMP_PREFIX,
+    StoreError,
+    StoreReadOnlyError,
+    StoreWriteError,  # noqa: F401
+    rebuild_index,
+)
+
+log = logging.getLogger(__name__)
+
+STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
+
+
+@dataclass
+class StatusCounts:
+    cached: int = 0
+    missing: int = 0  # not cached and never computed for this utterance
+    stale: int = 0  # not cached, but an entry exists from another spec/input of this utterance
+    invalid: int = 0  # no key can be made (missing file, bad row)
+    damaged: int = 0  # indexed, but its file fails verification (treated as not cached)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class IngestReport:
+    added: int = 0  # entry files given an index row
+    already: int = 0  # already indexed
+    absent: list[str] = field(default_factory=list)  # keys asked for that have no file
+    damaged: list[str] = field(default_factory=list)  # "path: problem": no row given
+
+
+@dataclass
+class GcReport:
+    objects_deleted: int = 0
+    rows_deleted: int = 0
+    bytes_freed: int = 0
+    dry_run: bool = False
+    kept: int = 0
+    damaged: list[str] = field(default_factory=list)  # "path: problem" of each damaged entry
+
+
+def text_hash(text: str) -> str:
+    """sha256 of the UTF-8 text; raises UnicodeEncodeError for undecodable (surrogate) text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_key(
+    input_hash: str,
+    segment: tuple[float, float | None] | None,
+    fps: float | None,
+    config_hash: str,
+) -> str:
+    """The content address of one entry. Bounds are rounded to ms so float noise is not a miss.
+
+    ``segment`` None = the input is not cut (text); an end of None = until the end of the media.
+    """
+    seg = None
+    if segment is not None:
+        seg = [round(segment[0] * 1000), None if segment[1] is None else round(segment[1] * 1000)]
+    payload = json.dumps(
+        # float(fps): 2 and 2.0 must give one key
+        {
+            "input": input_hash,
+            "segment_ms": seg,
+            "fps": None if fps is None else float(fps),
+            "extractor": config_hash,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _guard_index(method):
+    """Turn SQLite errors into StoreErrors that say what to do: rebuild, read-only, disk full."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._index_error(exc) from exc
+
+    return wrapper
+
+
+class FeatureStore(EntryFiles):
+    """A directory of content-addressed feature vectors with a SQLite provenance index.
+
+    ``create``: make the store if absent; it also says the caller means to write, so a read-only
+    store raises StoreReadOnlyError at once. ``read_only``: None = detected (the directory or the
+    index is not writable: permissions, a read-only mount); a read-only store serves every read.
+    """
+
+    def __init__(self, root: str | Path, create: bool = True, read_only: bool | None = None):
+        super().__init__(root)
+        self.index_path = self.root / INDEX_FILE
+        if not create and not self.index_path.is_file():
+            raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
+        self.read_only = ix.not_writable(self.root) if read_only is None else read_only
+        if self.read_only and create:
+            raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write to it")
+        if not self.read_only:
+            (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise self._index_error(exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return ix.connect_read_only(self.index_path)
+        return ix.connect(self.index_path)
+
+    def _index_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        return ix.user_error(exc, self.root)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- input hashing -----------------------------------------------------------------------
+
+    @_guard_index
+    def file_hash(self, path: str | Path) -> str:
+        """sha256 of a file's bytes, cached by (path, size, mtime) so big videos are read once."""
+        path = Path(path).resolve()
+        st = path.stat()  # FileNotFoundError names the path
+        row = self._db.execute(
+            "SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path = ?", (str(path),)
+        ).fetchone()
+        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+            return row[2]
+        sha = hash_file(path)
+        if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
+            with self._tx():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                    (str(path), st.st_size, st.st_mtime_ns, sha),
+                )
+        return sha
+
+    # ---- read --------------------------------------------------------------------------------
+
+    @_guard_index
+    def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
+        """The keys that have an index row and a sound object file (else: not cached).
+
+        ``verify``: read and check every file (payload hash, finite values); otherwise only its
+        size is compared with the index (a truncated file is still caught; a same-size
+        overwrite is not). A damaged entry is logged by path and left out, so it is recomputed.
+        """
+        keys = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        for chunk, marks in ix.chunks(keys):
+            rows = self._db.execute(
+                f"SELECT key, nbytes FROM entries WHERE key IN ({marks})", chunk
+            ).fetchall()
+            for key, nbytes in rows:
+                if self._sound(key, nbytes, verify):
+                    found.add(key)
+        return found
+
+    def _sound(self, key: str, nbytes: int | None, verify: bool) -> bool:
+        try:
+            size = self.object_path(key).stat().st_size
+        except FileNotFoundError:
+            return False
+        # A concurrent writer of the same key may leave a row of another size (provenance
+        # differs), so a size mismatch means "read it", not "damaged".
+        if not verify and size == nbytes:
+            return True
+        return self._file_sound(key)
+
+    # ---- write -------------------------------------------------------------------------------
+
+    @_guard_index
+    def put_many(self, entries: Sequence[Entry]) -> None:
+        """Write the objects atomically, then their index rows in one transaction."""
+        self._writable(f"{len(entries)} entries")
+        self._index_rows(self._write_entries(entries))
+
+    def _index_rows(self, written: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
+        rows = [tuple(row[c] for c in COLUMNS) for row, _ in written]
+        refs = [(u, row["extractor"], row["key"]) for row, rs in written for u in rs]
+        with self._tx():
+            self._db.executemany(ix.INSERT_ENTRY, rows)
+            self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+            # stored: no longer anyone's work in progress
+            self._db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
+
+    @_guard_index
+    def ingest(self, keys: Iterable[str] | None = None) -> IngestReport:
+        """Index entry files written without the index (UnindexedWriter, on other hosts).
+
+        ``keys`` None: every entry file that has no index row. Each file is read and checked
+        first: a damaged one gets no row (it is reported, and the next gc deletes it), so the
+        index never points at damage. Safe to repeat: indexed keys are skipped.
+        """
+        self._writable("(ingest adds index rows)")
+        indexed = {k for (k,) in self._db.execute("SELECT key FROM entries")}
+        if keys is None:
+            candidates = [
+                p.name.removesuffix(".safetensors")
+                for p in self._iter_objects()
+                if not p.name.startswith(TMP_PREFIX)
+            ]
+        else:
+            candidates = list(dict.fromkeys(keys))
+        report = IngestReport()
+        found = []
+        for key in candidates:
+            if key in indexed:
+                report.already += 1
+                continue
+            path = self.object_path(key)
+            try:
+                checked = store_entry.check(path, key)
+            except FileNotFoundError:
+                report.absent.append(key)
+                continue
+            except DamagedEntryError as exc:
+                report.damaged.append(f"{path}: {exc.problem}")
+                continue
+            found.append(store_entry.index_row(checked))
+        found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # the newest ref wins
+        if found:
+            self._index_rows(found)
+        report.added = len(found)
+        return report
+
+    # ---- claims: one computation per key across concurrent writers ---------------------------
+
+    @_guard_index
+    def claim(self, keys: Sequence[str]) -> dict[str, str]:
+        """Claim keys about to be computed. Returns the ones to leave alone: {key: owner} for
+        keys another live writer holds (it is computing them) and {key: "stored"} for keys
+        stored since the caller looked (except entries this instance found damaged). Claims of
+        dead processes on this host, and claims older than STALE_CLAIM_SECONDS, are taken over.
+        Storing an entry releases its claim in the same transaction, so no key is ever seen as
+        neither claimed nor stored while a writer works on it."""
+        if not keys or self.read_only:
+            return {}
+        damaged = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
+        skip: dict[str, str] = {}
+        with self._tx():
+            for chunk, marks in ix.chunks(list(dict.fromkeys(keys))):
+                rows = self._db.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
+                skip.update((k, "stored") for (k,) in rows.fetchall() if k not in damaged)
+                for key, owner in self._live_claims(chunk, marks):
+                    skip.setdefault(key, owner)
+                mine = (self._owner, self._host, os.getpid(), time.time())
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                    ((k, *mine) for k in chunk if k not in skip),
+                )
+        return skip
+
+    @_guard_index
+    def release(self, keys: Iterable[str]) -> None:
+        """Drop this writer's claims on keys it will not store (failed, or run interrupted)."""
+        keys = list(keys)
+        if keys and not self.read_only:
+            with self._tx():
+                self._db.executemany(
+                    "DELETE FROM claims WHERE key = ? AND owner = ?",
+                    ((k, self._owner) for k in keys),
+                )
+
+    @_guard_index
+    def claims_alive(self, keys: Iterable[str]) -> set[str]:
+        """Of these keys, those still claimed by another live writer."""
+        return {k for c, m in ix.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
+
+    def _live_claims(self, chunk: list[str], marks: str) -> list[tuple[str, str]]:
+        now = time.time()
+        rows = self._db.execute(
+            f"SELECT key, owner, host, pid, claimed_at FROM claims WHERE key IN ({marks})", chunk
+        ).fetchall()
+        return [
+            (key, owner)
+            for key, owner, host, pid, at in rows
+            if owner != self._owner and ix.claim_live(host, pid, at, self._host, now)
+        ]
+
+    # ---- status and gc -----------------------------------------------------------------------
+
+    @_guard_index
+    def status(
+        self, wanted: Iterable[tuple[str, str, str | None]], verify: bool = False
+    ) -> dict[str, StatusCounts]:
+        """Counts per extractor for (utterance_id, extractor name, key | None = no key possible).
+
+        ``verify``: read every entry file (else a same-size overwrite is counted as cached).
+        """
+        wanted = list(wanted)
+        have = self.present((k for _, _, k in wanted if k), verify=verify)
+        damaged_keys = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
+        last = dict(
+            ((u, x), k)
+            for u, x, k in self._db.execute("SELECT utterance_id, extractor, key FROM refs")
+        )
+        counts: dict[str, StatusCounts] = {}
+        for utt, name, key in wanted:
+            c = counts.setdefault(name, StatusCounts())
+            if key is None:
+                c.invalid += 1
+            elif key in have:
+                c.cached += 1
+            elif key in damaged_keys:
+                c.damaged += 1
+            elif last.get((utt, name), key) != key:
+                c.stale += 1
+            else:
+                c.missing += 1
+        return counts
+
+    @_guard_index
+    def gc(self, keep: set[str] | None = None, dry_run: bool = False) -> GcReport:
+        """Delete every object and index row whose key is not in ``keep``, and every damaged
+        entry (each file is read and checked); report bytes freed.
+
+        ``keep`` None keeps every sound indexed entry and removes only debris and damage: objects
+        without an index row, index rows without an object, temp files left by killed writers.
+        """
+        if not dry_run:
+            self._writable("(gc deletes entries)")
+        report = GcReport(dry_run=dry_run)
+        rows = [k for (k,) in self._db.execute("SELECT key FROM entries").fetchall()]
+        if keep is None:
+            keep = set(rows)
+        stale_cutoff = time.time() - STALE_TMP_SECONDS
+        sound: set[str] = set()
+        for path in self._iter_objects():
+            name = path.name
+            if name.startswith(TMP_PREFIX):
+                # A live writer's temp file is seconds old; only killed writers leave old ones.
+                if path.stat().st_mtime >= stale_cutoff:
+                    continue
+            elif (key := name.removesuffix(".safetensors")) in keep:
+                try:
+                    store_entry.check(path, key)
+                    report.kept += 1
+                    sound.add(key)
+                    continue
+                except DamagedEntryError as exc:
+                    report.damaged.append(f"{path}: {exc.problem}")
+                except FileNotFoundError:
+                    continue
+            report.objects_deleted += 1
+            report.bytes_freed += path.stat().st_size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+        drop_rows = [k for k in rows if k not in sound]
+        report.rows_deleted = len(drop_rows)
+        if not dry_run and drop_rows:
+            with self._tx():
+                self._db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in drop_rows))
+                self._db.execute("DELETE FROM refs WHERE key NOT IN (SELECT key FROM entries)")
+        return report
+
+    # ---- listing -----------------------------------------------------------------------------
+
+    @_guard_index
+    def entries(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT * FROM entries ORDER BY created_at, key")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
+    @_guard_index
+    def summary(self) -> dict[str, Any]:
+        """Entries and bytes per extractor/version/config: what `erc status` prints per store."""
+        rows = self._db.execute(
+            "SELECT extractor, version, config_hash, weights, status, COUNT(*), SUM(nbytes) "
+            "FROM entries GROUP BY extractor, version, config_hash, weights, status"
+        ).fetchall()
+        out: dict[str, Any] = {}
+        for name, version, chash, weights, status, n, nbytes in rows:
+            d = out.setdefault(
+                f"{name}@{version}#{chash}",
+                {"weights": weights, "ok": 0, "missing": 0, "bytes": 0},
+            )
+            d[status] += n
+            d["bytes"] += int(nbytes or 0)
+        return out
+
+    def _tx(self) -> ix.Transaction:
+        return ix.Transaction(self._db)
+
+
+def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
+    lines = ["\t".join(cols)]
+    lines += ["\t".join("" if r.get(c) is None else str(r.get(c)) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.features.store --root S {list,summary,verify,rebuild-index}``: no torch, no
+    Prefect (verify and rebuild-index read the entry files with numpy + safetensors)."""
+    p = argparse.ArgumentParser(prog="python -m pipeline.features.store", description=main.__doc__)
+    p.add_argument("--root", required=True, help="feature store directory")
+    p.add_argument(
+        "command",
+        choices=["list", "summary", "verify", "rebuild-index"],
+        nargs="?",
+        default="summary",
+    )
+    args = p.parse_args(argv)
+    try:
+        if args.command == "rebuild-index":
+            print(json.dumps(vars(rebuild_index(args.root))))
+            return 0
+        store = FeatureStore(args.root, create=False)
+    except (FileNotFoundError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with store:
+        try:
+            if args.command == "list":
+                cols = ["key", "status", "extractor", "version", "config_hash", "weights", "dim"]
+                cols += ["utterance_id", "input_path", "start_s", "end_s", "fps", "created_at"]
+                print(_format_table(store.entries(), cols + ["host"]))
+            elif args.command == "verify":
+                sound, damaged = store.verify()
+                print(json.dumps({"root": str(store.root), "sound": sound, "damaged": damaged}))
+                return 1 if damaged else 0
+            else:
+                summary = store.summary()
+                total = sum(v["ok"] + v["missing"] for v in summary.values())
+                print(json.dumps({"root": str(store.root), "entries": total, "by_spec": summary}))
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

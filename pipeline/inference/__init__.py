@@ -1,0 +1,9 @@
+"""Stage 4, inference: new videos + a checkpoint -> per-utterance emotions and reports.
+
+In: video/audio files, optionally a manifest or subtitles, and a checkpoint (pipeline.training).
+Out: utterance segments (from manifest rows, SRT/WebVTT cues, or VAD + ASR), then per-video
+predictions (CSV/JSONL/HTML report), a failures list and a summary across videos.
+
+Contracts owned: segmentation and its per-cue problems (segment.py, subtitles.py, speech.py) and
+the prediction outputs (predict.py, report_html.py).
+"""

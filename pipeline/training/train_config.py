@@ -1,0 +1,84 @@
+"""Training settings: TrainConfig (frozen), the per-dataset presets, and configs_for.
+
+configs_for(model_preset, modalities, overrides) -> (Ada2IConfig, TrainConfig)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from model.config import Ada2IConfig, preset
+from pipeline.training.settings import SettingsError, coerce_setting, coerce_settings
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1.7e-4  # paper Table 2 (IEMOCAP)
+    batch_size: int = 10  # dialogues per batch, paper Table 2
+    # Padded utterances per forward/backward pass (ours): a larger batch runs as micro-batches of
+    # similar-length dialogues whose gradients add up to the batch's (pipeline.training.data.micro_batches),
+    # so peak memory is bounded whatever the dialogue lengths. 480 on IEMOCAP-sized data: 70-90
+    # MiB less peak RSS than whole batches at the same speed within run-to-run noise (less padding
+    # pays for more passes; 240-360 were slower, BENCHMARKS.md). 0 = the whole batch in one pass.
+    micro_batch_utterances: int = 480
+    epochs: int = 50  # paper Table 2
+    weight_decay: float = 1e-8  # authors' code
+    grad_clip: float = 2.0  # max global grad norm, authors' code
+    lr_schedule: str = "plateau"  # "plateau" on dev loss (authors' code), "cosine" or "none"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    patience: int = 20  # early stop after this many epochs without dev WF1 gain (authors' code)
+    modulation: bool = True  # eqs. 16-19
+    modulation_start: int = 4  # first modulated epoch, 1-based (authors' code)
+    modulation_end: int = 0  # last modulated epoch; 0 = until the end
+    noise: bool = True  # the Gaussian term of eq. 19
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    amp: bool = True  # mixed precision on CUDA only
+    eval_batch_size: int = 32
+    dev_fraction: float = 0.1  # carve a dev split from train when the feature set has none
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {  # paper Table 2
+    "iemocap": dict(lr=1.7e-4, batch_size=10, epochs=50),
+    "meld": dict(lr=1.2e-4, batch_size=10, epochs=50),
+    "mosei": dict(lr=1.9e-4, batch_size=32, epochs=30),
+    # Small data (the demo: 4 training dialogues): small batches so 20 epochs are 40 steps.
+    "tiny": dict(lr=2e-3, batch_size=2, epochs=20, patience=20, modulation_start=2),
+}
+
+
+def configs_for(
+    model_preset: str,
+    modalities: str,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Ada2IConfig, TrainConfig]:
+    """Model and train configs from a preset name plus flat overrides (keys of either config),
+    each coerced to its field's type and checked (pipeline.training.settings; SettingsError otherwise)."""
+    overrides = coerce_settings(overrides)
+    if "modalities" in overrides:
+        raise SettingsError(
+            f"modalities={overrides['modalities']!r}: give the modalities once, as the "
+            "modalities argument (erc train --modalities), not as a setting"
+        )
+    modalities = coerce_setting("modalities", modalities)
+    model_keys = set(Ada2IConfig.__dataclass_fields__)
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    model_cfg = preset(
+        model_preset,
+        modalities=modalities,
+        **{k: v for k, v in overrides.items() if k in model_keys},
+    )
+    train_cfg = TrainConfig(
+        **{
+            **TRAIN_PRESETS.get(model_preset, {}),
+            **{k: v for k, v in overrides.items() if k in train_keys},
+        }
+    )
+    return model_cfg, train_cfg

@@ -1,0 +1,329 @@
+"""Batch inference end to end on generated demo videos with a checkpoint trained here (tiny presets).
+
+One module-scoped run: demo videos (mp4 + SRT + manifest) -> tiny-preset text + audio features ->
+a few epochs of the tiny Ada2I -> the checkpoint copied to a folder with nothing else around it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model.checkpoint import META_FILE, load_checkpoint
+from pipeline.cli import main
+from pipeline.dataset.demo import make_demo_dataset
+from pipeline.dataset.manifest import read_manifest, write_manifest
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.features.extract import build_featureset, extract_features
+from pipeline.features.extract_plan import load_extractors
+from pipeline.features.featureset import FeatureSet
+from pipeline.inference.predict import PredictError, predict_videos
+from pipeline.inference.speech import build_tiny_whisper
+from pipeline.inference.subtitles import parse_subtitles
+from pipeline.training.evaluate import predict
+from pipeline.training.train import train_from_featureset
+
+MODALITIES = "ta"  # text + audio: the visual extractor is the slow one and has its own tests
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo"), n_dialogues=3, utterances_per_dialogue=5
+    )
+
+
+@pytest.fixture(scope="module")
+def extractors():
+    return load_extractors("tiny", MODALITIES)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(demo, extractors, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("train")
+    extract_features(
+        demo, work / "store", "tiny", MODALITIES, extractors=extractors, progress=False
+    )
+    fs = build_featureset(demo, work / "store", "tiny", MODALITIES, work / "fs", extractors)
+    run = train_from_featureset(
+        fs, work / "run", "tiny", MODALITIES, overrides={"epochs": 3, "progress": False}
+    )
+    # Portable: the checkpoint folder alone, away from its run, features and store.
+    portable = tmp_path_factory.mktemp("portable") / "ck"
+    shutil.copytree(run.checkpoint_dir, portable)
+    shutil.rmtree(work)
+    return portable
+
+
+def _videos(demo: Path, dest: Path, n: int, subtitles: bool = True) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        shutil.copy(demo.parent / f"demo_d{k:02d}.mp4", dest)
+        if subtitles:
+            shutil.copy(demo.parent / f"demo_d{k:02d}.srt", dest)
+        out.append(dest / f"demo_d{k:02d}.mp4")
+    return out
+
+
+def _check_outputs(summary, video: Path, labels: list[str], expected: pd.DataFrame, source: str):
+    res = next(v for v in summary.videos if Path(v.video) == video)
+    assert res.status == "ok", res.reason
+    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+    jsonl = pd.read_json(res.outputs["jsonl"], lines=True)
+    assert len(csv) == len(jsonl) == len(expected) == res.n_utterances
+    np.testing.assert_allclose(csv["start_s"], expected["start_s"], atol=1e-3)
+    np.testing.assert_allclose(csv["end_s"], expected["end_s"], atol=1e-3)
+    assert csv["speaker"].tolist() == expected["speaker"].tolist()
+    assert csv["text"].tolist() == expected["text"].tolist()
+    assert jsonl["utterance_id"].tolist() == csv["utterance_id"].tolist()
+    probs = csv[[f"p_{c}" for c in labels]].to_numpy(float)  # [N, C]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert set(csv["predicted"]) <= set(labels)
+    assert (np.asarray(labels)[probs.argmax(axis=1)] == csv["predicted"]).all()
+    assert set(csv["segment_source"]) == {source}
+    for m in MODALITIES:
+        s = csv[f"support_{m}"].to_numpy(float)
+        assert ((s > 0) & (s <= 1)).all()
+    html = Path(res.outputs["html"]).read_text()
+    assert "data:image/png;base64," in html and "<script" not in html
+
+
+def test_checkpoint_loads_on_cpu_from_a_copied_folder(checkpoint):
+    model, meta = load_checkpoint(checkpoint, device="cpu")
+    assert model.modalities == MODALITIES and meta["label_names"] == ["ang", "hap", "neu", "sad"]
+    assert all(p.device == torch.device("cpu") for p in model.parameters())
+    assert not (checkpoint.parent / "fs").exists() and len(list(checkpoint.iterdir())) == 2
+
+
+def test_subtitled_videos_in_a_folder(demo, checkpoint, tmp_path):
+    """Extractors rebuilt from the checkpoint's spec alone; a corrupt file among good ones."""
+    folder = tmp_path / "in"
+    videos = _videos(demo, folder, 2)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    summary = predict_videos(folder, checkpoint, tmp_path / "out", progress=False)
+    labels = summary.label_names
+    for v in videos:
+        cues = parse_subtitles(v.with_suffix(".srt"))
+        expected = pd.DataFrame(
+            {
+                "start_s": [c.start_s for c in cues],
+                "end_s": [c.end_s for c in cues],
+                "speaker": [c.speaker for c in cues],
+                "text": [c.text for c in cues],
+            }
+        )
+        _check_outputs(summary, v, labels, expected, "srt")
+    assert [Path(v.video).name for v in summary.failed] == ["broken.mp4"]
+    assert "cannot open media" in summary.failed[0].reason
+    table = pd.read_csv(summary.summary_csv, keep_default_na=False)
+    assert len(table) == 3 and sorted(table["status"]) == ["failed", "ok", "ok"]
+    ok = table[table["status"] == "ok"]
+    assert (ok[[f"n_{c}" for c in labels]].sum(axis=1) == ok["n_utterances"]).all()
+    assert "broken.mp4" in summary.summary_md.read_text()
+    assert "demo_d00.report.html" in summary.index_html.read_text()
+    with pytest.raises(PredictError, match="broken.mp4"):
+        predict_videos(folder, checkpoint, tmp_path / "strict", strict=True, progress=False)
+
+
+def test_manifest_route_keeps_ids_and_reuses_the_store(demo, checkpoint, extractors, tmp_path):
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    df = read_manifest(demo)
+    df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
+    manifest = write_manifest(df, tmp_path / "in" / "m.csv")
+    kwargs = dict(manifest=manifest, store_root=tmp_path / "store", progress=False)
+    summary = predict_videos(videos, checkpoint, tmp_path / "out", extractors=extractors, **kwargs)
+    _check_outputs(summary, videos[0], summary.label_names, df, "manifest")
+    csv = pd.read_csv(summary.videos[0].outputs["csv"], keep_default_na=False)
+    assert csv["utterance_id"].tolist() == df["utterance_id"].tolist()
+    assert csv["label"].tolist() == df["label"].tolist()  # true labels carried along
+    again = predict_videos(videos, checkpoint, tmp_path / "out2", extractors=extractors, **kwargs)
+    assert (
+        again.videos[0].seconds.get("extract.wav2vec2", 0.0) == 0.0
+    )  # everything came from the store
+
+
+def test_no_subtitles_no_manifest_uses_vad_and_whisper(demo, checkpoint, extractors, tmp_path):
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    whisper = build_tiny_whisper(tmp_path / "whisper")
+    summary = predict_videos(
+        videos, checkpoint, tmp_path / "out", asr_model=str(whisper), extractors=extractors,
+        progress=False,
+    )  # fmt: skip
+    res = summary.videos[0]
+    assert res.status == "ok", res.reason
+    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+    assert set(csv["segment_source"]) <= {"asr", "vad"} and set(csv["speaker"]) == {"unknown"}
+    truth = read_manifest(demo)
+    truth = truth[truth["dialogue_id"] == "demo_d00"]
+    for a, b in zip(csv["start_s"], csv["end_s"], strict=True):  # on generated speech
+        assert ((truth["start_s"] < b) & (truth["end_s"] > a)).any()
+
+
+def test_mismatched_checkpoint_is_refused(demo, checkpoint, extractors, tmp_path):
+    videos = _videos(demo, tmp_path / "in", 1)
+    # Extractors that are not the checkpoint's (openSMILE alone: 88-d audio instead of 120-d).
+    wrong = {"t": extractors["t"], "a": [ex for ex in extractors["a"] if ex.spec.dim == 88]}
+    with pytest.raises(ValueError, match="modality 'a' has dim 88, checkpoint expects 120"):
+        predict_videos(videos, checkpoint, tmp_path / "o1", extractors=wrong, progress=False)
+    # A checkpoint whose spec names an extractor configuration no preset reproduces.
+    bad = tmp_path / "bad_ck"
+    shutil.copytree(checkpoint, bad)
+    meta = json.loads((bad / META_FILE).read_text())
+    meta["feature_spec"]["t"]["extractors"][0]["config_hash"] = "0123456789abcdef"
+    (bad / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(
+        PredictError, match="no extractor preset reproduces the checkpoint's modality 't'"
+    ):
+        predict_videos(videos, bad, tmp_path / "o2", progress=False)
+
+
+def test_cli_predict(demo, checkpoint, tmp_path, capsys):
+    videos = _videos(demo, tmp_path / "in", 1)
+    missing = tmp_path / "in" / "missing.mp4"
+    code = main(["predict", str(videos[0]), str(missing), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    captured = capsys.readouterr()
+    out = captured.out
+    # off a terminal the progress is plain lines, the last one "video 2 of 2"
+    ours = [line for line in captured.err.split("\n") if line.startswith(("predict", "extract"))]
+    assert any(line.startswith("predict: 100%") and "2/2" in line for line in ours)
+    assert not any("\r" in line for line in ours)  # (the model loaders' own bars aside)
+    assert code == 1  # one video failed, the other completed
+    assert "ok     demo_d00.mp4: 5 utterances (srt)" in out and "missing.mp4: file not found" in out
+    assert (tmp_path / "out" / "demo_d00.predictions.csv").is_file()
+
+
+# --- clip-per-utterance layout (MELD dia{D}_utt{U}.mp4, the IEMOCAP clips): one file per utterance
+
+
+@pytest.fixture(scope="module")
+def clips(demo, tmp_path_factory) -> pd.DataFrame:
+    """demo_d00 cut into one small mp4 per utterance (its audio, blank frames) -> manifest frame."""
+    folder = tmp_path_factory.mktemp("clips")
+    df = read_manifest(demo)
+    df = df[df["dialogue_id"] == "demo_d00"].reset_index(drop=True)
+    bounds = list(zip(df["start_s"], df["end_s"], strict=True))
+    cut = {
+        s.index: s.audio for s in iter_segments(df["video_path"].iat[0], bounds, want_frames=False)
+    }
+    rows = []
+    for i, u in df.iterrows():
+        audio = cut[i]  # [S] float32 16 kHz
+        dur = len(audio) / SAMPLE_RATE
+        frames = [np.zeros((32, 32, 3), np.uint8)] * max(1, int(dur * 5))
+        path = write_video(folder / f"dia0_utt{i}.mp4", frames, 5.0, audio)
+        rows.append({**u, "start_s": 0.0, "end_s": round(dur, 3), "video_path": str(path)})
+    return pd.DataFrame(rows)
+
+
+def _featureset_probs(manifest: Path, checkpoint: Path, extractors, store: Path, out: Path):
+    """The reference: a FeatureSet of the manifest, the model over its whole dialogues at once."""
+    model, meta = load_checkpoint(checkpoint)
+    extract_features(manifest, store, "tiny", MODALITIES, extractors=extractors, progress=False)
+    fs = FeatureSet.load(
+        build_featureset(
+            manifest, store, "tiny", MODALITIES, out, extractors, label_names=meta["label_names"]
+        )  # fmt: skip
+    )
+    pred = predict(model, fs, fs.dialogues)
+    return dict(zip(pred.utterance_ids, pred.probs, strict=True))  # id -> probs [C]
+
+
+def _probs(csv: Path, labels: list[str]) -> dict[str, np.ndarray]:
+    df = pd.read_json(csv.with_suffix(".jsonl"), lines=True, dtype={"utterance_id": str})
+    return dict(
+        zip(df["utterance_id"], df[[f"p_{c}" for c in labels]].to_numpy(float), strict=True)
+    )
+
+
+def test_clip_per_utterance_manifest_predicts_whole_dialogues(
+    clips, checkpoint, extractors, tmp_path
+):
+    manifest = write_manifest(clips, tmp_path / "clips.csv")
+    videos = [Path(v) for v in clips["video_path"]][::-1]  # manifest order wins, not this one
+    store = tmp_path / "store"
+    kw = dict(manifest=manifest, store_root=store, extractors=extractors, progress=False)
+    summary = predict_videos(videos, checkpoint, tmp_path / "out", **kw)
+    labels = summary.label_names
+    assert len(summary.ok) == len(clips) and {v.dialogue for v in summary.videos} == {"demo_d00"}
+    ref = _featureset_probs(manifest, checkpoint, extractors, store, tmp_path / "fs")
+    for res, (_, u) in zip(summary.videos[::-1], clips.iterrows(), strict=True):
+        assert Path(res.video) == Path(u["video_path"]) and res.n_utterances == 1
+        csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+        assert csv["utterance_id"].tolist() == [u["utterance_id"]]  # the clip's own row, ids
+        assert csv["end_s"].iat[0] == pytest.approx(u["end_s"], abs=1e-3)  # and times
+        assert csv["label"].tolist() == [u["label"]]
+        np.testing.assert_allclose(
+            _probs(Path(res.outputs["csv"]), labels)[u["utterance_id"]], ref[u["utterance_id"]],
+            atol=1e-5,
+        )  # fmt: skip
+    dialogue = pd.read_csv(summary.videos[0].outputs["dialogue_csv"], keep_default_na=False)
+    assert dialogue["utterance_id"].tolist() == clips["utterance_id"].tolist()
+    assert dialogue["video"].tolist() == clips["video_path"].tolist()
+    table = pd.read_csv(summary.summary_csv, keep_default_na=False)
+    assert set(table["dialogue"]) == {"demo_d00"}
+    # The context effect: a clip alone is a one-utterance dialogue and gets other probabilities,
+    # whether requested alone or with dialogue_context=False.
+    uid = clips["utterance_id"].iat[2]
+    alone = predict_videos(videos[2:3], checkpoint, tmp_path / "alone", **kw)
+    nocontext = predict_videos(
+        videos, checkpoint, tmp_path / "nocontext", dialogue_context=False, **kw
+    )
+    assert alone.videos[0].dialogue == "" and not any(v.dialogue for v in nocontext.videos)
+    p_alone = _probs(Path(alone.videos[0].outputs["csv"]), labels)[uid]
+    p_nocontext = _probs(Path(nocontext.videos[2].outputs["csv"]), labels)[uid]
+    np.testing.assert_allclose(p_alone, p_nocontext, atol=1e-5)
+    assert np.abs(p_alone - ref[uid]).max() > 1e-4
+
+
+def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path):
+    clips = clips.copy()
+    broken = tmp_path / "dia0_utt1.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    clips.loc[1, "video_path"] = str(broken)
+    manifest = write_manifest(clips, tmp_path / "clips.csv")
+    store = tmp_path / "store"
+    summary = predict_videos(
+        [Path(v) for v in clips["video_path"]], checkpoint, tmp_path / "out", manifest=manifest,
+        store_root=store, extractors=extractors, progress=False,
+    )  # fmt: skip
+    assert [Path(v.video) for v in summary.failed] == [broken]
+    assert "cannot open media" in summary.failed[0].reason
+    assert summary.failed[0].dialogue == "demo_d00" and len(summary.ok) == len(clips) - 1
+    dialogue = pd.read_csv(summary.ok[0].outputs["dialogue_csv"], keep_default_na=False)
+    rest = clips.drop(index=1)
+    assert dialogue["utterance_id"].tolist() == rest["utterance_id"].tolist()
+    ref = _featureset_probs(
+        write_manifest(rest, tmp_path / "rest.csv"), checkpoint, extractors, store, tmp_path / "fs"
+    )
+    got = _probs(Path(summary.ok[0].outputs["dialogue_csv"]), summary.label_names)
+    for uid in rest["utterance_id"]:
+        np.testing.assert_allclose(got[uid], ref[uid], atol=1e-5)
+    assert "dia0_utt1.mp4" in summary.summary_md.read_text()
+    with pytest.raises(PredictError, match="dia0_utt1.mp4"):
+        predict_videos(
+            [Path(v) for v in clips["video_path"]], checkpoint, tmp_path / "strict",
+            manifest=manifest, store_root=store, extractors=extractors, strict=True,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
+    """--vad energy finds the generated demo voice's utterances; silero-vad, a network trained on
+    real speech, finds none in it, and that video then fails with the reason (pipeline.inference.speech)."""
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    args = ["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "energy"), "--vad", "energy"]) == 0
+    assert "ok     demo_d00.mp4: 5 utterances (vad)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "silero"), "--vad", "silero"]) == 1
+    assert "no utterance segments found (voice-activity detection)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 0  # auto falls back to energy here
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "x"), "--vad", "webrtc"])

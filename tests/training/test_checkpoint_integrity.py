@@ -1,0 +1,155 @@
+"""Checkpoints and resumable state: damage is refused by file name, never loaded as a model.
+
+Issue 10: a model.safetensors with an intact header and a damaged payload used to load (evaluate
+exited 0 on NaN probabilities); a truncated one gave a traceback without the file; files were 0600.
+Each test damages real files written by a real (tiny) training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
+from pipeline.features.featureset import FeatureSet
+from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.inference.predict_steps import run_model
+from pipeline.training.evaluate import evaluate_checkpoint
+from pipeline.training.evaluate import predict as evaluate_predict
+from pipeline.training.train import configs_for, train
+
+DIMS = {"t": 16, "a": 12, "v": 20}
+LABELS = ["neu", "hap", "sad", "ang"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch tiny run (its best/ and last/ folders) and the FeatureSet it used."""
+    root = tmp_path_factory.mktemp("ckpt")
+    old = os.umask(0o022)
+    try:
+        fs = make_synthetic(
+            n_dialogues={"train": 8, "dev": 2, "test": 4},
+            utterances=12 * 8,
+            dims=DIMS,
+            label_names=LABELS,
+            seed=0,
+        )
+        fs.save(root / "fs")
+        mc, tc = configs_for("tiny", "tav", {"progress": False, "epochs": 2})
+        result = train(FeatureSet.load(root / "fs"), mc, tc, root / "run", resume=False)
+    finally:
+        os.umask(old)
+    return result, root
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_checkpoint_files_follow_the_umask_and_record_a_hash(trained):
+    result, _ = trained
+    for path in [
+        *result.checkpoint_dir.iterdir(),
+        *(result.checkpoint_dir.parent / "last").iterdir(),
+    ]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # not mkstemp's 0600
+    meta = json.loads((result.checkpoint_dir / META_FILE).read_text())
+    assert len(meta["weights_sha256"]) == 64
+    model, _ = load_checkpoint(result.checkpoint_dir)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_damaged_payload_is_refused_naming_the_file(trained, tmp_path):
+    result, root = trained
+    ckpt = _copy(result.checkpoint_dir, tmp_path / "ckpt")
+    weights = ckpt / WEIGHTS_FILE
+    blob = bytearray(weights.read_bytes())
+    blob[-64:] = np.full(16, np.nan, np.float32).tobytes()  # header intact, last tensor NaN
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=rf"{weights}: damaged or replaced: its sha256"):
+        load_checkpoint(ckpt)
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        evaluate_checkpoint(ckpt, root / "fs", "test", tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()  # no metrics from a damaged model
+
+
+def test_truncated_weights_are_refused_naming_the_file(trained, tmp_path):
+    result, _ = trained
+    ckpt = _copy(result.checkpoint_dir, tmp_path / "ckpt")
+    weights = ckpt / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"{weights}: damaged or replaced"):
+        load_checkpoint(ckpt)
+    # an old checkpoint (no hash recorded) truncated: still named, by the safetensors check
+    meta = json.loads((ckpt / META_FILE).read_text())
+    del meta["weights_sha256"]
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"{weights}: not a valid safetensors file, truncated"):
+        load_checkpoint(ckpt)
+
+
+def test_old_checkpoint_without_hash_loads_with_a_warning(trained, tmp_path, caplog):
+    result, _ = trained
+    ckpt = _copy(result.checkpoint_dir, tmp_path / "ckpt")
+    meta = json.loads((ckpt / META_FILE).read_text())
+    del meta["weights_sha256"]
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="model.checkpoint"):
+        model, _ = load_checkpoint(ckpt)
+    assert "no sha256 recorded" in caplog.text and str(ckpt / WEIGHTS_FILE) in caplog.text
+    ref, _ = load_checkpoint(result.checkpoint_dir)
+    for (n, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_non_finite_weights_are_refused_even_with_a_matching_hash(trained, tmp_path):
+    from model.checkpoint import save_checkpoint
+
+    result, _ = trained
+    model, meta = load_checkpoint(result.checkpoint_dir)
+    name, param = next(iter(model.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("inf")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "model_config", "weights_sha256")}
+    save_checkpoint(tmp_path / "inf", model, **meta)  # a consistent hash of bad weights
+    with pytest.raises(ValueError, match=rf"tensor '{name}' has 1 non-finite values; refused"):
+        load_checkpoint(tmp_path / "inf")
+
+
+def test_non_finite_outputs_are_refused_by_predict_and_evaluate(trained):
+    result, root = trained
+    fs = FeatureSet.load(root / "fs")
+    model, _ = load_checkpoint(result.checkpoint_dir)
+    probs, _ = run_model(model, fs)
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
+    with torch.no_grad():  # what damaged weights that got past the checks would do
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite probabilities in dialogues"):
+        run_model(model, fs)
+    with pytest.raises(ValueError, match="non-finite probabilities in dialogues"):
+        evaluate_predict(model, fs, fs.split("test"))
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "trainer.safetensors", "trainer.json"])
+def test_damaged_last_state_stops_resume_naming_the_file(trained, tmp_path, victim):
+    result, root = trained
+    run = tmp_path / "run"
+    shutil.copytree(result.checkpoint_dir.parent, run)
+    path = run / "last" / victim
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    mc, tc = configs_for("tiny", "tav", {"progress": False, "epochs": 3})
+    with pytest.raises(ValueError, match=rf"{path}: .*cannot resume from {run / 'last'}"):
+        train(FeatureSet.load(root / "fs"), mc, tc, run, resume=True)
+    assert (run / "best" / WEIGHTS_FILE).read_bytes() == (
+        result.checkpoint_dir / WEIGHTS_FILE
+    ).read_bytes()  # nothing else touched
