@@ -90,9 +90,17 @@ stop() {
   local dir="${1:-}"
   [[ -n "$dir" ]] || die "usage: scripts/postgres.sh stop DIR"
   if [[ -f "$dir/data/postmaster.pid" ]]; then
+    local pid
+    pid="$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null || true)"
     as_owner "$BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
       as_owner "$BIN/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
       echo "warning: pg_ctl stop failed for $dir/data" >&2
+    # pg_ctl returns once postmaster.pid is gone, a moment before the process itself has exited:
+    # "stopped" here means no process is left (tests/flows/test_prefect_postgres.py checks it).
+    for _ in $(seq 100); do
+      [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
     echo "postgres: stopped ($dir)" >&2
   else
     echo "postgres: not running ($dir)" >&2

@@ -121,7 +121,7 @@ def _visual_weights(p: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from pipeline.features.extract import build_featureset, extract_features
+    from pipeline.features.extract import extract_features, extract_featureset
     from pipeline.features.extract_plan import load_extractors
 
     if args.no_index and args.featureset:
@@ -135,9 +135,7 @@ def _extract(args: argparse.Namespace) -> int:
         args.preset, args.modalities, args.device, visual_weights=_weights(args)
     )
     speakers = [s.strip() for s in args.speakers.split(",")] if args.speakers else None
-    summary = extract_features(
-        args.manifest,
-        args.store,
+    common = dict(
         preset=args.preset,
         modalities=args.modalities,
         strict=args.strict,
@@ -146,17 +144,19 @@ def _extract(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extractors=exs,
         speakers=speakers,
-        index=not args.no_index,
     )
+    if args.featureset:  # one pass: planned once, the FeatureSet assembled from the same plan
+        summary, _ = extract_featureset(
+            args.manifest, args.store, out_dir=args.featureset, **common
+        )
+    else:
+        summary = extract_features(args.manifest, args.store, index=not args.no_index, **common)
     print(f"{summary.line()}  (failures: {summary.failures_path})")
     if args.no_index:
         print(f"entry files only: index them with `erc store ingest --store {args.store}`")
     print("seconds: " + json.dumps(summary.per_extractor_seconds))
     if args.featureset:
-        out = build_featureset(
-            args.manifest, args.store, args.preset, args.modalities, args.featureset, exs, args.fps
-        )
-        print(f"featureset: {out}")
+        print(f"featureset: {args.featureset}")
     return 0
 
 

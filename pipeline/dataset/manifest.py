@@ -184,6 +184,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def from_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
+    """An in-memory manifest (e.g. prediction's segments) -> the rows read_manifest would give:
+    normalized, media paths absolute (relative ones resolved against the working directory)."""
+    out = normalize(df, source=source)
+    for col in MEDIA_COLUMNS:
+        out[col] = [_resolve(p, Path.cwd()) for p in out[col]]
+    return out
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write `df` atomically (temp file + os.replace); media paths under the folder become relative."""
     path = Path(path)

@@ -17,7 +17,6 @@ keeps the store's index adds them with FeatureStore.ingest (docs/architecture.md
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 import torch
 
 from extractors.base import Extractor
 from pipeline.dataset import media
-from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.manifest import from_frame, read_manifest
+from pipeline.features.assemble import assemble_featureset, feature_spec  # noqa: F401 (public here)
 from pipeline.features.extract_plan import (
     ExtractionError,
     Failure,
@@ -42,6 +42,7 @@ from pipeline.features.extract_plan import (
     write_failures,
 )
 from pipeline.features.extract_runner import Runner, prefetch
+from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import FeatureStore, UnindexedWriter
 from pipeline.progress_bar import progress_bar
 
@@ -121,6 +122,104 @@ def _decode_file(run: Runner, path: str, segments: dict, fps: float) -> None:
                     run.fail(t, reason)
 
 
+@dataclass
+class ExtractionPlan:
+    """One manifest planned once: its rows, the extractors, every (utterance, extractor) task with
+    its store key, and the rows that cannot be extracted. Running the plan and assembling the
+    FeatureSet both read it, so the manifest is read, the extractors built and the keys made
+    (media hashed) once per stage."""
+
+    rows: pd.DataFrame  # the normalized manifest (pipeline/dataset/manifest.py)
+    source: str  # where the rows came from: a manifest path, or a label (messages, provenance)
+    preset: str
+    extractors: dict[str, Sequence[Extractor]]
+    fps: float
+    tasks: list[Task]
+    failures: list[Failure]  # rows that cannot be extracted (bad segment, missing file, ...)
+
+
+def manifest_rows(manifest: str | Path | pd.DataFrame, source: str | None = None):
+    """A manifest file or an in-memory frame -> (normalized rows, source label)."""
+    if isinstance(manifest, pd.DataFrame):
+        source = source or "<manifest frame>"
+        return from_frame(manifest, source), source
+    return read_manifest(manifest), source or str(Path(manifest).resolve())
+
+
+def plan_extraction(
+    rows: pd.DataFrame,
+    store: FeatureStore | UnindexedWriter,
+    source: str,
+    preset: str = "offline",
+    modalities: str = "tav",
+    fps: float = 2.0,
+    device: str = "cpu",
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+    speakers: Collection[str] | None = None,
+) -> ExtractionPlan:
+    """Build (or take) the extractors and plan every task of normalized manifest rows."""
+    fps = check_fps(fps)
+    exs = load_extractors(preset, modalities, device, extractors)
+    tasks, failures = plan_tasks(rows, exs, store, fps, speakers)
+    return ExtractionPlan(rows, source, preset, exs, fps, tasks, failures)
+
+
+def run_extraction(
+    plan: ExtractionPlan,
+    store: FeatureStore | UnindexedWriter,
+    strict: bool = False,
+    progress: bool = True,
+    report_dir: str | Path | None = None,
+    workers: int | None = None,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+) -> ExtractSummary:
+    """Steps 3-6 of a plan: compute every entry the store lacks, then write the failures report."""
+    workers = workers or len(os.sched_getaffinity(0))
+    report_dir = Path(report_dir) if report_dir else store.root / "reports"
+    failures: list[Failure] = []
+    torch_threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    run = None
+    try:
+        # 3. look up
+        have = store.present(t.key for t in plan.tasks)
+        todo = [t for t in plan.tasks if t.key not in have]
+        cached = len(plan.tasks) - len(todo)
+        bar = progress_bar(total=len(todo), disable=not progress, desc="extract", unit="entry")
+        run = Runner(store, strict, bar, failures, workers, on_progress)
+        for f in plan.failures:
+            run.record(f)
+        for t in todo:
+            run.pending.setdefault(t.key, []).append(t)
+        firsts = [ts[0] for ts in run.pending.values()]  # one task per distinct key
+        # 4. text (runs on the pool while the media below decodes)
+        for t in (t for t in firsts if t.modality == "t"):
+            run.add(t, plan.rows["text"].iat[t.row])
+        run.flush()
+        # 5. media, one decode per file
+        for path, segments in _media_jobs(t for t in firsts if t.modality != "t").items():
+            _decode_file(run, path, segments, plan.fps)
+        run.finish()
+        bar.close()
+    finally:
+        if run is not None:
+            run.close()
+        torch.set_num_threads(torch_threads)
+    # 6. report
+    names = [ex.spec.name for m in plan.extractors for ex in plan.extractors[m]] + ["decode"]
+    summary = ExtractSummary(
+        done=run.done,
+        cached=cached,
+        failed=len(failures),
+        failures_path=write_failures(failures, report_dir),
+        per_extractor_seconds={n: round(run.seconds.get(n, 0.0), 3) for n in names},
+        failures=failures,
+    )
+    log.info("extract %s: %s (failures: %s)", plan.source, summary.line(), summary.failures_path)
+    return summary
+
+
 def extract_features(
     manifest_path: str | Path,
     store_root: str | Path,
@@ -147,78 +246,51 @@ def extract_features(
     ``on_progress``: called with {"done", "total", "failed"} entries as batches are stored.
     ``index``: False = never open the store's index.sqlite (a writer on another host: entries are
     looked up and written as files, no claims); index them afterwards with FeatureStore.ingest.
+    The path-based form the flows and the CLI call: plan_extraction + run_extraction.
     """
-    # 1. inputs
+    # 1. inputs (the manifest first: a bad one fails before the store is created)
     fps = check_fps(fps)
-    df = read_manifest(manifest_path)
+    rows, source = manifest_rows(manifest_path)
     exs = load_extractors(preset, modalities, device, extractors)
-    workers = workers or len(os.sched_getaffinity(0))
     store = FeatureStore(store_root) if index else UnindexedWriter(store_root)
-    report_dir = Path(report_dir) if report_dir else store.root / "reports"
-    failures: list[Failure] = []
-    torch_threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)
-    run = None
     try:
-        # 2. plan + 3. look up
-        tasks, planned_failures = plan_tasks(df, exs, store, fps, speakers)
-        have = store.present(t.key for t in tasks)
-        todo = [t for t in tasks if t.key not in have]
-        cached = len(tasks) - len(todo)
-        bar = progress_bar(total=len(todo), disable=not progress, desc="extract", unit="entry")
-        run = Runner(store, strict, bar, failures, workers, on_progress)
-        for f in planned_failures:
-            run.record(f)
-        for t in todo:
-            run.pending.setdefault(t.key, []).append(t)
-        firsts = [ts[0] for ts in run.pending.values()]  # one task per distinct key
-        # 4. text (runs on the pool while the media below decodes)
-        for t in (t for t in firsts if t.modality == "t"):
-            run.add(t, df["text"].iat[t.row])
-        run.flush()
-        # 5. media, one decode per file
-        for path, segments in _media_jobs(t for t in firsts if t.modality != "t").items():
-            _decode_file(run, path, segments, fps)
-        run.finish()
-        bar.close()
+        # 2. plan, 3-6. run
+        plan = plan_extraction(rows, store, source, preset, modalities, fps, device, exs, speakers)
+        return run_extraction(plan, store, strict, progress, report_dir, workers, on_progress)
     finally:
-        if run is not None:
-            run.close()
         store.close()
-        torch.set_num_threads(torch_threads)
-    # 6. report
-    names = [ex.spec.name for m in exs for ex in exs[m]] + ["decode"]
-    summary = ExtractSummary(
-        done=run.done,
-        cached=cached,
-        failed=len(failures),
-        failures_path=write_failures(failures, report_dir),
-        per_extractor_seconds={n: round(run.seconds.get(n, 0.0), 3) for n in names},
-        failures=failures,
-    )
-    log.info("extract %s: %s (failures: %s)", manifest_path, summary.line(), summary.failures_path)
-    return summary
 
 
-def feature_spec(extractors: dict[str, Sequence[Extractor]], fps: float) -> dict[str, dict]:
-    """Per modality: what its columns came from, so checkpoints can refuse mismatched features.
-
-    {m: {extractor: "a+b", version: "1+2", dim: D_m, config_hash, extractors: [spec + hash], fps?}}
-    """
-    out = {}
-    for m, exs in extractors.items():
-        parts = [{**ex.spec.to_dict(), "config_hash": ex.spec.config_hash()} for ex in exs]
-        out[m] = {
-            "extractor": "+".join(p["name"] for p in parts),
-            "version": "+".join(p["version"] for p in parts),
-            "dim": sum(p["dim"] for p in parts),
-            "config_hash": "+".join(p["config_hash"] for p in parts),
-            "weights": "+".join(p["weights"] for p in parts),
-            "extractors": parts,
-            **({"fps": fps} if m == "v" else {}),
-        }
-    return out
+def extract_featureset(
+    manifest: str | Path | pd.DataFrame,
+    store_root: str | Path,
+    preset: str = "offline",
+    modalities: str = "tav",
+    out_dir: str | Path | None = None,
+    label_names: Sequence[str] | None = None,
+    source: str | None = None,
+    strict: bool = False,
+    fps: float = 2.0,
+    device: str = "cpu",
+    progress: bool = True,
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+    speakers: Collection[str] | None = None,
+    report_dir: str | Path | None = None,
+) -> tuple[ExtractSummary, FeatureSet]:
+    """Extract a manifest (a file or an in-memory frame) and assemble its FeatureSet in one pass:
+    the rows are read, the extractors built and the tasks planned once. The FeatureSet is written
+    to ``out_dir`` only when given (prediction keeps it in memory). ``source`` labels a frame's
+    rows in messages and provenance."""
+    fps = check_fps(fps)
+    rows, source = manifest_rows(manifest, source)
+    exs = load_extractors(preset, modalities, device, extractors)
+    with FeatureStore(store_root) as store:
+        plan = plan_extraction(rows, store, source, preset, modalities, fps, device, exs, speakers)
+        summary = run_extraction(plan, store, strict, progress, report_dir)
+        fs = assemble_featureset(plan, store, label_names)
+    if out_dir is not None:
+        fs.save(out_dir)
+    return summary, fs
 
 
 def build_featureset(
@@ -232,90 +304,14 @@ def build_featureset(
     label_names: Sequence[str] | None = None,
     device: str = "cpu",
 ) -> Path:
-    """Read a manifest's features from the store and write a FeatureSet directory.
-
-    A modality's extractors are concatenated in preset order: feat.<m> [N, sum of dims]. An
-    utterance lacks a modality (zeros, present.<m> = 0) when any of its extractors failed, returned
-    None or was never extracted. Labels: ids index ``label_names`` (default: the manifest's declared
-    label set in its canonical order, else its non-empty labels sorted alphabetically:
-    pipeline/dataset/labels.py); "" -> -1. Dialogues and utterances in manifest order.
+    """Read a manifest's features from the store and write a FeatureSet directory (the path-based
+    form the flows cache on; pipeline/features/assemble.py says how rows and labels are laid out).
     ``fps`` must be the frame rate the visual features were extracted at (it is part of their key).
     """
-    from pipeline.dataset.labels import declared_set, label_order
-    from pipeline.features.featureset import from_arrays
-
     fps = check_fps(fps)
-    df = read_manifest(manifest_path)
+    rows, source = manifest_rows(manifest_path)
     exs = load_extractors(preset, modalities, device, extractors)
-    n = len(df)
     with FeatureStore(store_root, create=False) as store:
-        tasks, _ = plan_tasks(df, exs, store, fps)
-        by_pair = {(t.row, t.name): t.key for t in tasks}
-        feats, present = {}, {}
-        for m, mexs in exs.items():
-            dims = [ex.spec.dim for ex in mexs]
-            x = np.zeros((n, sum(dims)), np.float32)  # [N, D_m]
-            ok = np.ones(n, bool)  # [N]
-            offset = 0
-            for ex, dim in zip(mexs, dims, strict=True):
-                for i in range(n):
-                    key = by_pair.get((i, ex.spec.name))
-                    vec = _get_or_none(store, key) if ok[i] and key else None
-                    if vec is None:
-                        ok[i] = False
-                    else:
-                        x[i, offset : offset + dim] = vec
-                offset += dim
-            x[~ok] = 0.0  # a partial row (one extractor of several) is not a feature
-            feats[m], present[m] = x, ok
-            if not ok.all():
-                log.warning("modality %s: %d of %d utterances have no features", m, (~ok).sum(), n)
-    labels_col = df["label"].tolist()
-    label_set = declared_set(df, str(manifest_path))
-    names = list(label_names) if label_names else label_order(labels_col, label_set)
-    for i, lab in enumerate(labels_col):
-        if lab and lab not in names:
-            raise ValueError(
-                f"{manifest_path}: row {i} (utterance {df['utterance_id'].iat[i]!r}): label "
-                f"{lab!r} is not in label_names {names}"
-            )
-    labels = np.array([names.index(lab) if lab else -1 for lab in labels_col], np.int64)  # [N]
-    dialogues = []  # read_manifest keeps a dialogue's rows contiguous, so rows stay aligned
-    for did, rows in df.groupby("dialogue_id", sort=False):
-        dialogues.append(
-            {
-                "id": str(did),
-                "split": rows["split"].iat[0],
-                "utterance_ids": rows["utterance_id"].tolist(),
-                "speakers": rows["speaker"].tolist(),
-                "start_s": [float(v) for v in rows["start_s"]],
-                "end_s": [None if np.isnan(v) else float(v) for v in rows["end_s"]],
-                "texts": rows["text"].tolist(),
-            }
-        )
-    source = json.dumps(
-        {
-            "manifest": str(Path(manifest_path).resolve()),
-            "store": str(Path(store_root).resolve()),
-            "preset": preset,
-            "modalities": "".join(exs),
-            "fps": fps,
-        }
-    )
-    fs = from_arrays(
-        dialogues,
-        feats,
-        labels,
-        names,
-        present=present,
-        feature_spec=feature_spec(exs, fps),
-        source=source,
-    )
+        plan = plan_extraction(rows, store, source, preset, modalities, fps, device, exs)
+        fs = assemble_featureset(plan, store, label_names)
     return fs.save(out_dir)
-
-
-def _get_or_none(store: FeatureStore, key: str) -> np.ndarray | None:
-    try:
-        return store.get(key)
-    except KeyError:
-        return None

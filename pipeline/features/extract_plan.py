@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,6 +95,10 @@ def ordered(modalities: str) -> str:
     return "".join(m for m in MODALITY_ORDER if m in modalities)
 
 
+_BUILT: dict[tuple, dict[str, Sequence[Extractor]]] = {}
+_BUILT_LOCK = threading.Lock()
+
+
 def load_extractors(
     preset: str,
     modalities: str,
@@ -102,12 +107,22 @@ def load_extractors(
     visual_weights: str | None = None,
 ) -> dict[str, list[Extractor]]:
     """The extractors for each requested modality: the given ones, else built from the preset
-    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor)."""
+    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor).
+
+    Built extractors are kept for the process (one per preset, modalities, device, weights), so
+    extracting and then assembling a FeatureSet, or several shards in one process, load each
+    model once; the runner's per-extractor locks are per object, so sharing them is safe."""
     modalities = ordered(modalities)
     if extractors is None:
-        from extractors.presets import build_extractors  # imported late: loads torch
+        key = (preset, modalities, device, visual_weights)
+        with _BUILT_LOCK:  # one build per key, even when shard tasks start together
+            if key not in _BUILT:
+                from extractors.presets import build_extractors  # imported late: loads torch
 
-        extractors = build_extractors(preset, modalities, device, visual_weights=visual_weights)
+                _BUILT[key] = build_extractors(
+                    preset, modalities, device, visual_weights=visual_weights
+                )
+        extractors = _BUILT[key]
     missing = [m for m in modalities if not extractors.get(m)]
     if missing:
         raise ValueError(f"preset {preset!r} has no extractor for modalities {missing}")

@@ -47,6 +47,17 @@ PREFETCH = 4  # decoded segments buffered ahead of the extractors
 CLAIM_POLL_S = 0.5  # how often the end of a run checks for entries another extraction computes
 
 
+_LOCKS: dict[int, threading.Lock] = {}  # id(extractor) -> its lock, shared by every Runner
+_LOCKS_LOCK = threading.Lock()
+
+
+def extractor_lock(ex: Extractor) -> threading.Lock:
+    """The lock that serialises calls into one extractor object that is not re-entrant, across
+    every Runner of the process (built extractors are shared: extract_plan.load_extractors)."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(id(ex), threading.Lock())
+
+
 class StoreAbort(ExtractionError):
     """The store refused a write (disk full, read-only): the run stops, naming the path."""
 
@@ -80,7 +91,6 @@ class Runner:
         self.workers = max(1, workers)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="extract")
         self.inflight: deque[tuple[list[tuple[Task, Any]], Future]] = deque()
-        self.locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._seconds_lock = threading.Lock()
         self.claimed: set[str] = set()  # keys this run claimed (released when stored or at close)
         self.deferred: dict[str, list[Task]] = {}  # keys left to a concurrent extraction
@@ -196,7 +206,7 @@ class Runner:
 
     def _call(self, ex: Extractor, items: list[Any]) -> list[Any]:
         """Worker thread: one extractor call; a failing batch is retried item by item."""
-        lock = None if is_thread_safe(ex) else self.locks[ex.spec.name]
+        lock = None if is_thread_safe(ex) else extractor_lock(ex)
         t0 = time.perf_counter()
         if lock:
             lock.acquire()

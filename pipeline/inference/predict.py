@@ -57,7 +57,8 @@ from extractors.base import Extractor
 from model.checkpoint import load_checkpoint
 from pipeline.dataset import media
 from pipeline.dataset.manifest import read_manifest, write_manifest
-from pipeline.features.extract import extract_features, feature_spec
+from pipeline.features.assemble import feature_spec
+from pipeline.features.extract import extract_featureset
 from pipeline.inference.predict_dialogue import _safe_name, dialogue_groups, predict_dialogue
 from pipeline.inference.predict_outputs import (
     PredictSummary,
@@ -189,19 +190,21 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     res.n_utterances, res.segment_source = len(seg), _source_label(seg)
     true_labels = seg["label"].tolist()
     work.mkdir(parents=True, exist_ok=True)
-    manifest = write_manifest(seg.assign(label=""), work / "manifest.csv")  # labels: not inputs
-    # 2. extract
+    rows = seg.assign(label="")  # labels: not inputs
+    # An output, not an intermediate: the segments as a manifest (`erc extract` or a retrain can
+    # use it); extraction below works on the rows in memory and never reads it back.
+    manifest = write_manifest(rows, work / "manifest.csv")
+    # 2. extract + 3. build (one pass: planned once, the FeatureSet assembled in memory) + check
     t0 = time.perf_counter()
-    summary = extract_features(
-        manifest, ctx["store"], modalities=modalities, strict=ctx["strict"], fps=ctx["fps"],
-        device=ctx["device"], progress=ctx["progress"], extractors=ctx["extractors"],
-        report_dir=work,
+    summary, fs = extract_featureset(
+        rows, ctx["store"], modalities=modalities, label_names=labels, source=str(manifest),
+        strict=ctx["strict"], fps=ctx["fps"], device=ctx["device"], progress=ctx["progress"],
+        extractors=ctx["extractors"], report_dir=work,
     )  # fmt: skip
     res.seconds["extract"] = time.perf_counter() - t0
     res.seconds.update({f"extract.{k}": v for k, v in summary.per_extractor_seconds.items()})
-    # 3. build + check
     t0 = time.perf_counter()
-    fs, present = _checked_features(manifest, ctx, modalities, labels, work)
+    fs, present = _checked_features(fs, ctx, modalities, str(manifest))
     if not present.any():
         reasons = sorted({f.reason for f in summary.failures}) or ["extractors returned nothing"]
         raise ValueError(f"no features for any utterance ({'; '.join(reasons[:3])})")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.dataset import media
 from pipeline.dataset.manifest import write_manifest
-from pipeline.features.extract import extract_features
+from pipeline.features.extract import extract_featureset
 from pipeline.inference.predict_outputs import (
     VideoResult,
     _write_failed,
@@ -133,22 +133,22 @@ def predict_dialogue(
     while parts:  # at most twice: again without clips that got no features at all
         seg = pd.concat(parts).sort_values("_row", kind="stable").reset_index(drop=True)
         true_labels = seg["label"].tolist()
-        manifest_path = write_manifest(
-            seg.drop(columns=["_clip", "_row"]).assign(label=""), work / "manifest.csv"
-        )
-        # 2. extract (once for the dialogue; cached entries are not recomputed)
+        rows = seg.drop(columns=["_clip", "_row"]).assign(label="")
+        manifest_path = write_manifest(rows, work / "manifest.csv")  # an output (predict.py)
+        # 2. extract (once for the dialogue; cached entries are not recomputed) + 3. build, in
+        # one pass over the rows in memory
         t0 = time.perf_counter()
-        summary = extract_features(
-            manifest_path, ctx["store"], modalities=modalities, strict=ctx["strict"],
-            fps=ctx["fps"], device=ctx["device"], progress=ctx["progress"],
-            extractors=ctx["extractors"], report_dir=work,
+        summary, fs = extract_featureset(
+            rows, ctx["store"], modalities=modalities, label_names=labels,
+            source=str(manifest_path), strict=ctx["strict"], fps=ctx["fps"],
+            device=ctx["device"], progress=ctx["progress"], extractors=ctx["extractors"],
+            report_dir=work,
         )  # fmt: skip
         shared["extract"] = shared.get("extract", 0.0) + time.perf_counter() - t0
         for k, v in summary.per_extractor_seconds.items():
             shared[f"extract.{k}"] = shared.get(f"extract.{k}", 0.0) + v
-        # 3. build + check
         t0 = time.perf_counter()
-        fs, present = _checked_features(manifest_path, ctx, modalities, labels, work)
+        fs, present = _checked_features(fs, ctx, modalities, str(manifest_path))
         shared["build"] = shared.get("build", 0.0) + time.perf_counter() - t0
         has_any = pd.Series(present.any(axis=1)).groupby(seg["_clip"].to_numpy()).any()
         empty = [c for c in has_any.index if not has_any[c]]

@@ -1,13 +1,12 @@
 """The steps predict_one and predict_dialogue share: cut checks, features, the model run.
 
 split_bad_segments(segments, duration) -> (rows that can be cut, failed utterance records)
-_checked_features(manifest, ...)       -> FeatureSet refused unless it matches the checkpoint
+_checked_features(fs, ...)             -> FeatureSet refused unless it matches the checkpoint
 run_model(model, fs)                   -> probs [N, C], support {m: [N]}
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ import torch
 
 from pipeline.dataset import media
 from pipeline.dataset.manifest import segment_problem
-from pipeline.features.extract import build_featureset
 from pipeline.features.featureset import FeatureSet
 from pipeline.training.data import iter_batches
 from pipeline.training.evaluate import check_feature_spec
@@ -97,14 +95,9 @@ def _failure_reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, media.MediaError) else str(exc)
 
 
-def _checked_features(manifest, ctx: dict, modalities: str, labels: list[str], work: Path):
-    """Store -> FeatureSet for one prediction unit, refused unless it matches the checkpoint.
-    Returns (feature set, present: bool [N, M])."""
-    fs_dir = build_featureset(
-        manifest, ctx["store"], modalities=modalities, out_dir=work / "features",
-        extractors=ctx["extractors"], fps=ctx["fps"], label_names=labels,
-    )  # fmt: skip
-    fs = FeatureSet.load(fs_dir)
-    check_feature_spec(ctx["spec"], fs.feature_spec, str(fs_dir))
+def _checked_features(fs: FeatureSet, ctx: dict, modalities: str, source: str):
+    """A prediction unit's FeatureSet, refused unless it matches the checkpoint.
+    Returns (feature set of the checkpoint's modalities, present: bool [N, M])."""
+    check_feature_spec(ctx["spec"], fs.feature_spec, source)
     fs = fs.select_modalities(modalities)
     return fs, np.stack([fs.present[m].numpy() for m in modalities], axis=1)  # [N, M]
