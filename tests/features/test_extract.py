@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from pipeline.dataset import media
-from pipeline.dataset.manifest import write_manifest
+from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features
-from pipeline.features.extract_plan import ExtractionError, store_status
+from pipeline.features.extract_plan import ExtractionError, plan_tasks, store_status
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import FeatureStore
 
@@ -216,3 +216,28 @@ def test_cli_extract_status_gc_and_errors(dataset, tmp_path, capsys):
     assert main(["status", "--manifest", str(tmp_path / "nope.csv"), "--store", store]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.csv" in err and "not found" in err
+
+
+def test_extract_featureset_is_one_pass_and_equals_the_two_steps(dataset, tmp_path, monkeypatch):
+    """Planned once (rows read, media hashed, keys made once); the FeatureSet it assembles is
+    the one extract_features + build_featureset write, byte for byte."""
+    import pipeline.features.extract as extract_mod
+    from pipeline.features.extract import extract_featureset
+
+    manifest = dataset
+    extract_features(manifest, tmp_path / "s1", "tiny", "ta", progress=False)
+    two_steps = build_featureset(manifest, tmp_path / "s1", "tiny", "ta", tmp_path / "fs1")
+
+    plans, reads = [], []
+    monkeypatch.setattr(
+        extract_mod, "plan_tasks", lambda *a, **k: plans.append(a) or plan_tasks(*a, **k)
+    )
+    monkeypatch.setattr(extract_mod, "read_manifest", lambda p: reads.append(p) or read_manifest(p))
+    summary, fs = extract_featureset(
+        manifest, tmp_path / "s2", "tiny", "ta", out_dir=tmp_path / "fs2", progress=False
+    )
+    assert (len(reads), len(plans)) == (1, 1)
+    assert summary.failed > 0 and summary.done > 0  # the dataset's bad rows are failures
+    assert isinstance(fs, FeatureSet) and len(fs) == len(read_manifest(manifest))
+    name = "features.safetensors"
+    assert (tmp_path / "fs2" / name).read_bytes() == (two_steps / name).read_bytes()

@@ -327,3 +327,48 @@ def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "auto")]) == 0  # auto falls back to energy here
     with pytest.raises(SystemExit):
         main([*args, "--out", str(tmp_path / "x"), "--vad", "webrtc"])
+
+
+def test_prediction_reads_each_input_once(demo, checkpoint, extractors, tmp_path, monkeypatch):
+    """One pass: the user's manifest read once, each video's rows planned (media hashed) once,
+    no manifest or FeatureSet written and read back."""
+    import pipeline.features.extract as extract_mod
+    import pipeline.inference.predict as predict_mod
+    from pipeline.features.store import FeatureStore
+
+    calls: dict[str, list] = {"read_manifest": [], "plan_tasks": [], "file_hash": [], "load": []}
+
+    def spy(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name].append(args)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for mod in (extract_mod, predict_mod):
+        monkeypatch.setattr(mod, "read_manifest", spy("read_manifest", mod.read_manifest))
+    monkeypatch.setattr(extract_mod, "plan_tasks", spy("plan_tasks", extract_mod.plan_tasks))
+    monkeypatch.setattr(FeatureStore, "file_hash", spy("file_hash", FeatureStore.file_hash))
+    monkeypatch.setattr(FeatureSet, "load", spy("load", FeatureSet.load))
+
+    videos = _videos(demo, tmp_path / "in", 2, subtitles=False)
+    df = read_manifest(demo)
+    df = pd.concat(
+        [
+            df[df["dialogue_id"] == f"demo_d0{i}"].assign(video_path=str(v))
+            for i, v in enumerate(videos)
+        ]
+    )
+    manifest = write_manifest(df, tmp_path / "in" / "m.csv")
+    summary = predict_videos(
+        videos, checkpoint, tmp_path / "out", manifest=manifest, store_root=tmp_path / "store",
+        extractors=extractors, progress=False,
+    )  # fmt: skip
+    assert [v.status for v in summary.videos] == ["ok", "ok"]
+    assert [Path(a[0]) for a in calls["read_manifest"]] == [manifest]  # the user's, once
+    assert len(calls["plan_tasks"]) == 2  # once per video
+    hashed = [str(a[1]) for a in calls["file_hash"]]
+    assert sorted(hashed) == sorted(str(v.resolve()) for v in videos)  # each video hashed once
+    assert calls["load"] == []  # the FeatureSet stays in memory
+    for v in summary.videos:  # the segments are still written, as an output
+        assert Path(v.outputs["manifest"]).is_file()
