@@ -24,6 +24,7 @@ from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 import pipeline
+from pipeline.files import sha256_file
 
 PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
 
@@ -49,6 +50,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "train": (
         "model",
+        "pipeline/training/checkpoint.py",
         "pipeline/training/train.py",
         "pipeline/training/train_config.py",
         "pipeline/training/train_epoch.py",
@@ -59,6 +61,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "predict": (
         "model",
+        "pipeline/training/checkpoint.py",
         "extractors",
         "pipeline/inference/predict.py",
         "pipeline/inference/predict_dialogue.py",
@@ -74,6 +77,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": (
         "model",
+        "pipeline/training/checkpoint.py",
         "pipeline/training/evaluate.py",
         "pipeline/training/diagnostics.py",
         "pipeline/training/data.py",
@@ -81,15 +85,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_CHUNK = 1 << 20
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+file_digest = sha256_file  # the name flows/ uses for a file's sha256 (pipeline/files.py)
 
 
 def tree_digest(directory: str | Path) -> str:

@@ -394,8 +394,8 @@ def test_damaged_featureset_is_refused_naming_file_and_key(
 def checkpoint(extractors, tmp_path_factory) -> Path:
     """An untrained tiny Ada2I with the tiny extractors' feature spec: enough to predict with."""
     from model.ada2i import Ada2I
-    from model.checkpoint import save_checkpoint
     from model.config import preset
+    from pipeline.training.checkpoint import save_checkpoint
 
     spec = feature_spec(extractors, 2.0)
     dims = {m: s["dim"] for m, s in spec.items()}

@@ -53,7 +53,6 @@ from pipeline.features.store_files import (  # re-exported: the store's public n
     Entry,
     EntryFiles,
     UnindexedWriter,  # noqa: F401
-    hash_file,
 )
 from pipeline.features.store_index import (  # re-exported: the store's public names live here
     INDEX_FILE,
@@ -64,6 +63,7 @@ from pipeline.features.store_index import (  # re-exported: the store's public n
     StoreWriteError,  # noqa: F401
     rebuild_index,
 )
+from pipeline.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class FeatureStore(EntryFiles):
         ).fetchone()
         if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
             return row[2]
-        sha = hash_file(path)
+        sha = sha256_file(path)
         if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
             with self._tx():
                 self._db.execute(

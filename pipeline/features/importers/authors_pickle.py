@@ -35,7 +35,6 @@ pickles do not say which vectors are placeholders.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from collections.abc import Iterable, Mapping
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.features.featureset import MODALITIES, FeatureSet, from_arrays
+from pipeline.files import sha256_file
 
 # Label orders from ../shared/paper/official-code-notes.md ("Data it expects").
 LABEL_NAMES: dict[str, list[str]] = {
@@ -283,7 +283,7 @@ def load_authors_pickle(
         for m in features
     }
     source = (
-        f"authors-pickle {path.name} sha256={_sha256(path)[:16]} dataset={dataset} "
+        f"authors-pickle {path.name} sha256={sha256_file(path)[:16]} dataset={dataset} "
         f"layout={data['layout']} dev={dev_rule}"
     )
     fs = from_arrays(
@@ -428,11 +428,3 @@ def _stack(blocks: list[np.ndarray], m: str, path: Path) -> np.ndarray:
     if len(dims) != 1:
         raise ValueError(f"{path}: {_FEATURE_FIELDS[m]} features have mixed dims {sorted(dims)}")
     return np.concatenate(blocks, axis=0)  # [N, D_m]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -15,12 +15,13 @@ train/dev/test, labels hap sad neu ang exc fru = label_id 0..5):
        statistics, clipped to +-5; it covers 5,531 of the 7,433 ERC utterances, the rest present=0.
 MELD-7 (meld/{train,dev,test}_sent_emo.csv; labels neu sur fea sad joy dis ang): t only.
     Dialogues "<split>_dia<Dialogue_ID>", utterances "<split>_dia<D>_utt<U>" in Utterance_ID order.
-    Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired; the copy in ../shared is
-    already clean UTF-8, so this is a guard for other copies of the release.
+    Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired (adapters.meld.repair_text);
+    the copy in ../shared is already clean UTF-8, so this is a guard for other copies.
 
 Text embeddings are cached as safetensors in cache_dir (default ~/.cache/ada2i-erc/text-embeddings),
-keyed by sha256 of the model's weights + the exact texts, so a cache is reused only when its
-provenance matches. Nothing is written next to the data.
+keyed by the model's weights hash (extractors.weights.sha256_files, the one the text extractor
+records) + the exact texts, so a cache is reused only when its provenance matches. Nothing is
+written next to the data.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import hashlib
 import importlib.metadata
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,11 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
 
+from extractors.weights import WEIGHT_SUFFIXES, sha256_files
 from pipeline.dataset import labels
+from pipeline.dataset.adapters.meld import repair_text
 from pipeline.features.featureset import FeatureSet, from_arrays
+from pipeline.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,6 @@ HANDCRAFTED += ["auto_corr_max", "auto_corr_std"]
 LOG_COLUMNS = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "auto_corr_max", "auto_corr_std"]
 Z_CLIP = 5.0  # |z| cap after train-statistics normalisation (see module doc)
 TEXT_BATCH = 128
-_MOJIBAKE = ("â€", "Ã", "Â")
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -95,23 +97,13 @@ def read_meld_table(data_dir: str | Path | None = None) -> pd.DataFrame:
                     "split": split,
                     "dialogue": f"{split}_dia" + d,
                     "utt_id": f"{split}_dia" + d + "_utt" + u,
-                    "speaker": df["Speaker"].astype(str).map(fix_mojibake),
+                    "speaker": df["Speaker"].astype(str).map(repair_text),
                     "label_id": df["Emotion"].map(MELD_EMOTIONS).map(MELD_LABELS.index),
-                    "text": df["Utterance"].fillna("").astype(str).map(fix_mojibake),
+                    "text": df["Utterance"].fillna("").astype(str).map(repair_text),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
-
-
-def fix_mojibake(s: str) -> str:
-    """Undo UTF-8 read as cp1252 ("youâ€™re" -> "you’re"); text without the marks is unchanged."""
-    if not any(mark in s for mark in _MOJIBAKE):
-        return s
-    try:
-        return s.encode("cp1252").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return s
 
 
 # ---- importers ------------------------------------------------------------------------------
@@ -138,7 +130,7 @@ def load_iemocap_shared(
         features["t"], spec["t"] = encode_texts(
             df["text"].tolist(), text_model, cache_dir, progress
         )
-        spec["t"].update(source="iemocap_erc.csv:text", source_sha256=_sha256(csv))
+        spec["t"].update(source="iemocap_erc.csv:text", source_sha256=sha256_file(csv))
     if "a" in modalities:
         train = (df["split"] == "train").to_numpy()
         if audio_source == "handcrafted":
@@ -172,7 +164,7 @@ def load_meld_shared(
     x, spec = encode_texts(df["text"].tolist(), text_model, cache_dir, progress)  # [N, 384]
     spec["source"] = "meld/{train,dev,test}_sent_emo.csv:Utterance"
     spec["source_sha256"] = {
-        s: _sha256(data_dir / "meld" / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
+        s: sha256_file(data_dir / "meld" / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
     }
     fs = from_arrays(
         _dialogues(df, ()), {"t": x}, df["label_id"].to_numpy().copy(), MELD_LABELS,
@@ -241,14 +233,8 @@ def encode_texts(
                 texts, batch_size=TEXT_BATCH, convert_to_numpy=True, show_progress_bar=progress
             ).astype(np.float32)  # [N, D]
         cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"embeddings": x}, tmp, metadata={"model": name, "weights_sha256": weights})
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        meta = {"model": name, "weights_sha256": weights}
+        atomic_write(cache, lambda tmp: save_file({"embeddings": x}, tmp, metadata=meta))
     spec = {
         "extractor": name,
         "version": version,
@@ -273,10 +259,12 @@ def _text_model_dir(text_model: str | Path | None) -> tuple[Path, str, str]:
 
 
 def _weights_sha256(model_dir: Path) -> str:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (model_dir / name).is_file():
-            return _sha256(model_dir / name)
-    raise FileNotFoundError(f"{model_dir}: no model.safetensors or pytorch_model.bin")
+    """The weights hash extractors/text.py records for the same folder (extractors.weights), so an
+    imported and an extracted MiniLM feature set name their weights alike."""
+    digest = sha256_files(model_dir)
+    if not digest:
+        raise FileNotFoundError(f"{model_dir}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    return digest
 
 
 # ---- audio ----------------------------------------------------------------------------------
@@ -304,7 +292,7 @@ def _handcrafted_audio(data_dir: Path, utt_ids: pd.Series, train: np.ndarray):
         "train_mean": mean,
         "train_std": std,
         "source": "iemocap/audio_handcrafted.csv",
-        "source_sha256": _sha256(path),
+        "source_sha256": sha256_file(path),
     }
     return x, ok, spec
 
@@ -329,7 +317,7 @@ def _pyaudioanalysis_audio(data_dir: Path, utt_ids: pd.Series, train: np.ndarray
         "train_mean": mean,
         "train_std": std,
         "source": "iemocap/audio_pyaudioanalysis.npz",
-        "source_sha256": _sha256(path),
+        "source_sha256": sha256_file(path),
     }
     return x, ok, spec
 
@@ -403,11 +391,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (is ../shared/data present?)")
     return pd.read_csv(path, encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
