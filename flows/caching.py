@@ -33,7 +33,7 @@ CACHE_POLICY = INPUTS + TASK_SOURCE
 
 # The source files each stage's output depends on (relative to the project root; folders recurse).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("pipeline/dataset/demo.py",),
+    "demo": ("pipeline/dataset/demo.py", "pipeline/dataset/media_writer.py"),
     "manifest": ("pipeline/dataset/manifest.py", "pipeline/dataset/adapters"),
     "extract": (
         "extractors",

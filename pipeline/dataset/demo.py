@@ -17,7 +17,7 @@ dialogue. Deterministic in `seed`; a second call with the same arguments reuses 
 manifest's extra column has_face says which utterances show the face.
 
 OpenCV composes the frames (resize, tint); PyAV encodes them together with the audio in one pass
-(media.write_video), since OpenCV's VideoWriter cannot write an audio track and a second remux pass
+(media_writer.write_video), since OpenCV's VideoWriter cannot write an audio track and a second remux pass
 would only add a failure point. The files are probed after writing, and a bad one raises at once.
 """
 
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.dataset.manifest import normalize, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, probe, write_video
+from pipeline.dataset.media import SAMPLE_RATE, probe
+from pipeline.dataset.media_writer import write_video
 from pipeline.timecode import format_timecode
 
 DEMO_VERSION = 2  # bump when the generated content changes (invalidates reused demo folders)

@@ -18,7 +18,8 @@ import torch
 from pipeline.cli import main
 from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import read_manifest, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments
+from pipeline.dataset.media_writer import write_video
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import load_extractors
 from pipeline.features.featureset import FeatureSet
