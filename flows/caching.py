@@ -33,8 +33,16 @@ CACHE_POLICY = INPUTS + TASK_SOURCE
 
 # The source files each stage's output depends on (relative to the project root; folders recurse).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("pipeline/dataset/demo.py", "pipeline/dataset/media_writer.py"),
-    "manifest": ("pipeline/dataset/manifest.py", "pipeline/dataset/adapters"),
+    "demo": (
+        "pipeline/dataset/demo.py",
+        "pipeline/dataset/media_writer.py",
+        "pipeline/timecode.py",  # the demo's .srt files
+    ),
+    "manifest": (
+        "pipeline/dataset/manifest.py",
+        "pipeline/dataset/adapters",
+        "pipeline/timecode.py",  # MELD's StartTime/EndTime
+    ),
     "extract": (
         "extractors",
         "pipeline/features/extract.py",
@@ -70,6 +78,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "pipeline/inference/segment.py",
         "pipeline/inference/speech.py",
         "pipeline/inference/subtitles.py",
+        "pipeline/timecode.py",
         "pipeline/inference/report_html.py",
         "pipeline/features/extract.py",
         "pipeline/features/extract_plan.py",
