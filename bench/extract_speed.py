@@ -53,7 +53,8 @@ def make_long_video(path: Path, minutes: float) -> Path:
     import matplotlib.cbook
     from PIL import Image
 
-    from pipeline.dataset.media import SAMPLE_RATE, write_video
+    from pipeline.dataset.media import SAMPLE_RATE
+    from pipeline.dataset.media_writer import write_video
 
     w, h = LONG_SIZE
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset.media import SAMPLE_RATE, iter_segments, probe, write_video
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments, probe
+from pipeline.dataset.media_writer import write_video
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "iemocap" / "clips"
 W, H, VIDEO_FPS = 320, 240, 10

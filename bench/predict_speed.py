@@ -169,8 +169,8 @@ def _full_context_scores(checkpoint, full: pd.DataFrame, clips: pd.DataFrame, wo
     """The labelled clips predicted inside their complete dialogues (all utterances, text)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from model.checkpoint import load_checkpoint
     from pipeline.features.featureset import FeatureSet
+    from pipeline.training.checkpoint import load_checkpoint
     from pipeline.training.evaluate import predict
 
     df = full[full["dialogue_id"].isin(set(clips["dialogue_id"]))].reset_index(drop=True)

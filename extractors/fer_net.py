@@ -121,11 +121,9 @@ def packaged_weights() -> tuple[Path, str]:
 
 
 def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    # streamed; pipeline/files.py has the same helper, but extractors/ cannot import pipeline
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _keras_to_torch(layer_weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 import pipeline
+from pipeline.files import sha256_file
 
 PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
 
@@ -32,8 +33,16 @@ CACHE_POLICY = INPUTS + TASK_SOURCE
 
 # The source files each stage's output depends on (relative to the project root; folders recurse).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("pipeline/dataset/demo.py",),
-    "manifest": ("pipeline/dataset/manifest.py", "pipeline/dataset/adapters"),
+    "demo": (
+        "pipeline/dataset/demo.py",
+        "pipeline/dataset/media_writer.py",
+        "pipeline/timecode.py",  # the demo's .srt files
+    ),
+    "manifest": (
+        "pipeline/dataset/manifest.py",
+        "pipeline/dataset/adapters",
+        "pipeline/timecode.py",  # MELD's StartTime/EndTime
+    ),
     "extract": (
         "extractors",
         "pipeline/features/extract.py",
@@ -52,6 +61,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "train": (
         "model",
+        "pipeline/training/checkpoint.py",
         "pipeline/training/train.py",
         "pipeline/training/train_config.py",
         "pipeline/training/train_epoch.py",
@@ -62,6 +72,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "predict": (
         "model",
+        "pipeline/training/checkpoint.py",
         "extractors",
         "pipeline/inference/predict.py",
         "pipeline/inference/predict_dialogue.py",
@@ -70,6 +81,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "pipeline/inference/segment.py",
         "pipeline/inference/speech.py",
         "pipeline/inference/subtitles.py",
+        "pipeline/timecode.py",
         "pipeline/inference/report_html.py",
         "pipeline/features/extract.py",
         "pipeline/features/extract_plan.py",
@@ -77,6 +89,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": (
         "model",
+        "pipeline/training/checkpoint.py",
         "pipeline/training/evaluate.py",
         "pipeline/training/diagnostics.py",
         "pipeline/training/data.py",
@@ -84,15 +97,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_CHUNK = 1 << 20
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+file_digest = sha256_file  # the name flows/ uses for a file's sha256 (pipeline/files.py)
 
 
 def tree_digest(directory: str | Path) -> str:

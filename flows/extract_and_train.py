@@ -41,6 +41,7 @@ from flows.params import (
     run_name,
 )
 from flows.train import train
+from pipeline.files import atomic_symlink
 
 
 def summarize(
@@ -86,10 +87,7 @@ def link_best(layout: Layout, trained: list[dict]) -> str:
     if link.exists() and not link.is_symlink():
         return ""
     target = Path(trained[0]["checkpoint_dir"])
-    tmp = link.with_name(f".best.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(target, layout.out), target_is_directory=True)
-    os.replace(tmp, link)
+    atomic_symlink(link, os.path.relpath(target, layout.out))
     return str(link)
 
 

@@ -23,7 +23,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pipeline.cli import main
-from pipeline.dataset import media
+from pipeline.dataset import media, media_writer
 from pipeline.dataset.labels import IEMOCAP, MELD
 from pipeline.dataset.manifest import ManifestError, read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features, feature_spec
@@ -59,8 +59,8 @@ def _write_wav(path: Path, x: np.ndarray) -> None:
 def media_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("media")
     frames = [np.full((32, 32, 3), 90 + 10 * k, np.uint8) for k in range(int(DURATION_S * 5))]
-    media.write_video(root / "talk.mp4", frames, 5, audio=_voice(DURATION_S))
-    media.write_video(root / "silent_film.mp4", frames, 5)  # no audio stream
+    media_writer.write_video(root / "talk.mp4", frames, 5, audio=_voice(DURATION_S))
+    media_writer.write_video(root / "silent_film.mp4", frames, 5)  # no audio stream
     _write_wav(root / "speech.wav", _voice(2.0, 180.0))
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     (root / "empty.wav").write_bytes(b"")
@@ -394,8 +394,8 @@ def test_damaged_featureset_is_refused_naming_file_and_key(
 def checkpoint(extractors, tmp_path_factory) -> Path:
     """An untrained tiny Ada2I with the tiny extractors' feature spec: enough to predict with."""
     from model.ada2i import Ada2I
-    from model.checkpoint import save_checkpoint
     from model.config import preset
+    from pipeline.training.checkpoint import save_checkpoint
 
     spec = feature_spec(extractors, 2.0)
     dims = {m: s["dim"] for m, s in spec.items()}

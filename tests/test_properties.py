@@ -3,7 +3,7 @@
     read_manifest      ManifestError (a ValueError)        pipeline/dataset/manifest.py
     parse_srt/_vtt     SubtitleError (a ValueError)        pipeline/inference/subtitles.py
     FeatureSet.load    FeatureSetError (a ValueError)      pipeline/features/featureset.py
-    load_checkpoint    ValueError (FileNotFoundError for a missing file)   model/checkpoint.py
+    load_checkpoint    ValueError (FileNotFoundError for a missing file)   pipeline/training/checkpoint.py
 
 Budget: a few seconds each (max_examples, no deadline: the shared CI cores are noisy).
 """
@@ -166,13 +166,13 @@ def test_featureset_load_of_random_bytes(features, meta, scratch):
 
 
 # Found by this test: checkpoint.json holding JSON that is not an object (e.g. `null`) raised
-# AttributeError; model/checkpoint.py now refuses it with ValueError.
+# AttributeError; pipeline/training/checkpoint.py now refuses it with ValueError.
 @FAST
 @given(weights=st.binary(max_size=200), meta=st.one_of(st.binary(max_size=60), JSONISH.map(
     lambda m: json.dumps(m).encode())))  # fmt: skip
 def test_load_checkpoint_raises_only_value_error(weights, meta, scratch):
-    """model.checkpoint.load_checkpoint (read-only here): bytes in, ValueError out."""
-    from model.checkpoint import load_checkpoint
+    """pipeline.training.checkpoint.load_checkpoint (read-only here): bytes in, ValueError out."""
+    from pipeline.training.checkpoint import load_checkpoint
 
     root = scratch / "ck"
     root.mkdir(exist_ok=True)

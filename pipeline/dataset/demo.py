@@ -17,7 +17,7 @@ dialogue. Deterministic in `seed`; a second call with the same arguments reuses 
 manifest's extra column has_face says which utterances show the face.
 
 OpenCV composes the frames (resize, tint); PyAV encodes them together with the audio in one pass
-(media.write_video), since OpenCV's VideoWriter cannot write an audio track and a second remux pass
+(media_writer.write_video), since OpenCV's VideoWriter cannot write an audio track and a second remux pass
 would only add a failure point. The files are probed after writing, and a bad one raises at once.
 """
 
@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.dataset.manifest import normalize, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, probe, write_video
+from pipeline.dataset.media import SAMPLE_RATE, probe
+from pipeline.dataset.media_writer import write_video
+from pipeline.timecode import format_timecode
 
 DEMO_VERSION = 2  # bump when the generated content changes (invalidates reused demo folders)
 LABELS = ("neu", "hap", "sad", "ang")
@@ -236,15 +238,10 @@ def _check_written(path: Path, total_s: float) -> None:
         raise RuntimeError(f"{path}: demo video written incorrectly ({info})")
 
 
-def _srt_time(s: float) -> str:
-    ms = int(round(s * 1000))
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
 def _write_srt(path: Path, plan: list[dict]) -> None:
     """Subtitles with "speaker: text" cues (the SRT route of the segmentation step)."""
     cues = [
-        f"{i}\n{_srt_time(u['start_s'])} --> {_srt_time(u['end_s'])}\n{u['speaker']}: {u['text']}\n"
+        f"{i}\n{format_timecode(u['start_s'])} --> {format_timecode(u['end_s'])}\n{u['speaker']}: {u['text']}\n"
         for i, u in enumerate(plan, 1)
     ]
     path.write_text("\n".join(cues), encoding="utf-8")

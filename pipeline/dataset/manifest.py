@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.dataset.labels import LABEL_SET_COLUMN, check_labels
+from pipeline.files import atomic_write
 
 REQUIRED = ("dialogue_id", "utterance_id", "speaker", "start_s", "end_s", "text")
 OPTIONAL = ("label", "split", "video_path", "audio_path")
@@ -202,20 +202,16 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     base = path.resolve().parent
     for col in MEDIA_COLUMNS:
         out[col] = [_relativize(p, base) for p in out[col]]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if fmt == ".csv":
             out.to_csv(tmp, index=False, encoding="utf-8")
         elif fmt == ".jsonl":
             out.to_json(tmp, orient="records", lines=True, force_ascii=False)
         else:
             out.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a manifest is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)  # umask mode (0644 usually): a manifest is meant to be shared
     return path
 
 

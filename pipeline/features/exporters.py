@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.checkpoint import atomic_write
 from pipeline.features.featureset import FeatureSet
+from pipeline.files import atomic_write
 
 FORMATS = ("authors-pickle", "mmsa")
 MMSA_NAMES = {"t": "text", "a": "audio", "v": "vision"}

@@ -14,10 +14,9 @@ FIFO: hashing it would never end) fails that row's media tasks. Neither stops th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ import pandas as pd
 from extractors.base import Extractor
 from pipeline.dataset.manifest import media_file_problem, read_manifest, validate_rows
 from pipeline.features.store import FeatureStore, make_key, text_hash
+from pipeline.files import atomic_write_text
 
 MODALITY_ORDER = "tav"
 KIND_OF = {"t": "text", "a": "audio", "v": "visual"}
@@ -226,26 +226,13 @@ def write_failures(failures: Sequence[Failure], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [asdict(f) for f in failures]
     csv_path = out_dir / "failures.csv"
-
-    def write_csv(f):
-        w = csv.DictWriter(f, fieldnames=FAILURE_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-
-    _atomic_text(csv_path, write_csv)
-    _atomic_text(out_dir / "failures.json", lambda f: json.dump(rows, f, indent=1))
+    table = io.StringIO(newline="")  # csv writes "\r\n" line ends itself
+    w = csv.DictWriter(table, fieldnames=FAILURE_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(csv_path, table.getvalue())
+    atomic_write_text(out_dir / "failures.json", json.dumps(rows, indent=1))
     return csv_path
-
-
-def _atomic_text(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def manifest_tasks(

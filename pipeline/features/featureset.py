@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.checkpoint import atomic_write
+from pipeline.files import atomic_write
 
 MODALITIES = ("t", "a", "v")  # canonical order everywhere: text, audio, visual
 FEATURES_FILE = "features.safetensors"

@@ -25,6 +25,8 @@ by path and treated as not cached, so extraction recomputes it), ``gc`` deletes 
 damaged index says how to rebuild it, a read-only store can be read, and a full disk is reported as
 such with nothing half-written left.
 
+Status counts, gc and listing are in pipeline/features/store_admin.py (FeatureStore inherits them).
+
 Readable with nothing but the standard library: ``python -m pipeline.features.store --root S list``.
 Only safetensors, JSON and SQLite on disk: never pickle.
 """
@@ -32,7 +34,6 @@ Only safetensors, JSON and SQLite on disk: never pickle.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import logging
@@ -47,13 +48,18 @@ from typing import Any
 
 from pipeline.features import store_entry
 from pipeline.features import store_index as ix
+from pipeline.features.store_admin import (  # re-exported: the store's public names live here
+    STALE_TMP_SECONDS,  # noqa: F401
+    GcReport,  # noqa: F401
+    StatusCounts,  # noqa: F401
+    StoreAdmin,
+)
 from pipeline.features.store_entry import COLUMNS, DamagedEntryError
 from pipeline.features.store_files import (  # re-exported: the store's public names live here
     PIPELINE_VERSION,  # noqa: F401
     Entry,
     EntryFiles,
     UnindexedWriter,  # noqa: F401
-    hash_file,
 )
 from pipeline.features.store_index import (  # re-exported: the store's public names live here
     INDEX_FILE,
@@ -62,24 +68,12 @@ from pipeline.features.store_index import (  # re-exported: the store's public n
     StoreError,
     StoreReadOnlyError,
     StoreWriteError,  # noqa: F401
+    guard_index,
     rebuild_index,
 )
+from pipeline.files import sha256_file
 
 log = logging.getLogger(__name__)
-
-STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
-
-
-@dataclass
-class StatusCounts:
-    cached: int = 0
-    missing: int = 0  # not cached and never computed for this utterance
-    stale: int = 0  # not cached, but an entry exists from another spec/input of this utterance
-    invalid: int = 0  # no key can be made (missing file, bad row)
-    damaged: int = 0  # indexed, but its file fails verification (treated as not cached)
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(vars(self))
 
 
 @dataclass
@@ -88,16 +82,6 @@ class IngestReport:
     already: int = 0  # already indexed
     absent: list[str] = field(default_factory=list)  # keys asked for that have no file
     damaged: list[str] = field(default_factory=list)  # "path: problem": no row given
-
-
-@dataclass
-class GcReport:
-    objects_deleted: int = 0
-    rows_deleted: int = 0
-    bytes_freed: int = 0
-    dry_run: bool = False
-    kept: int = 0
-    damaged: list[str] = field(default_factory=list)  # "path: problem" of each damaged entry
 
 
 def text_hash(text: str) -> str:
@@ -131,20 +115,7 @@ def make_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _guard_index(method):
-    """Turn SQLite errors into StoreErrors that say what to do: rebuild, read-only, disk full."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            raise self._index_error(exc) from exc
-
-    return wrapper
-
-
-class FeatureStore(EntryFiles):
+class FeatureStore(StoreAdmin, EntryFiles):
     """A directory of content-addressed feature vectors with a SQLite provenance index.
 
     ``create``: make the store if absent; it also says the caller means to write, so a read-only
@@ -186,7 +157,7 @@ class FeatureStore(EntryFiles):
 
     # ---- input hashing -----------------------------------------------------------------------
 
-    @_guard_index
+    @guard_index
     def file_hash(self, path: str | Path) -> str:
         """sha256 of a file's bytes, cached by (path, size, mtime) so big videos are read once."""
         path = Path(path).resolve()
@@ -196,7 +167,7 @@ class FeatureStore(EntryFiles):
         ).fetchone()
         if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
             return row[2]
-        sha = hash_file(path)
+        sha = sha256_file(path)
         if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
             with self._tx():
                 self._db.execute(
@@ -207,7 +178,7 @@ class FeatureStore(EntryFiles):
 
     # ---- read --------------------------------------------------------------------------------
 
-    @_guard_index
+    @guard_index
     def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
         """The keys that have an index row and a sound object file (else: not cached).
 
@@ -239,7 +210,7 @@ class FeatureStore(EntryFiles):
 
     # ---- write -------------------------------------------------------------------------------
 
-    @_guard_index
+    @guard_index
     def put_many(self, entries: Sequence[Entry]) -> None:
         """Write the objects atomically, then their index rows in one transaction."""
         self._writable(f"{len(entries)} entries")
@@ -254,7 +225,7 @@ class FeatureStore(EntryFiles):
             # stored: no longer anyone's work in progress
             self._db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
 
-    @_guard_index
+    @guard_index
     def ingest(self, keys: Iterable[str] | None = None) -> IngestReport:
         """Index entry files written without the index (UnindexedWriter, on other hosts).
 
@@ -296,7 +267,7 @@ class FeatureStore(EntryFiles):
 
     # ---- claims: one computation per key across concurrent writers ---------------------------
 
-    @_guard_index
+    @guard_index
     def claim(self, keys: Sequence[str]) -> dict[str, str]:
         """Claim keys about to be computed. Returns the ones to leave alone: {key: owner} for
         keys another live writer holds (it is computing them) and {key: "stored"} for keys
@@ -321,7 +292,7 @@ class FeatureStore(EntryFiles):
                 )
         return skip
 
-    @_guard_index
+    @guard_index
     def release(self, keys: Iterable[str]) -> None:
         """Drop this writer's claims on keys it will not store (failed, or run interrupted)."""
         keys = list(keys)
@@ -332,7 +303,7 @@ class FeatureStore(EntryFiles):
                     ((k, self._owner) for k in keys),
                 )
 
-    @_guard_index
+    @guard_index
     def claims_alive(self, keys: Iterable[str]) -> set[str]:
         """Of these keys, those still claimed by another live writer."""
         return {k for c, m in ix.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
@@ -347,107 +318,6 @@ class FeatureStore(EntryFiles):
             for key, owner, host, pid, at in rows
             if owner != self._owner and ix.claim_live(host, pid, at, self._host, now)
         ]
-
-    # ---- status and gc -----------------------------------------------------------------------
-
-    @_guard_index
-    def status(
-        self, wanted: Iterable[tuple[str, str, str | None]], verify: bool = False
-    ) -> dict[str, StatusCounts]:
-        """Counts per extractor for (utterance_id, extractor name, key | None = no key possible).
-
-        ``verify``: read every entry file (else a same-size overwrite is counted as cached).
-        """
-        wanted = list(wanted)
-        have = self.present((k for _, _, k in wanted if k), verify=verify)
-        damaged_keys = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
-        last = dict(
-            ((u, x), k)
-            for u, x, k in self._db.execute("SELECT utterance_id, extractor, key FROM refs")
-        )
-        counts: dict[str, StatusCounts] = {}
-        for utt, name, key in wanted:
-            c = counts.setdefault(name, StatusCounts())
-            if key is None:
-                c.invalid += 1
-            elif key in have:
-                c.cached += 1
-            elif key in damaged_keys:
-                c.damaged += 1
-            elif last.get((utt, name), key) != key:
-                c.stale += 1
-            else:
-                c.missing += 1
-        return counts
-
-    @_guard_index
-    def gc(self, keep: set[str] | None = None, dry_run: bool = False) -> GcReport:
-        """Delete every object and index row whose key is not in ``keep``, and every damaged
-        entry (each file is read and checked); report bytes freed.
-
-        ``keep`` None keeps every sound indexed entry and removes only debris and damage: objects
-        without an index row, index rows without an object, temp files left by killed writers.
-        """
-        if not dry_run:
-            self._writable("(gc deletes entries)")
-        report = GcReport(dry_run=dry_run)
-        rows = [k for (k,) in self._db.execute("SELECT key FROM entries").fetchall()]
-        if keep is None:
-            keep = set(rows)
-        stale_cutoff = time.time() - STALE_TMP_SECONDS
-        sound: set[str] = set()
-        for path in self._iter_objects():
-            name = path.name
-            if name.startswith(TMP_PREFIX):
-                # A live writer's temp file is seconds old; only killed writers leave old ones.
-                if path.stat().st_mtime >= stale_cutoff:
-                    continue
-            elif (key := name.removesuffix(".safetensors")) in keep:
-                try:
-                    store_entry.check(path, key)
-                    report.kept += 1
-                    sound.add(key)
-                    continue
-                except DamagedEntryError as exc:
-                    report.damaged.append(f"{path}: {exc.problem}")
-                except FileNotFoundError:
-                    continue
-            report.objects_deleted += 1
-            report.bytes_freed += path.stat().st_size
-            if not dry_run:
-                path.unlink(missing_ok=True)
-        drop_rows = [k for k in rows if k not in sound]
-        report.rows_deleted = len(drop_rows)
-        if not dry_run and drop_rows:
-            with self._tx():
-                self._db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in drop_rows))
-                self._db.execute("DELETE FROM refs WHERE key NOT IN (SELECT key FROM entries)")
-        return report
-
-    # ---- listing -----------------------------------------------------------------------------
-
-    @_guard_index
-    def entries(self) -> list[dict[str, Any]]:
-        cur = self._db.execute("SELECT * FROM entries ORDER BY created_at, key")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur]
-
-    @_guard_index
-    def summary(self) -> dict[str, Any]:
-        """Entries and bytes per extractor/version/config: what `erc status` prints per store."""
-        rows = self._db.execute(
-            "SELECT extractor, version, config_hash, weights, status, COUNT(*), SUM(nbytes) "
-            "FROM entries GROUP BY extractor, version, config_hash, weights, status"
-        ).fetchall()
-        out: dict[str, Any] = {}
-        for name, version, chash, weights, status, n, nbytes in rows:
-            d = out.setdefault(
-                f"{name}@{version}#{chash}",
-                {"weights": weights, "ok": 0, "missing": 0, "bytes": 0},
-            )
-            d[status] += n
-            d["bytes"] += int(nbytes or 0)
-        return out
 
     def _tx(self) -> ix.Transaction:
         return ix.Transaction(self._db)

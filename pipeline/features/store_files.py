@@ -15,13 +15,11 @@ Two writers computing one key write identical payloads, and the rename makes one
 from __future__ import annotations
 
 import errno
-import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,10 +38,9 @@ from pipeline.features.store_index import (
     StoreReadOnlyError,
     StoreWriteError,
 )
+from pipeline.files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
-
-HASH_CHUNK = 4 << 20  # 4 MiB reads: fast on big videos, bounded memory
 
 
 def _pipeline_version() -> str:
@@ -69,15 +66,6 @@ class Entry:
     segment: tuple[float, float | None] | None = None
     fps: float | None = None
     refs: tuple[str, ...] = ()  # every utterance id that resolved to this key (for 'stale')
-
-
-def hash_file(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks (bounded memory on big videos)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class EntryFiles:
@@ -198,19 +186,14 @@ class EntryFiles:
                 )
         blob = store_entry.encode(e.key, x, row, refs)
         path = self.object_path(e.key)
-        tmp = path.parent / f"{TMP_PREFIX}{e.key}.{os.getpid()}.{time.monotonic_ns()}.part"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic: readers see the old file, the new one, or none
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in ix.FULL_ERRNOS:
+            # readers see the old file, the new one, or none; TMP_PREFIX: scans skip the temp file
+            atomic_write_bytes(path, blob, prefix=TMP_PREFIX, suffix=".part")
+        except OSError as exc:
+            if exc.errno in ix.FULL_ERRNOS:
                 raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
-            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES):
+            if exc.errno in (errno.EROFS, errno.EACCES):
                 raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
             raise
         return len(blob)
@@ -243,7 +226,7 @@ class UnindexedWriter(EntryFiles):
         st = path.stat()  # FileNotFoundError names the path
         memo = (str(path), st.st_size, st.st_mtime_ns)
         if memo not in self._hashes:
-            self._hashes[memo] = hash_file(path)
+            self._hashes[memo] = sha256_file(path)
         return self._hashes[memo]
 
     def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:

@@ -9,6 +9,7 @@ and only the file-hash cache (media are hashed again once) is lost.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 import time
@@ -263,3 +264,16 @@ class Transaction:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+def guard_index(method):
+    """Turn SQLite errors into StoreErrors that say what to do: rebuild, read-only, disk full."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._index_error(exc) from exc
+
+    return wrapper

@@ -54,7 +54,6 @@ from typing import Any
 import pandas as pd
 
 from extractors.base import Extractor
-from model.checkpoint import load_checkpoint
 from pipeline.dataset import media
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.assemble import feature_spec
@@ -81,6 +80,7 @@ from pipeline.inference.segment import manifest_rows, segment_video
 from pipeline.inference.speech import Asr, load_asr
 from pipeline.inference.subtitles import find_subtitles
 from pipeline.progress_bar import progress_bar
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.evaluate import check_feature_spec
 
 log = logging.getLogger(__name__)

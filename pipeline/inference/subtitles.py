@@ -22,11 +22,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.timecode import TIMECODE, seconds
+
 SUFFIXES = (".srt", ".vtt")
 
 # "01:02:03,456" (SRT) or "01:02:03.456" / "02:03.456" (VTT; hours optional there).
-_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})"
-_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s+.*)?$")  # VTT settings may follow
+_TIMING = re.compile(rf"^\s*{TIMECODE}\s*-->\s*{TIMECODE}(?:\s+.*)?$")  # VTT settings may follow
 _VOICE = re.compile(r"^\s*<v(?:\.[\w.-]+)?\s+([^>]+)>")
 _BRACKET = re.compile(r"^\s*\[([^\]\d][^\]]{0,40})\]\s*(.*)$")
 # A name is 1-4 words starting with a letter; "Note: 10:30" or a URL do not look like one.
@@ -46,11 +47,6 @@ class Cue:
     text: str
     line: int  # 1-based line of the timing line, for messages
     problem: str = ""  # "" = usable; else why the cue cannot be cut (inverted, zero-length)
-
-
-def _seconds(groups: tuple[str | None, ...]) -> float:
-    h, m, s, frac = groups
-    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
 
 
 def _split_speaker(raw_lines: list[str]) -> tuple[str, str]:
@@ -96,11 +92,12 @@ def _cue(block_start: int, block: list[str], timing_at: int, source: str) -> Cue
             f"got {block[timing_at].strip()!r}"
         )
     g = m.groups()
-    start, end = _seconds(g[:4]), _seconds(g[4:])
-    if int(g[2]) >= 60 or int(g[6]) >= 60 or (g[0] and int(g[1]) >= 60):
+    try:
+        start, end = seconds(g[:4]), seconds(g[4:])
+    except ValueError:
         raise SubtitleError(
             f"{source}:{line_no}: minutes/seconds out of range in {block[timing_at].strip()!r}"
-        )
+        ) from None
     problem = ""
     if end < start:
         problem = f"{source}:{line_no}: cue ends ({end:.3f} s) before it starts ({start:.3f} s)"

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from model.ada2i import Ada2I
-from model.checkpoint import load_checkpoint
 from model.losses import ada2i_loss
 from pipeline.features.featureset import Dialogue, FeatureSet
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.data import IGNORE, iter_batches
 
 

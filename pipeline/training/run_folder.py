@@ -33,9 +33,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import atomic_write
 from model.config import Ada2IConfig
 from pipeline.features.featureset import FeatureSet
+from pipeline.files import atomic_write
 from pipeline.training.train_state import STATE_JSON
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ CODE_KEY = "code"  # identity key of the training code's hash
 TRAINING_CODE = (
     "model",
     "pipeline/training/train.py",
+    "pipeline/training/checkpoint.py",
     "pipeline/training/train_config.py",
     "pipeline/training/train_epoch.py",
     "pipeline/training/train_runtime.py",

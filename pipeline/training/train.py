@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from model.ada2i import Ada2I
-from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import Ada2IConfig
 from pipeline.features.featureset import FeatureSet
 from pipeline.progress_bar import progress_bar
 from pipeline.training import run_folder
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.diagnostics import plot_training
 from pipeline.training.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.training.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau

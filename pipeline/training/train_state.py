@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from model.ada2i import Ada2I
-from model.checkpoint import (
+from pipeline.files import atomic_write
+from pipeline.training.checkpoint import (
     META_FILE,
     WEIGHTS_FILE,
-    atomic_write,
     load_verified,
     save_checkpoint,
     save_tensors,

@@ -22,7 +22,8 @@ from pipeline.dataset.adapters import (
 )
 from pipeline.dataset.adapters.meld import parse_srt_time, repair_text
 from pipeline.dataset.manifest import COLUMNS, read_manifest, validate_rows, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments
+from pipeline.dataset.media_writer import write_video
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 

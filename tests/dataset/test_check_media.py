@@ -12,7 +12,8 @@ import soundfile as sf
 from pipeline.dataset.check_media import check_media, silent_frames, write_report
 from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import normalize, read_manifest
-from pipeline.dataset.media import SAMPLE_RATE, write_video
+from pipeline.dataset.media import SAMPLE_RATE
+from pipeline.dataset.media_writer import write_video
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 

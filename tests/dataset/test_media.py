@@ -14,8 +14,8 @@ from pipeline.dataset.media import (
     iter_segments,
     probe,
     sample_times,
-    write_video,
 )
+from pipeline.dataset.media_writer import write_video
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 CLIPS = SHARED / "data" / "iemocap" / "clips"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.dataset import media
+from pipeline.dataset import media, media_writer
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import ExtractionError, plan_tasks, store_status
@@ -66,9 +66,9 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     fps = 10
     frames = _face_frames(int(DURATION_S * fps))
-    media.write_video(root / "good.mp4", frames, fps, audio=_voice(DURATION_S))
+    media_writer.write_video(root / "good.mp4", frames, fps, audio=_voice(DURATION_S))
     blank = [np.full_like(frames[0], 128)] * len(frames)  # no face: visual is masked, not failed
-    media.write_video(root / "silent_film.mp4", blank, fps)  # and no audio stream
+    media_writer.write_video(root / "silent_film.mp4", blank, fps)  # and no audio stream
     _write_wav(root / "speech.wav", _voice(2.0))  # no video stream
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
     rows = [  # dialogue, utt, speaker, start, end, text, label, video

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pipeline.cli import data as cli_data
+from pipeline.dataset.adapters.meld import repair_text
 from pipeline.features.featureset import FeatureSet, split_counts
 from pipeline.features.importers.authors_pickle import (
     choose_dev,
@@ -22,7 +23,6 @@ from pipeline.features.importers.authors_pickle import (
 from pipeline.features.importers.shared_data import (
     DEFAULT_DATA_DIR,
     HANDCRAFTED,
-    fix_mojibake,
     load_iemocap_shared,
     load_meld_shared,
     read_iemocap_table,
@@ -284,7 +284,7 @@ def test_meld_shared_counts_text_and_mojibake(tmp_path):
     assert table["utt_id"].is_unique and not table["text"].str.contains("â€").any()
     first = table.iloc[0]
     assert first["utt_id"] == "train_dia0_utt0" and "company’s" in first["text"]
-    assert fix_mojibake("youâ€™re") == "you’re" and fix_mojibake("Adiós.") == "Adiós."
+    assert repair_text("youâ€™re") == "you’re" and repair_text("Adiós.") == "Adiós."
     fs = load_meld_shared(SHARED, cache_dir=tmp_path, limit_dialogues=2)
     assert fs.modalities == "t" and fs.dims == {"t": 384}
     assert {d.split for d in fs.dialogues} == {"train", "dev", "test"} and len(fs.dialogues) == 6

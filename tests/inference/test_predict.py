@@ -15,17 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from model.checkpoint import META_FILE, load_checkpoint
 from pipeline.cli import main
 from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import read_manifest, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, iter_segments, write_video
+from pipeline.dataset.media import SAMPLE_RATE, iter_segments
+from pipeline.dataset.media_writer import write_video
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import load_extractors
 from pipeline.features.featureset import FeatureSet
 from pipeline.inference.predict import PredictError, predict_videos
 from pipeline.inference.speech import build_tiny_whisper
 from pipeline.inference.subtitles import parse_subtitles
+from pipeline.training.checkpoint import META_FILE, load_checkpoint
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_from_featureset
 

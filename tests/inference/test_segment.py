@@ -215,7 +215,7 @@ def test_unreadable_or_silent_media_is_reported(tmp_path, truth):
     bad.write_bytes(b"not a video" * 50)
     with pytest.raises(MediaError):
         segment_video(bad)
-    from pipeline.dataset.media import write_video
+    from pipeline.dataset.media_writer import write_video
 
     silent = write_video(tmp_path / "silent.mp4", [np.zeros((32, 32, 3), np.uint8)] * 10, 10)
     with pytest.raises(SegmentError, match="no audio stream"):

@@ -9,7 +9,6 @@ import torch
 
 from model.ada2i import Ada2I
 from model.afw import AFWLayer
-from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE, PRESETS, SUBSETS, Ada2IConfig, preset
 from model.losses import IGNORE, ada2i_loss
 from model.modulation import (
@@ -19,6 +18,7 @@ from model.modulation import (
     set_update_scales,
     unimodal_scores,
 )
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 
 DIMS = {"t": 12, "a": 8, "v": 10}
 

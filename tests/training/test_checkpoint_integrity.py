@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.importers.synthetic import make_synthetic
 from pipeline.inference.predict_steps import run_model
+from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
 from pipeline.training.evaluate import evaluate_checkpoint
 from pipeline.training.evaluate import predict as evaluate_predict
 from pipeline.training.train import configs_for, train
@@ -103,7 +103,7 @@ def test_old_checkpoint_without_hash_loads_with_a_warning(trained, tmp_path, cap
     meta = json.loads((ckpt / META_FILE).read_text())
     del meta["weights_sha256"]
     (ckpt / META_FILE).write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="model.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.checkpoint"):
         model, _ = load_checkpoint(ckpt)
     assert "no sha256 recorded" in caplog.text and str(ckpt / WEIGHTS_FILE) in caplog.text
     ref, _ = load_checkpoint(result.checkpoint_dir)
@@ -112,7 +112,7 @@ def test_old_checkpoint_without_hash_loads_with_a_warning(trained, tmp_path, cap
 
 
 def test_non_finite_weights_are_refused_even_with_a_matching_hash(trained, tmp_path):
-    from model.checkpoint import save_checkpoint
+    from pipeline.training.checkpoint import save_checkpoint
 
     result, _ = trained
     model, meta = load_checkpoint(result.checkpoint_dir)

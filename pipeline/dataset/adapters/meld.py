@@ -13,13 +13,12 @@ Labels: emotions become the MELD-7 codes neu sur fea sad joy dis ang (label_set 
 canonical order of pipeline/dataset/labels.py); sentiments stay neutral/positive/negative ("meld-sentiment").
 
 Text: the official CSVs hold mojibake (UTF-8 read as cp1252, e.g. "â€™" for "’"). repair_text
-re-encodes as cp1252 and decodes as UTF-8, which inverts exactly that mistake; text that is already
-correct fails the round trip (or does not change) and is kept as it is.
+re-encodes as cp1252 and decodes as UTF-8, which inverts exactly that mistake; it touches only text
+with the mistake's marks, and text that fails the round trip is kept as it is.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 from pipeline.dataset.labels import LABEL_SET_COLUMN, MELD_CODES
 from pipeline.dataset.manifest import normalize
 from pipeline.dataset.media import MediaError, probe
+from pipeline.timecode import parse_timecode
 
 SPLITS = ("train", "dev", "test")
 CLIP_DIRS = {
@@ -36,11 +36,21 @@ CLIP_DIRS = {
     "test": "output_repeated_splits_test",
 }
 EMOTIONS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
-_SRT = re.compile(r"^\s*(\d+):(\d\d):(\d\d)[,.](\d{1,3})\s*$")
+
+
+# What this mistake leaves in English text: "â€" starts every curly quote, dash and ellipsis
+# ("â€™" for "’"), "Ã" and "Â" every Latin-1 letter and symbol ("Ã³" for "ó", "Â£" for "£").
+_MOJIBAKE = ("â€", "Ã", "Â")
 
 
 def repair_text(text: str) -> str:
-    """Undo cp1252 mojibake ("â€™" -> "’"); text that does not round-trip is returned unchanged."""
+    """Undo cp1252 mojibake ("â€™" -> "’"); text without its marks, or that does not round-trip,
+    is returned unchanged. One repair for the MELD adapter and the shared-data importer
+    (pipeline/features/importers/shared_data.py)."""
+    if not any(mark in text for mark in _MOJIBAKE):
+        return (
+            text  # a correct non-Latin text may round-trip too; only text with the marks is fixed
+        )
     try:
         return text.encode("cp1252").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
@@ -49,11 +59,12 @@ def repair_text(text: str) -> str:
 
 def parse_srt_time(value) -> float:
     """'00:16:16,059' -> 976.059 (NaN when absent or malformed)."""
-    m = _SRT.match(str(value)) if isinstance(value, str) else None
-    if not m:
+    if not isinstance(value, str):
         return float("nan")
-    h, mnt, s, ms = m.groups()
-    return int(h) * 3600 + int(mnt) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000
+    try:
+        return parse_timecode(value)
+    except ValueError:
+        return float("nan")
 
 
 def load_meld(

@@ -16,10 +16,11 @@ utterance for text / audio / visual, and the sentences; plus split id lists trai
                audio, visual, sentence]}: the already split form Ada2I's loader builds.
 
 Safety. Unpickling runs code named in the file, so nothing is read unless trust=True (CLI:
---trust-pickle). Even then the file is read by a restricted Unpickler that resolves only plain
-containers, numpy arrays/dtypes/scalars and the two helpers old pickles need (`_codecs.encode`,
-`copyreg._reconstructor` for containers); any other global (os.system, builtins.eval, torch
-storages, user classes such as COGMEN's Sample) stops the load with an error naming the global.
+--trust-pickle). Even then the file is read by a restricted Unpickler (importers/safe_pickle.py,
+shared with the MMSA importer) that resolves only plain containers, numpy arrays/dtypes/scalars
+and the two helpers old pickles need (`_codecs.encode`, `copyreg._reconstructor` for
+containers); any other global (os.system, builtins.eval, torch storages, user classes such as
+COGMEN's Sample) stops the load with an error naming the global.
 
 Dev split. When the pickle has no dev ids (IEMOCAP, MELD), dev is chosen by us, not the authors'
 unseeded shuffle: `dev_ids` if given, else int(dev_fraction * n_train) training dialogues drawn with
@@ -35,8 +36,6 @@ pickles do not say which vectors are placeholders.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.features.featureset import MODALITIES, FeatureSet, from_arrays
+from pipeline.features.importers.safe_pickle import read_pickle_restricted
+from pipeline.files import sha256_file
 
 # Label orders from ../shared/paper/official-code-notes.md ("Data it expects").
 LABEL_NAMES: dict[str, list[str]] = {
@@ -65,66 +66,6 @@ _ALIASES = {
     "id": ("uid", "vid", "id", "dialogue_id"),
     "utterance_ids": ("utterance_ids", "ids"),
 }
-
-# Globals the restricted unpickler resolves; everything else is refused (defence in depth).
-_BUILTINS = "list dict tuple set frozenset bytearray bytes str int float complex bool object slice"
-_PY2_BUILTINS = "list dict tuple set frozenset bytearray str unicode int long float complex bool"
-_ALLOWED_GLOBALS = {("builtins", n) for n in _BUILTINS.split()} | {
-    ("__builtin__", n)  # Python 2 pickles (the community IEMOCAP/MELD files are py2)
-    for n in _PY2_BUILTINS.split()
-}
-_ALLOWED_GLOBALS |= {
-    ("collections", "OrderedDict"),
-    ("collections", "defaultdict"),
-    ("collections", "deque"),
-    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    ("copy_reg", "_reconstructor"),  # protocol 0/1 containers; the class is checked here too
-    ("copyreg", "_reconstructor"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),  # numpy 1.x pickles; numpy 2 keeps a shim
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),  # protocol 5
-    ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in _ALLOWED_GLOBALS; refuses the rest before anything runs."""
-
-    def __init__(self, file: io.BufferedIOBase, path: Path):
-        super().__init__(file, encoding="latin1")  # latin1: py2 numpy buffers load byte-exact
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
-                f"{self._path}: the pickle refers to {module}.{name}, which is not allowed "
-                "(only containers and numpy arrays are; the file may be unsafe or use an "
-                "unsupported layout)"
-            )
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(
-            f"{self._path}: persistent ids (e.g. torch storages) are not supported"
-        )
-
-
-def read_pickle_restricted(path: str | Path) -> Any:
-    """Unpickle with the allow-list above. Call only on files you trust; see the module doc."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            return _RestrictedUnpickler(f, path).load()
-        except pickle.UnpicklingError as exc:
-            msg = str(exc)
-            raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from exc
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise ValueError(f"{path}: not a readable feature pickle ({exc})") from exc
-
 
 # ---- layouts -> one canonical dict ----------------------------------------------------------
 
@@ -283,7 +224,7 @@ def load_authors_pickle(
         for m in features
     }
     source = (
-        f"authors-pickle {path.name} sha256={_sha256(path)[:16]} dataset={dataset} "
+        f"authors-pickle {path.name} sha256={sha256_file(path)[:16]} dataset={dataset} "
         f"layout={data['layout']} dev={dev_rule}"
     )
     fs = from_arrays(
@@ -428,11 +369,3 @@ def _stack(blocks: list[np.ndarray], m: str, path: Path) -> np.ndarray:
     if len(dims) != 1:
         raise ValueError(f"{path}: {_FEATURE_FIELDS[m]} features have mixed dims {sorted(dims)}")
     return np.concatenate(blocks, axis=0)  # [N, D_m]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.features.featureset import FeatureSet, from_arrays
-from pipeline.features.importers.authors_pickle import read_pickle_restricted
+from pipeline.features.importers.safe_pickle import read_pickle_restricted
 
 SPLITS = {"train": "train", "valid": "dev", "test": "test"}
 NAMES = {"t": "text", "a": "audio", "v": "vision"}

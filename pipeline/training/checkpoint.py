@@ -5,8 +5,11 @@ A checkpoint directory holds model.safetensors and checkpoint.json
 so a checkpoint from anywhere is safe to open; it loads on CPU or GPU without the training data.
 The weights are verified on load: their sha256 against the JSON (a truncated or overwritten file is
 refused, naming it), and every tensor finite. Checkpoints written before the hash was recorded
-still load, with a warning. Files get the ordinary umask mode: a checkpoint folder is meant to be
-copied to other machines and users.
+still load, with a warning. Files are written with pipeline/files.py (atomic, the ordinary umask
+mode: a checkpoint folder is meant to be copied to other machines and users).
+
+Here in training, not in model/: model/ is the network alone and imports nothing of pipeline, while
+a checkpoint is written atomically with the shared helper; inference loads it (a later stage).
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from safetensors.torch import save_file
 
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
+from pipeline.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +114,9 @@ def load_verified(path: Path, sha256: str | None, recorded_in: str) -> dict[str,
     return state
 
 
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as f:  # streamed: no copy of the file in memory
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors atomically as safetensors; returns the file's sha256. Written to disk first
     and hashed from there: serialising to bytes in memory for the hash held a second copy of every
     tensor (Adam's moments: ~70 MiB more peak RSS in the training benchmark)."""
     atomic_write(path, lambda p: save_file(tensors, p))
-    return file_sha256(path)
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(tmp) then fsync and rename over ``path``. The temp file is created here with mode
-    0o666 & ~umask (mkstemp would make it 0600, and the rename keeps that mode)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        mode = tmp.stat().st_mode & 0o777  # 0o666 & ~umask
-        write(str(tmp))
-        os.chmod(tmp, mode)  # a writer that recreates the file (safetensors' save_file: 0600)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return sha256_file(path)
