@@ -246,32 +246,10 @@ def _last_weights(run_dir: Path) -> dict[str, np.ndarray]:
 
 # ---- extraction --------------------------------------------------------------------------------
 def wav2vec2_large(device: str, batch_size: int, layers: int):
-    """facebook/wav2vec2-large-lv60's architecture (bench/paper_speed.py), random-init."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
+    """facebook/wav2vec2-large-lv60's architecture, random-init (extractors/wav2vec.py)."""
     from extractors.wav2vec import Wav2Vec2AudioExtractor
 
-    config = Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=layers,  # 24 in the real model; fewer only in --quick
-        num_attention_heads=16,
-        intermediate_size=4096,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        conv_bias=True,
-        feat_extract_activation="gelu",
-    )
-    torch.manual_seed(0)
-    fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
-    return Wav2Vec2AudioExtractor(
-        Wav2Vec2Model(config),
-        fe,
-        model_id=f"wav2vec2-large-lv60(architecture, {layers} layers, random-init)",
-        weights="random-init",
-        batch_size=batch_size,
-        device=device,
-    )
+    return Wav2Vec2AudioExtractor.large_random_init(layers, batch_size, device)
 
 
 def densenet_embedder(device: str, batch_size: int):

@@ -64,31 +64,10 @@ def build_text(folder: Path, device: str, batch_size: int):
 
 
 def build_wav2vec2(device: str, batch_size: int):
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
+    """facebook/wav2vec2-large-lv60's architecture, random-init (extractors/wav2vec.py)."""
     from extractors.wav2vec import Wav2Vec2AudioExtractor
 
-    config = Wav2Vec2Config(  # facebook/wav2vec2-large-lv60's config.json
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        conv_bias=True,
-        feat_extract_activation="gelu",
-    )
-    torch.manual_seed(0)
-    fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
-    return Wav2Vec2AudioExtractor(
-        Wav2Vec2Model(config),
-        fe,
-        model_id="wav2vec2-large-lv60(architecture, random-init)",
-        weights="random-init",
-        batch_size=batch_size,
-        device=device,
-    )
+    return Wav2Vec2AudioExtractor.large_random_init(24, batch_size, device)
 
 
 def decode(df) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:

@@ -162,6 +162,38 @@ class Wav2Vec2AudioExtractor:
             device=device,
         )
 
+    @classmethod
+    def large_random_init(
+        cls, layers: int = 24, batch_size: int = 8, device: str = "cpu", seed: int = 0
+    ) -> Wav2Vec2AudioExtractor:
+        """facebook/wav2vec2-large-lv60's architecture (its config.json) with random weights: the
+        paper preset's audio cost, measured without a download (bench/paper_speed.py,
+        bench/gpu_check.py). ``layers`` < 24 only to make a quick check quicker."""
+        from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+        config = Wav2Vec2Config(
+            hidden_size=1024,
+            num_hidden_layers=layers,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            conv_bias=True,
+            feat_extract_activation="gelu",
+        )
+        with torch.random.fork_rng(devices=[]):  # fixed weights without touching global RNG
+            torch.manual_seed(seed)
+            model = Wav2Vec2Model(config)
+        fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+        return cls(
+            model,
+            fe,
+            model_id=f"wav2vec2-large-lv60(architecture, {layers} layers, random-init)",
+            weights="random-init",
+            batch_size=batch_size,
+            device=device,
+        )
+
     # ---- extraction ---------------------------------------------------------------------------
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray | None]:
         signals = [self._prepare(i, x) for i, x in enumerate(inputs)]  # each [S_i] or None
