@@ -63,20 +63,26 @@ def _logs(home: Path) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {
+def stack_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a throwaway stack in ``home`` (never the project's .prefect/)."""
+    return {
         **os.environ,
         "PREFECT_HOME": str(home),
         "ERC_PREFECT_PORT": str(port),
         "ERC_PREFECT": PREFECT,
         "ERC_PREFECT_TOML": "0",  # never write prefect.toml into the project here
         "ERC_STOP_WAIT": "10",
+        **extra,
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+
+
+@contextlib.contextmanager
+def running_stack(env: dict[str, str]):
+    """scripts/prefect-up.sh with ``env``; yields {"env", "home", "pids", "up"} (up = its stdout).
+    Always torn down: prefect-down.sh, then SIGKILL to whatever it left."""
+    home = Path(env["PREFECT_HOME"])
     pids = []
     try:
         up = subprocess.run(
@@ -89,7 +95,7 @@ def stack(tmp_path_factory):
         )
         pids = [int(p.read_text()) for p in home.glob("*.pid")]
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{_logs(home)}"
-        yield {"env": env, "home": home, "pids": pids}
+        yield {"env": env, "home": home, "pids": pids, "up": up.stdout}
     finally:
         subprocess.run(
             [str(ROOT / "scripts" / "prefect-down.sh")], env=env, capture_output=True, timeout=180
@@ -101,18 +107,30 @@ def stack(tmp_path_factory):
                     os.killpg(pid, signal.SIGKILL)  # prefect-up.sh starts each in its own session
 
 
-def _run_deployment(stack, out: Path) -> tuple[dict, float]:
-    cmd = [PREFECT, "deployment", "run", "extract-and-train/local", "--watch"]
-    cmd += ["--watch-timeout", "900", "--param", f"out_dir={out}"]
-    for k, v in PARAMS.items():
+def deployment_run(stack, name: str, params: dict, timeout: int = 600) -> str:
+    """`prefect deployment run NAME --watch` with params; asserts it Completed -> its report."""
+    cmd = [PREFECT, "deployment", "run", name, "--watch", "--watch-timeout", str(timeout)]
+    for k, v in params.items():
         cmd += ["--param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
-    t0 = time.perf_counter()
     run = subprocess.run(
-        cmd, cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=960
+        cmd, cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=timeout + 60
     )
-    seconds = time.perf_counter() - t0
     report = f"{run.stdout}\n{run.stderr}\n{_logs(stack['home'])}"
     assert run.returncode == 0 and "Completed" in run.stdout, report
+    return report
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    with running_stack(stack_env(home, _free_port())) as running:
+        yield running
+
+
+def _run_deployment(stack, out: Path) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    report = deployment_run(stack, "extract-and-train/local", {**PARAMS, "out_dir": str(out)}, 900)
+    seconds = time.perf_counter() - t0
     assert (out / "summary.json").is_file(), report
     return json.loads((out / "summary.json").read_text()), seconds
 

@@ -25,7 +25,15 @@ from glob import glob
 from pathlib import Path
 
 import pytest
-from test_prefect_integration import PARAMS, _alive, _free_port, _logs, _ours
+from test_prefect_integration import (
+    PARAMS,
+    _alive,
+    _free_port,
+    _ours,
+    deployment_run,
+    running_stack,
+    stack_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -93,56 +101,17 @@ def postgres():
 @pytest.fixture(scope="module")
 def stack(postgres, tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-pg-home")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "ERC_PREFECT_PORT": str(port),
-        "ERC_PREFECT": PREFECT,
-        "ERC_PREFECT_TOML": "0",  # never write prefect.toml into the project here
-        "ERC_PREFECT_DB_URL": postgres["ERC_PREFECT_DB_URL"],
-        "ERC_WORKERS": "2",
-        "ERC_WORKER_LIMIT": "3",  # 4 seeds + the grid run in one wave; no worker takes all
-        "ERC_STOP_WAIT": "10",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",  # workers look for runs every 2 s (default 10)
-        "OMP_NUM_THREADS": "1",  # 4 tiny trainings share 2 cores: threads would only contend
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    pids = []
-    try:
-        up = subprocess.run(
-            [str(ROOT / "scripts" / "prefect-up.sh")],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        pids = [int(p.read_text()) for p in home.glob("*.pid")]
-        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{_logs(home)}"
-        yield {"env": env, "home": home, "pids": pids, "up": up.stdout, "db": postgres}
-    finally:
-        subprocess.run(
-            [str(ROOT / "scripts" / "prefect-down.sh")], env=env, capture_output=True, timeout=180
-        )
-        pids += [int(p.read_text()) for p in home.glob("*.pid")]
-        for pid in set(pids):  # whatever prefect-down.sh left (it should leave nothing)
-            if _ours(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-
-
-def _deployment_run(stack, name: str, params: dict) -> str:
-    cmd = [PREFECT, "deployment", "run", name, "--watch", "--watch-timeout", "600"]
-    for k, v in params.items():
-        cmd += ["--param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
-    run = subprocess.run(
-        cmd, cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=660
+    env = stack_env(
+        home,
+        _free_port(),
+        ERC_PREFECT_DB_URL=postgres["ERC_PREFECT_DB_URL"],
+        ERC_WORKERS="2",
+        ERC_WORKER_LIMIT="3",  # 4 seeds + the grid run in one wave; no worker takes all
+        PREFECT_WORKER_QUERY_SECONDS="2",  # workers look for runs every 2 s (default 10)
+        OMP_NUM_THREADS="1",  # 4 tiny trainings share 2 cores: threads would only contend
     )
-    report = f"{run.stdout}\n{run.stderr}\n{_logs(stack['home'])}"
-    assert run.returncode == 0 and "Completed" in run.stdout, report
-    return report
+    with running_stack(env) as running:
+        yield {**running, "db": postgres}
 
 
 def test_server_keeps_its_state_in_postgres(stack):
@@ -168,7 +137,7 @@ def test_server_keeps_its_state_in_postgres(stack):
 
 def test_extract_and_train_then_a_grid_of_seeds_on_both_workers(stack, tmp_path_factory):
     out = tmp_path_factory.mktemp("pg-runs") / "demo"
-    _deployment_run(stack, "extract-and-train/local", {**PARAMS, "out_dir": str(out)})
+    deployment_run(stack, "extract-and-train/local", {**PARAMS, "out_dir": str(out)})
     first = json.loads((out / "summary.json").read_text())
     assert set(first["stages"].values()) == {"ran"}, first["stages"]
     [row] = first["metrics"]
@@ -176,7 +145,7 @@ def test_extract_and_train_then_a_grid_of_seeds_on_both_workers(stack, tmp_path_
 
     grid_params = {k: PARAMS[k] for k in ("preset", "modalities", "model_preset", "overrides")}
     t0 = time.perf_counter()
-    report = _deployment_run(
+    report = deployment_run(
         stack, "grid/local", {**grid_params, "seeds": SEEDS, "out_dir": str(out)}
     )
     grid_seconds = time.perf_counter() - t0
