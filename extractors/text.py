@@ -107,22 +107,19 @@ class SentenceTextExtractor:
             return []
         tokenizer = self.model.tokenizer
         max_len = int(self.model.max_seq_length)
-        lengths = [
-            len(ids)
-            for ids in tokenizer(list(inputs), truncation=True, max_length=max_len)["input_ids"]
-        ]
+        # Tokenized once; each batch is then padded to its bucket's length.
+        encoded = tokenizer(list(inputs), truncation=True, max_length=max_len)
         groups: dict[int, list[int]] = defaultdict(list)  # padded length -> input positions
-        for i, n in enumerate(lengths):
-            groups[min(-(-n // PAD_MULTIPLE) * PAD_MULTIPLE, max_len)].append(i)
+        for i, ids in enumerate(encoded["input_ids"]):
+            groups[min(-(-len(ids) // PAD_MULTIPLE) * PAD_MULTIPLE, max_len)].append(i)
         out: list[np.ndarray | None] = [None] * len(inputs)
         for padded, positions in sorted(groups.items()):
             for start in range(0, len(positions), self.batch_size):
                 chunk = positions[start : start + self.batch_size]
-                features = tokenizer(
-                    [inputs[i] for i in chunk],
+                features = tokenizer.pad(
+                    {k: [encoded[k][i] for i in chunk] for k in encoded},
                     padding="max_length",
                     max_length=padded,
-                    truncation=True,
                     return_tensors="pt",
                 )  # input_ids, attention_mask: [B, padded]
                 features = {k: v.to(self.model.device) for k, v in features.items()}
