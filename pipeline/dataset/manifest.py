@@ -177,19 +177,17 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if len(df) == 0:
         raise ManifestError(f"{path}: empty manifest: a header but no utterance rows")
     df.columns = [str(c) for c in df.columns]
-    df = normalize(df, source=str(path))
-    base = path.resolve().parent
-    for col in MEDIA_COLUMNS:
-        df[col] = [_resolve(p, base) for p in df[col]]
-    return df
+    return from_frame(df, str(path), base=path.resolve().parent)
 
 
-def from_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
-    """An in-memory manifest (e.g. prediction's segments) -> the rows read_manifest would give:
-    normalized, media paths absolute (relative ones resolved against the working directory)."""
+def from_frame(df: pd.DataFrame, source: str = "<frame>", base: Path | None = None) -> pd.DataFrame:
+    """A manifest frame (read from a file, or in memory like prediction's segments) -> normalized
+    rows with absolute media paths (relative ones resolved against ``base``, default the working
+    directory)."""
     out = normalize(df, source=source)
+    base = base or Path.cwd()
     for col in MEDIA_COLUMNS:
-        out[col] = [_resolve(p, Path.cwd()) for p in out[col]]
+        out[col] = [_resolve(p, base) for p in out[col]]
     return out
 
 
