@@ -55,7 +55,15 @@ OUTPUTS = ("test", "history.json", "plots", "last", "best", CONFIG_FILE)
 # and micro-batch budget (padding and grouping only; masked, and micro-batch gradients add up to
 # the whole batch's). All of them still go into config.json.
 NOT_IDENTITY = frozenset(
-    {"progress", "threads", "device", "amp", "eval_batch_size", "micro_batch_utterances"}
+    {
+        "progress",
+        "threads",
+        "device",
+        "amp",
+        "eval_batch_size",
+        "micro_batch_utterances",
+        "allow_presence_leak",
+    }
 )
 FEATURESET_KEY = "featureset"  # identity key of the feature set's content hash
 CODE_KEY = "code"  # identity key of the training code's hash

@@ -21,6 +21,7 @@ import torch
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
 from pipeline.features.featureset import FeatureSet
+from pipeline.features.presence import check_presence
 from pipeline.progress_bar import progress_bar
 from pipeline.training import run_folder
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
@@ -62,8 +63,11 @@ def train(
 ) -> TrainResult:
     """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
     the folder's last epoch only when settings and features match (pipeline.training.run_folder);
-    resume=False discards its old training first. on_progress gets one dict per epoch (epoch,
+    resume=False discards its old training first. A feature set whose presence masks predict the
+    label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress gets one dict per epoch (epoch,
     epochs, loss, dev_wf1, best_wf1, best_epoch)."""
+    if not cfg.allow_presence_leak:  # before anything is written to run_dir
+        check_presence(fs, str(fs.path or fs.source), model_cfg.modalities)
     with run_folder.locked(run_dir):
         return _train(fs, model_cfg, cfg, run_dir, resume, on_progress)
 

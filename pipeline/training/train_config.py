@@ -40,6 +40,9 @@ class TrainConfig:
     eval_batch_size: int = 32
     dev_fraction: float = 0.1  # carve a dev split from train when the feature set has none
     progress: bool = True
+    # Train even when a modality's presence mask predicts the label (pipeline.features.presence):
+    # only to study such a leak, never for results to report.
+    allow_presence_leak: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from pipeline.features.importers.shared_data import (
     read_meld_table,
 )
 from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.features.presence import PresenceLeakError, presence_leaks
 
 torch.set_num_threads(min(2, torch.get_num_threads()))  # shared 2-core machine
 
@@ -253,8 +254,20 @@ def test_iemocap_shared_counts_labels_and_audio():
     assert x[:, plain].mean(0).abs().max() < 1e-3 and (x[:, plain].std(0) - 1).abs().max() < 1e-3
     assert fs.features["a"][~fs.present["a"]].abs().sum() == 0
     assert fs.features["a"].abs().max() <= 5.0
-    pa = load_iemocap_shared(SHARED, modalities="a", audio_source="pyaudioanalysis")
-    assert pa.dims == {"a": 68} and int(pa.present["a"].sum()) == 5_531
+    assert presence_leaks(fs) == []
+
+
+@pytest.mark.shared
+@needs_shared
+def test_shared_pyaudioanalysis_audio_is_refused_because_it_has_no_frustrated_utterance():
+    # Its presence mask alone tells "fru" (0% covered) from the rest (92-100%): refused, with the
+    # file, split, modality and classes named (pipeline/features/presence.py).
+    with pytest.raises(PresenceLeakError) as err:
+        load_iemocap_shared(SHARED, modalities="a", audio_source="pyaudioanalysis")
+    msg = str(err.value)
+    assert msg.startswith(str(SHARED / "iemocap" / "audio_pyaudioanalysis.npz") + ": ")
+    assert "modality 'a' in split 'train'" in msg and "split 'test'" in msg
+    assert "0% of 'fru'" in msg
 
 
 @pytest.mark.shared
