@@ -12,7 +12,8 @@ dev checkpoint. Feature sets come from `erc import iemocap-shared|meld-shared`.
 
 The table (OUT/<dataset>/ablation.md, printed at the end): test W-F1 and accuracy, mean ± sample
 std over seeds; each modality's unimodal test accuracy (its own class scores: what that encoder
-learned); the final epoch's rho_m. Variants can run in separate processes side by side (--variants
+learned); the final epoch's rho_m; each variant's W-F1 difference from the concat baseline with
+its Welch 95% confidence interval over seeds. Variants can run in separate processes side by side (--variants
 one each, same --out); --table-only tables whatever has finished.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import NAMES, mean_sd
+from bench.common import NAMES, diff_ci, mean_sd
 from model.config import CONCAT_BASELINE
 from pipeline.features.importers.shared_data import import_dataset
 from pipeline.training.grid import run_grid
@@ -68,10 +69,16 @@ def table(out: Path) -> str:
         "Test W-F1 and accuracy (%), mean ± sample std (ddof=1) over seeds; unimodal accuracy = "
         "each modality's own class scores on test; rho_m at the last epoch trained.",
         "",
-        "| modalities | variant | seeds | W-F1 | Acc | unimodal acc | final rho |",
-        "|---|---|---|---|---|---|---|",
+        "Δ vs concat: the difference in mean W-F1 with its Welch 95% confidence interval over seeds.",
+        "",
+        "| modalities | variant | seeds | W-F1 | Δ vs concat [95% CI] | Acc | unimodal acc | final rho |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for subset in subsets_found(out):
+        concat = [
+            json.loads(p.read_text())["weighted_f1"]
+            for p in sorted((out / "concat" / subset).glob("seed*/test/metrics.json"))
+        ]
         for variant in VARIANTS:
             source = variant
             if variant == "no_modulation" and len(subset) == 1:
@@ -90,6 +97,7 @@ def table(out: Path) -> str:
             rows.append(
                 f"| {subset.upper()} | {label} | {len(runs)} | "
                 f"{mean_sd([m['weighted_f1'] for m in metrics])} | "
+                f"{'' if variant == 'concat' else diff_ci([m['weighted_f1'] for m in metrics], concat)} | "
                 f"{mean_sd([m['accuracy'] for m in metrics])} | {uni_s} | {rho_s} |"
             )
     return "\n".join(rows) + "\n"
