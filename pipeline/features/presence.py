@@ -54,8 +54,10 @@ def presence_leaks(fs: FeatureSet, modalities: str | None = None) -> list[str]:
     return problems
 
 
-def check_presence(fs: FeatureSet, where: str, modalities: str | None = None) -> None:
-    """Raise PresenceLeakError naming `where` (a file or source) and every leak found."""
+def check_presence(
+    fs: FeatureSet, where: str, modalities: str | None = None, hint: str = ""
+) -> None:
+    """Raise PresenceLeakError naming `where` (a file or source) and every leak found, then hint."""
     problems = presence_leaks(fs, modalities)
     if problems:
-        raise PresenceLeakError(f"{where}: " + "; ".join(problems))
+        raise PresenceLeakError(f"{where}: " + "; ".join(problems) + (f" ({hint})" if hint else ""))

@@ -67,7 +67,8 @@ def train(
     label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress gets one dict per epoch (epoch,
     epochs, loss, dev_wf1, best_wf1, best_epoch)."""
     if not cfg.allow_presence_leak:  # before anything is written to run_dir
-        check_presence(fs, str(fs.path or fs.source), model_cfg.modalities)
+        hint = "to study the leak anyway, not for results: --set allow_presence_leak=true"
+        check_presence(fs, str(fs.path or fs.source), model_cfg.modalities, hint)
     with run_folder.locked(run_dir):
         return _train(fs, model_cfg, cfg, run_dir, resume, on_progress)
 
