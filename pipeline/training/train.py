@@ -64,8 +64,8 @@ def train(
     """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
     the folder's last epoch only when settings and features match (pipeline.training.run_folder);
     resume=False discards its old training first. A feature set whose presence masks predict the
-    label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress gets one dict per epoch (epoch,
-    epochs, loss, dev_wf1, best_wf1, best_epoch)."""
+    label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress
+    gets one dict per epoch (epoch, epochs, loss, dev_wf1, best_wf1, best_epoch)."""
     if not cfg.allow_presence_leak:  # before anything is written to run_dir
         hint = "to study the leak anyway, not for results: --set allow_presence_leak=true"
         check_presence(fs, str(fs.path or fs.source), model_cfg.modalities, hint)
