@@ -3,8 +3,8 @@
 A stage's fingerprint hashes what its output depends on: the bytes of its input files (manifest,
 featureset, checkpoint), a stat fingerprint of the media files (path, size, mtime: hashing hours of
 video on every run would cost more than the cache saves; the feature store hashes media bytes
-itself), the source code of the modules that compute it (so a changed extractor or model reruns the
-stage; the extractor's version and config are part of that code), and its parameters. The flow
+itself), the code that computes it (the import closure of the stage's module: a changed extractor,
+optimiser or model reruns the stage), and its parameters. The flow
 passes the fingerprint to the task, and the task's cache policy (INPUTS + TASK_SOURCE) keys on it.
 
 Prefect keeps the results and keys under ``<out>/.prefect-cache``: deleting the output folder resets
@@ -23,79 +23,11 @@ from typing import Any
 from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-import pipeline
+from pipeline.code_identity import stage_identity
 from pipeline.files import sha256_file
-
-PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
 
 # Cache policy of every cached task: the fingerprint and parameters, and the task's own code.
 CACHE_POLICY = INPUTS + TASK_SOURCE
-
-# The source files each stage's output depends on (relative to the project root; folders recurse).
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": (
-        "pipeline/dataset/demo.py",
-        "pipeline/dataset/media_writer.py",
-        "pipeline/timecode.py",  # the demo's .srt files
-    ),
-    "manifest": (
-        "pipeline/dataset/manifest.py",
-        "pipeline/dataset/adapters",
-        "pipeline/timecode.py",  # MELD's StartTime/EndTime
-    ),
-    "extract": (
-        "extractors",
-        "pipeline/features/extract.py",
-        "pipeline/features/extract_plan.py",
-        "pipeline/features/extract_runner.py",
-        "pipeline/features/store_files.py",
-        "pipeline/dataset/media.py",
-        "pipeline/features/store.py",
-        "pipeline/dataset/manifest.py",
-    ),
-    "featureset": (
-        "pipeline/features/extract.py",
-        "pipeline/features/assemble.py",
-        "pipeline/features/featureset.py",
-        "pipeline/features/store.py",
-    ),
-    "train": (
-        "model",
-        "pipeline/training/checkpoint.py",
-        "pipeline/training/train.py",
-        "pipeline/training/train_config.py",
-        "pipeline/training/train_epoch.py",
-        "pipeline/training/train_runtime.py",
-        "pipeline/training/data.py",
-        "pipeline/features/featureset.py",
-        "pipeline/training/diagnostics.py",
-    ),
-    "predict": (
-        "model",
-        "pipeline/training/checkpoint.py",
-        "extractors",
-        "pipeline/inference/predict.py",
-        "pipeline/inference/predict_dialogue.py",
-        "pipeline/inference/predict_outputs.py",
-        "pipeline/inference/predict_steps.py",
-        "pipeline/inference/segment.py",
-        "pipeline/inference/speech.py",
-        "pipeline/inference/subtitles.py",
-        "pipeline/timecode.py",
-        "pipeline/inference/report_html.py",
-        "pipeline/features/extract.py",
-        "pipeline/features/extract_plan.py",
-        "pipeline/dataset/media.py",
-    ),
-    "evaluate": (
-        "model",
-        "pipeline/training/checkpoint.py",
-        "pipeline/training/evaluate.py",
-        "pipeline/training/diagnostics.py",
-        "pipeline/training/data.py",
-        "pipeline/features/featureset.py",
-    ),
-}
 
 file_digest = sha256_file  # the name flows/ uses for a file's sha256 (pipeline/files.py)
 
@@ -134,16 +66,8 @@ def manifest_fingerprint(manifest: str | Path) -> str:
 
 
 def code_digest(stage: str) -> str:
-    """Hash of the source files a stage depends on (STAGE_CODE)."""
-    h = hashlib.sha256()
-    for rel in STAGE_CODE[stage]:
-        target = PROJECT_ROOT / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for path in files:
-            if path.is_file():
-                h.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
-                h.update(path.read_bytes())
-    return h.hexdigest()
+    """Hash of the code a stage runs (pipeline/code_identity.py), the one a run folder records."""
+    return stage_identity(stage)
 
 
 def combine(*parts: Any) -> str:

@@ -3,8 +3,8 @@
 A run folder (the `out` of `erc train`, one cell of `erc grid`) holds one training: config.json,
 best/, last/ (what a resume needs), history.json, test/ and plots/. Its *identity* is what the
 results depend on: the model config, the training settings minus NOT_IDENTITY, a content hash
-of the feature set as training reads it, and a hash of the training code (TRAINING_CODE).
-config.json records it.
+of the feature set as training reads it, and a hash of the training code (the import closure of
+pipeline.training.train: pipeline/code_identity.py). config.json records it.
 
 - A rerun resumes from last/ only when its identity matches the folder's; otherwise
   RunFolderMismatch names each differing key with both values and says how to start over.
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import Ada2IConfig
+from pipeline.code_identity import STAGE_MODULES, stage_identity
 from pipeline.features.featureset import FeatureSet
 from pipeline.files import atomic_write
 from pipeline.training.train_state import STATE_JSON
@@ -67,21 +68,6 @@ NOT_IDENTITY = frozenset(
 )
 FEATURESET_KEY = "featureset"  # identity key of the feature set's content hash
 CODE_KEY = "code"  # identity key of the training code's hash
-# The code that decides what a training learns and how it is tested: a run trained by other code
-# is not continued or reused (a grid rerun after a model change must not report old results).
-TRAINING_CODE = (
-    "model",
-    "pipeline/training/train.py",
-    "pipeline/training/checkpoint.py",
-    "pipeline/training/train_config.py",
-    "pipeline/training/train_epoch.py",
-    "pipeline/training/train_runtime.py",
-    "pipeline/training/train_state.py",
-    "pipeline/training/optim.py",
-    "pipeline/training/data.py",
-    "pipeline/training/evaluate.py",
-)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RunFolderError(ValueError):
@@ -122,14 +108,10 @@ def featureset_digest(fs: FeatureSet) -> str:
 
 @cache
 def code_digest() -> str:
-    """sha256 of TRAINING_CODE's source files (path and bytes), once per process."""
-    h = hashlib.sha256()
-    for rel in TRAINING_CODE:
-        target = PROJECT_ROOT / rel
-        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            h.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
-            h.update(path.read_bytes() if path.is_file() else b"(missing)")
-    return h.hexdigest()
+    """sha256 of the training code (its import closure: pipeline/code_identity.py), once per
+    process. A run trained by other code is not continued or reused (a grid rerun after a model
+    change must not report old results); the train flow's cache keys on the same identity."""
+    return stage_identity("train")
 
 
 def identity(fs: FeatureSet, model_cfg: Ada2IConfig, train_cfg: Any) -> dict[str, Any]:
@@ -220,7 +202,7 @@ def mismatch_message(run_dir: Path, diffs: list[tuple[str, Any, Any]], epoch: in
             key = "featureset (content sha256)"
         elif key == CODE_KEY:
             was, now = (str(v)[:12] + "…" for v in (a, b))
-            key = f"code (sha256 of {', '.join(TRAINING_CODE)})"
+            key = f"code (sha256 of {', '.join(STAGE_MODULES['train'])} and what it imports)"
         elif key == "epochs":
             now += f" (cosine LR schedule, or fewer than the {epoch} epochs already trained)"
         elif key == "patience":

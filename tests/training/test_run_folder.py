@@ -118,7 +118,7 @@ def test_a_run_of_other_training_code_is_not_continued(trained, monkeypatch):
     before = snapshot(trained)
     monkeypatch.setattr(run_folder, "code_digest", lambda: "0" * 64)
     with pytest.raises(
-        RunFolderMismatch, match=r"code \(sha256 of model, pipeline/training/train.py"
+        RunFolderMismatch, match=r"code \(sha256 of pipeline.training.train and what it imports"
     ):
         run(small(), trained)
     assert snapshot(trained) == before
