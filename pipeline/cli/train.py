@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from it), history.json, training plots, and the best checkpoint's test report.",
     )
     _common(p)
-    p.add_argument("--modalities", default="tav", help="subset of t, a, v (default: tav)")
+    p.add_argument(
+        "--modalities",
+        default=None,
+        help="subset of t, a, v (default: every modality the feature set has)",
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)"
     )

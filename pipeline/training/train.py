@@ -66,6 +66,7 @@ def train(
     resume=False discards its old training first. A feature set whose presence masks predict the
     label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress
     gets one dict per epoch (epoch, epochs, loss, dev_wf1, best_wf1, best_epoch)."""
+    fs.select_modalities(model_cfg.modalities)  # FeatureSetError naming the file and what it has
     if not cfg.allow_presence_leak:  # before anything is written to run_dir
         hint = "to study the leak anyway, not for results: --set allow_presence_leak=true"
         check_presence(fs, str(fs.path or fs.source), model_cfg.modalities, hint)
@@ -248,9 +249,10 @@ def improves(dev_wf1: float, dev_loss: float, progress: dict[str, Any]) -> bool:
 
 
 def _splits(fs: FeatureSet, cfg: TrainConfig):
+    where = fs.path or "feature set"
     train_set, dev_set, test_set = fs.split("train"), fs.split("dev"), fs.split("test")
     if not train_set:
-        raise ValueError(f"{fs.path or 'feature set'}: no dialogues in the 'train' split")
+        raise ValueError(f"{where}: no dialogues in the 'train' split")
     if not dev_set:
         # A fixed, seeded 10% of training dialogues (the authors' convention), recorded in the run.
         order = torch.randperm(
@@ -258,13 +260,33 @@ def _splits(fs: FeatureSet, cfg: TrainConfig):
         ).tolist()
         n_dev = max(1, round(cfg.dev_fraction * len(train_set)))
         if len(train_set) - n_dev < 1:
-            raise ValueError(
-                f"{fs.path or 'feature set'}: too few training dialogues to carve a dev split"
-            )
+            raise ValueError(f"{where}: too few training dialogues to carve a dev split")
         dev_ids = {train_set[i].id for i in order[:n_dev]}
         dev_set = [d for d in train_set if d.id in dev_ids]
         train_set = [d for d in train_set if d.id not in dev_ids]
+        log.warning(
+            "%s: no 'dev' split, so %d of %d training dialogues (dev_fraction=%s, seed %d) are the "
+            "dev set the checkpoint is chosen on: %s",
+            where,
+            n_dev,
+            n_dev + len(train_set),
+            cfg.dev_fraction,
+            cfg.seed,
+            ", ".join(sorted(dev_ids)[:10]) + (" ..." if n_dev > 10 else ""),
+        )
+    if not any(_n_labelled(fs, d) for d in dev_set):
+        # Choosing a checkpoint on no labels picks the first epoch (dev W-F1 0.0) in silence.
+        raise ValueError(
+            f"{where}: the dev dialogues ({len(dev_set)}) have no labelled utterance to choose "
+            "the checkpoint on; label some, or give the manifest a 'split' column with dev rows"
+        )
+    if not test_set:
+        log.warning("%s: no 'test' split: the run reports no test metrics", where)
     return train_set, dev_set, test_set
+
+
+def _n_labelled(fs: FeatureSet, d) -> int:
+    return int((fs.labels[d.start : d.start + d.length] >= 0).sum())
 
 
 def _scheduler(optimizer: Adam, cfg: TrainConfig):
@@ -297,14 +319,16 @@ def train_from_featureset(
     featureset_dir: str | Path,
     out_dir: str | Path,
     model_preset: str = "iemocap",
-    modalities: str = "tav",
+    modalities: str | None = None,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
     resume: bool = True,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """The entry point flows and the CLI call."""
+    """The entry point flows and the CLI call. modalities=None: every modality the feature set
+    has; one it lacks is refused naming the file and the modalities it holds."""
     fs = FeatureSet.load(featureset_dir)
+    modalities = modalities or fs.modalities
     model_cfg, train_cfg = configs_for(
         model_preset, modalities, {**(overrides or {}), "seed": seed}
     )
