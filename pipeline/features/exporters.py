@@ -161,6 +161,11 @@ def _write_authors(fs, out, layout, zero_filled, notes) -> ExportSummary:
     if layout == "tuple" and not {"t", "a"} <= set(fs.features):
         raise ValueError(f"{fs.path or 'feature set'}: the tuple layout needs text and audio")
     include_dev = layout == "fields"
+    if layout == "tuple" and "v" not in fs.features:
+        notes.append(
+            "tuple layout: no visual features, so videoVisual holds one zero (a 1-d vector) per "
+            "utterance to keep the 9 positions; train text/audio models only"
+        )
     if layout == "tuple" and fs.split("dev"):
         notes.append(
             "tuple layout: dev dialogues are part of trainVid (as in DialogueGCN's pickles)"

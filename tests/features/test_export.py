@@ -97,6 +97,23 @@ def test_authors_tuple_layout_is_the_9_tuple_dialoguegcn_unpacks(tmp_path):
         np.testing.assert_array_equal(back.features[m].numpy()[rows], ours)
 
 
+def test_tuple_layout_keeps_nine_positions_without_visual_features(tmp_path):
+    fs = featureset().select_modalities("ta")
+    out = tmp_path / "dgcn_ta.pkl"
+    export_featureset(fs, out, "authors-pickle", layout="tuple")
+    with open(out, "rb") as f:
+        obj = pickle.load(f)  # our own file, just written
+    assert isinstance(obj, tuple) and len(obj) == 9  # was 8: DialogueGCN's unpacking failed
+    ids, _, _, text, audio, visual, sentences, _, _ = obj
+    d = fs.dialogues[0]
+    assert np.asarray(text[d.id]).shape == (d.length, 6)
+    assert np.asarray(audio[d.id]).shape == (d.length, 4)
+    assert np.asarray(visual[d.id]).shape == (d.length, 1) and not np.asarray(visual[d.id]).any()
+    assert sentences[d.id] == d.extra["texts"]
+    notes = json.loads((tmp_path / "dgcn_ta.pkl.json").read_text())["notes"]
+    assert any("no visual features, so videoVisual holds one zero" in n for n in notes)
+
+
 def test_mmsa_export_matches_the_layout_and_round_trips(tmp_path):
     fs = featureset()
     out = tmp_path / "mmsa.pkl"

@@ -271,9 +271,12 @@ def save_as_authors_pickle(
         if include_dev and ids["dev"]:
             obj["valVid"] = ids["dev"]
     elif layout == "tuple":
-        feats = [per[_FEATURE_FIELDS[m]] for m in "tav" if _FEATURE_FIELDS[m] in per]
-        if len(feats) < 2:
+        if not {"t", "a"} <= set(fs.features):
             raise ValueError("tuple layout needs text and audio features")
+        # Fixed positions: DialogueGCN/MMGCN unpack 9 values, so a feature set without visual
+        # features still writes videoVisual, as one zero per utterance (the exporter notes it).
+        no_visual = {d.id: [np.zeros(1, np.float32)] * d.length for d in fs.dialogues}
+        feats = [per[_FEATURE_FIELDS[m]] if m in fs.features else no_visual for m in "tav"]
         obj = [
             per["ids"],
             per["speaker"],
