@@ -167,7 +167,10 @@ def make_task_runner(choice: str, address: str | None, n_workers: int) -> TaskRu
             "n_workers": n_workers,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": ":0",  # any free port: never clashes with another cluster
+            # Loopback only: a local cluster serves this machine, not the network (its dashboard
+            # bound 0.0.0.0 before). Any free port: never clashes with another cluster.
+            "host": "127.0.0.1",
+            "dashboard_address": "127.0.0.1:0",
         }
     )
 
