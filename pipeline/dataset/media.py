@@ -16,6 +16,7 @@ it is the frame shown at a sampling time.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz; the rate of wav2vec2 and of the openSMILE configs
 # A segment may end this far past the last decoded sample and still count as inside the media:
@@ -224,6 +227,16 @@ def iter_segments(
         info = _info(container, path)
         a_stream = container.streams.audio[0] if (want_audio and info.has_audio) else None
         v_stream = container.streams.video[0] if (want_frames and info.has_video) else None
+        if v_stream is not None and info.fps and fps > info.fps:
+            # No more distinct frames exist, and the sampling times (and frames held per segment)
+            # grow with the rate: a huge rate once allocated until the kernel killed the process.
+            log.warning(
+                "%s: sampling at the video's own %.4g fps, not the %.4g fps asked",
+                path,
+                info.fps,
+                fps,
+            )
+            fps = info.fps
         live: list[_Open] = []
         for i, (start, end) in enumerate(segments):
             start = float(start)

@@ -77,14 +77,21 @@ class ExtractionError(ValueError):
     """A failure under strict=True (a ValueError so the CLI prints it as one line)."""
 
 
+MAX_FPS = 120.0  # above any conversation video's frame rate
+
+
 def check_fps(fps) -> float:
-    """The visual frame rate as a float; ValueError unless it is a finite number > 0."""
+    """The visual frame rate as a float; ValueError unless it is finite, > 0 and <= MAX_FPS."""
     try:
         value = float(fps)
     except (TypeError, ValueError):
         raise ValueError(f"fps must be a number > 0, got {fps!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"fps must be a finite number > 0 (frames per second), got {fps!r}")
+    if value > MAX_FPS:
+        # Frames are sampled per utterance and held until it is done; media.iter_segments also
+        # caps the rate at each video's own frame rate.
+        raise ValueError(f"fps must be at most {MAX_FPS:g} frames per second, got {fps!r}")
     return value
 
 

@@ -83,6 +83,13 @@ def test_frames_sampled_at_fps(tone_video):
     assert np.allclose(got, expected, atol=3), (got, expected)
 
 
+def test_a_rate_above_the_videos_own_samples_each_frame_once(tone_video, caplog):
+    with caplog.at_level("WARNING"):
+        (s,) = iter_segments(tone_video, [(1.0, 3.0)], fps=1e9, want_audio=False)
+    assert s.error is None and len(s.frames) == 2 * FPS  # not 2e9 sampling times
+    assert f"sampling at the video's own {FPS:g} fps, not the 1e+09 fps asked" in caplog.text
+
+
 def test_overlapping_unsorted_segments_share_one_decode(tone_video):
     segs = [(3.0, 5.0), (0.0, 1.0), (3.5, 4.5), (0.5, 3.5)]
     out = {s.index: s for s in iter_segments(tone_video, segs, fps=2.0)}
