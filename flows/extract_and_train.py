@@ -174,7 +174,7 @@ def extract_and_train(
     layout.out.mkdir(parents=True, exist_ok=True)
     layout.summary.write_text(json.dumps(summary, indent=2))
     artifacts.publish_result(summary, extracted, trained, evaluated)
-    print(f"stages: {summary['stages']}")
+    print("stages: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()))
     print(artifacts.counts_line(extracted).replace("**", ""))
     print(f"summary: {layout.summary}")
     return summary
