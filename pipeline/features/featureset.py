@@ -4,14 +4,18 @@ A FeatureSet is a directory with two files:
     features.safetensors   feat.<m>     float32 [N, D_m]  one row per utterance, dialogues contiguous
                            present.<m>  uint8   [N]       0 = the utterance has no such feature
                            labels       int64   [N]       -1 = unlabelled
-    meta.json              label_names, feature_spec {m: {...}}, dialogues [...], source
+    meta.json              label_names, feature_spec {m: {...}}, dialogues [...], source,
+                           content_sha256 (of features.safetensors' bytes + the rest of meta)
 N is the number of utterances; m is a modality letter (t, a, v). Loading never executes code.
+Loading checks content_sha256, so a flipped value, label or presence bit, or an edited meta.json,
+is refused naming the file instead of being trained or evaluated on as good.
 Every feat.<m> has its present.<m> (every version of this project wrote both); a file that lacks one,
 or any other malformed file, raises FeatureSetError (a ValueError) naming the file and the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +25,22 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.files import atomic_write
+from pipeline.files import atomic_write, sha256_file
 
 MODALITIES = ("t", "a", "v")  # canonical order everywhere: text, audio, visual
 FEATURES_FILE = "features.safetensors"
 META_FILE = "meta.json"
 UNLABELLED = -1
+FORMAT = "ada2i-erc.featureset/2"  # /2: meta.json holds content_sha256
+DIGEST_KEY = "content_sha256"
+
+
+def content_digest(features_path: Path, meta: dict[str, Any]) -> str:
+    """sha256 of the tensor file's bytes and the canonical JSON of meta (without its digest)."""
+    rest = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    h = hashlib.sha256(sha256_file(features_path).encode() + b"\0")
+    h.update(json.dumps(rest, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
 
 
 class FeatureSetError(ValueError):
@@ -191,13 +205,15 @@ class FeatureSet:
             tensors[f"present.{m}"] = self.present[m].to(torch.uint8).contiguous()
         spec = {m: {**self.feature_spec.get(m, {}), "dim": self.dims[m]} for m in self.features}
         meta = {
-            "format": "ada2i-erc.featureset/1",
+            "format": FORMAT,
             "label_names": self.label_names,
             "feature_spec": spec,
             "source": self.source,
             "dialogues": [d.to_dict() for d in self.dialogues],
         }
         atomic_write(directory / FEATURES_FILE, lambda p: save_file(tensors, str(p)))
+        # Written after the tensors: a crash between the two leaves a pair that fails the check.
+        meta[DIGEST_KEY] = content_digest(directory / FEATURES_FILE, meta)
         atomic_write(
             directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1))
         )
@@ -230,6 +246,8 @@ class FeatureSet:
                 raise
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise FeatureSetError(str(exc)) from exc
+        # After the checks that name what is malformed: this catches what still parses as valid.
+        _check_digest(meta, features_path, meta_path)
         return fs
 
     @classmethod
@@ -273,6 +291,23 @@ class FeatureSet:
             feature_spec=spec,
             source=str(meta.get("source", "")),
             path=directory,
+        )
+
+
+def _check_digest(meta: dict[str, Any], features_path: Path, meta_path: Path) -> None:
+    """Refuse a feature set whose bytes are not what was written (format /2 and later)."""
+    recorded = meta.get(DIGEST_KEY)
+    if recorded is None:
+        raise FeatureSetError(
+            f"{meta_path}: no '{DIGEST_KEY}', so its content cannot be checked (written by an "
+            "earlier version, or by hand); rebuild it with erc extract or erc import"
+        )
+    actual = content_digest(features_path, meta)
+    if actual != recorded:
+        raise FeatureSetError(
+            f"{features_path.parent}: content does not match its {DIGEST_KEY} in {meta_path.name} "
+            f"(recorded {str(recorded)[:12]}…, now {actual[:12]}…): {features_path.name} or "
+            f"{meta_path.name} was changed or damaged after it was written; rebuild the feature set"
         )
 
 
