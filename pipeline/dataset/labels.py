@@ -17,9 +17,12 @@ label names are its distinct non-empty labels in alphabetical order (`label_orde
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 LABEL_SET_COLUMN = "label_set"
 
@@ -82,6 +85,7 @@ def check_labels(df: pd.DataFrame, source: str = "<frame>") -> None:
 
     name = declared_set(df, source)
     if name is None:
+        warn_stray_labels(df, source)
         return
     allowed = LABEL_SETS[name]
     for i, (uid, label) in enumerate(zip(df["utterance_id"], df["label"], strict=True)):
@@ -90,6 +94,32 @@ def check_labels(df: pd.DataFrame, source: str = "<frame>") -> None:
                 f"{source}: row {i} (utterance {uid!r}): label {label!r} is not in the "
                 f"{name} label set {list(allowed)}"
             )
+
+
+def warn_stray_labels(df: pd.DataFrame, source: str = "<frame>") -> list[str]:
+    """A manifest without a declared set takes every distinct label as a class, so a typo becomes
+    a class of its own. When most labels belong to one known set, warn for each label outside it,
+    naming its rows. Returns the stray labels."""
+    labels = [str(v) for v in df["label"] if isinstance(v, str) and v]
+    distinct = set(labels)
+    if len(distinct) < 2:
+        return []
+    name, members = max(LABEL_SETS.items(), key=lambda kv: len(distinct & set(kv[1])))
+    if 2 * len(distinct & set(members)) < len(distinct):
+        return []  # not a known dataset's labels: its own closed set, nothing to compare with
+    stray = sorted(distinct - set(members))
+    for label in stray:
+        rows = [i for i, v in enumerate(df["label"]) if v == label]
+        shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+        log.warning(
+            "%s: label %r (row %s) is not in the %s label set the other labels come from; it "
+            "becomes a class of its own. Declare the set (a label_set column) to refuse such rows",
+            source,
+            label,
+            shown,
+            name,
+        )
+    return stray
 
 
 def label_order(labels: Iterable[str], label_set: str | None = None) -> list[str]:

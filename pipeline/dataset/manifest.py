@@ -114,7 +114,7 @@ def normalize(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
         )
     if LABEL_SET_COLUMN in out.columns:
         out[LABEL_SET_COLUMN] = [_clean_str(v) for v in out[LABEL_SET_COLUMN]]
-        check_labels(out, source)  # before regrouping: row numbers are the file's
+    check_labels(out, source)  # before regrouping: row numbers are the file's
     # Stable grouping: a dialogue's rows become contiguous without reordering within it.
     first_seen = {d: k for k, d in enumerate(dict.fromkeys(out["dialogue_id"]))}
     order = np.argsort([first_seen[d] for d in out["dialogue_id"]], kind="stable")

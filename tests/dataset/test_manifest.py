@@ -154,3 +154,17 @@ def test_normalize_rejects_empty_ids():
     df["start_s"], df["end_s"], df["utterance_id"] = 0.0, 1.0, ""
     with pytest.raises(ValueError, match="row 0: empty utterance_id"):
         normalize(df)
+
+
+def test_a_stray_label_in_a_generic_manifest_is_named_with_its_rows(tmp_path, caplog):
+    df = _frame(tmp_path)
+    df["label"] = ["neu", "hap", "hpa"]  # a typo of IEMOCAP's hap
+    path = write_manifest(df, tmp_path / "m.csv")
+    with caplog.at_level("WARNING"):
+        read_manifest(path)
+    assert "label 'hpa' (row 2) is not in the iemocap label set" in caplog.text
+    caplog.clear()
+    df["label"] = ["cat", "dog", "cow"]  # a set of its own: nothing to compare with
+    with caplog.at_level("WARNING"):
+        read_manifest(write_manifest(df, tmp_path / "m2.csv"))
+    assert "label set" not in caplog.text
