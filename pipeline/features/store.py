@@ -126,11 +126,27 @@ class FeatureStore(StoreAdmin, EntryFiles):
     def __init__(self, root: str | Path, create: bool = True, read_only: bool | None = None):
         super().__init__(root)
         self.index_path = self.root / INDEX_FILE
+        lost_index = not self.index_path.is_file() and next(ix.iter_objects(self.root), None)
         if not create and not self.index_path.is_file():
+            if lost_index:
+                raise FileNotFoundError(
+                    f"{self.root}: its {INDEX_FILE} is missing but {OBJECTS_DIR}/ holds entries; "
+                    f"rebuild the index from them with `erc store rebuild-index --store {self.root}`"
+                )
             raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
         self.read_only = ix.not_writable(self.root) if read_only is None else read_only
         if self.read_only and create:
             raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write to it")
+        if lost_index and not self.read_only:
+            # Each entry carries its key and provenance: rebuilding beats recomputing them all.
+            report = ix.rebuild_index(self.root)
+            log.warning(
+                "%s: %s was missing; rebuilt it from %d entries (%d damaged, left for gc)",
+                self.root,
+                INDEX_FILE,
+                report.entries,
+                len(report.damaged),
+            )
         if not self.read_only:
             (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         try:

@@ -232,6 +232,22 @@ def test_damaged_index_says_how_to_rebuild_and_rebuild_restores_it(store, extrac
     assert (s.done, s.cached) == (0, 2 * N_UTT)  # nothing recomputed
 
 
+def test_a_deleted_index_is_named_then_rebuilt_not_recomputed(store, extractors, capsys, caplog):
+    manifest, root = store
+    common = ["--manifest", str(manifest), "--store", str(root), "--modalities", "ta"]
+    (root / INDEX_FILE).unlink()
+    assert cli_main(["status", *common]) == 2
+    err = capsys.readouterr().err
+    assert f"its {INDEX_FILE} is missing but objects/ holds entries" in err
+    assert f"erc store rebuild-index --store {root}" in err
+    with caplog.at_level("WARNING"):
+        s = extract_features(
+            manifest, root, modalities="ta", extractors=extractors, progress=False, workers=1
+        )
+    assert f"rebuilt it from {2 * N_UTT} entries (0 damaged" in caplog.text
+    assert (s.done, s.cached) == (0, 2 * N_UTT)  # was: every entry recomputed in silence
+
+
 def test_random_bytes_inside_the_index_pages(store, extractors):
     manifest, root = store
     index = root / INDEX_FILE
