@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 # One module per area; each has register(subparsers) and sets args.func on its parsers.
 _AREAS = (
@@ -55,9 +57,37 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    previous = _stop_cleanly_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:
         # Bad input: one clear line naming the file and the problem, no traceback.
         print(f"erc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        # Every write is atomic (temp file + rename) and removes its temp file on the way out,
+        # so what finished is kept and a rerun of the same command resumes from it.
+        name = str(exc) or "SIGINT"
+        print(
+            f"erc {args.command}: interrupted ({name}); finished work is kept, "
+            "unfinished files were removed: rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + (signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_cleanly_on_sigterm():
+    """SIGTERM (a `kill`, a scheduler's stop) raises KeyboardInterrupt("SIGTERM") in the main
+    thread, as Ctrl-C does, so temp files are removed and the worker pool is cancelled; by
+    default the process died at once, with no message and `.part` files left behind.
+    Returns the previous handler (None when not on the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    return signal.signal(signal.SIGTERM, stop)

@@ -230,7 +230,16 @@ class FeatureStore(StoreAdmin, EntryFiles):
     def put_many(self, entries: Sequence[Entry]) -> None:
         """Write the objects atomically, then their index rows in one transaction."""
         self._writable(f"{len(entries)} entries")
-        self._index_rows(self._write_entries(entries))
+        written: list = []
+        try:
+            self._write_entries(entries, written)
+        except BaseException:
+            # Interrupted (SIGTERM, Ctrl-C, disk full) mid-batch: index the entries that landed,
+            # or a rerun would not see them and compute them again.
+            if written:
+                self._index_rows(written)
+            raise
+        self._index_rows(written)
 
     def _index_rows(self, written: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
         rows = [tuple(row[c] for c in COLUMNS) for row, _ in written]

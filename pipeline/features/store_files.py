@@ -164,10 +164,13 @@ class EntryFiles:
             "pipeline_version": PIPELINE_VERSION,
         }
 
-    def _write_entries(self, entries: Sequence[Entry]) -> list[tuple[dict[str, Any], list[str]]]:
-        """Write each entry file atomically -> its (index row, refs)."""
+    def _write_entries(
+        self, entries: Sequence[Entry], written: list | None = None
+    ) -> list[tuple[dict[str, Any], list[str]]]:
+        """Write each entry file atomically -> its (index row, refs), appended to ``written`` as
+        each file lands (so a caller interrupted mid-batch still knows what reached the disk)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        written = []
+        written = [] if written is None else written
         for e in entries:
             row = self._row(e, now)
             refs = list(dict.fromkeys(e.refs or (e.utterance_id,)))

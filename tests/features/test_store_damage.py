@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -399,3 +401,30 @@ def test_two_concurrent_extractions_share_the_work(tmp_path):
     with FeatureStore(root, create=False) as st:
         assert st.verify() == (48, [])
         assert st._db.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_sigterm_during_extract_says_so_and_leaves_no_partial_file(tmp_path):
+    """A `kill` mid-extraction: exit 143 with a message, no temp file left, and a rerun resumes."""
+    manifest = _manifest(tmp_path / "data", n=100, seconds=100.0)
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())"]
+    args = ["extract", "--manifest", str(manifest), "--store", str(store), "--preset", "tiny",
+            "--modalities", "a", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen([*cmd, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(store.glob("objects/*/*.safetensors")):  # wait for the first entries
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert "erc extract: interrupted (SIGTERM); finished work is kept" in err
+    assert "Traceback" not in err
+    left = [p for p in store.rglob("*") if p.name.startswith(".") and p.is_file()]
+    assert left == [], left  # no .tmp-*.part entry, no hidden temp file
+    done = len(list(store.glob("objects/*/*.safetensors")))
+    assert 0 < done < 200  # two extractors per utterance
+    rerun = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"cached {done}" in rerun.stdout + rerun.stderr
