@@ -39,6 +39,10 @@ class LineBar(tqdm):
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        state = (self.n, self.postfix)
+        if msg is None and state == getattr(self, "_last_state", None):
+            return True  # close() after the last update: the same line again, minus the time
+        self._last_state = state
         line = (self.__str__() if msg is None else msg).strip()
         if line:
             self.stream.write(line + "\n")

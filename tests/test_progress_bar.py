@@ -40,7 +40,18 @@ def test_lines_come_at_most_once_per_interval():
         bar.update(1)
     bar.close()
     lines = out.getvalue().splitlines()
-    assert [line.split("|")[-1].split()[0] for line in lines] == ["0/3", "1/3", "2/3", "3/3", "3/3"]
+    # each state once: close() after the last update wrote "3/3" a second time
+    assert [line.split("|")[-1].split()[0] for line in lines] == ["0/3", "1/3", "2/3", "3/3"]
+
+
+def test_a_postfix_set_before_update_is_on_that_line():
+    out = io.StringIO()
+    bar = LineBar(total=2, desc="x", stream=out, interval=0.0)
+    for epoch in (1, 2):
+        bar.set_postfix(dev=epoch, refresh=False)
+        bar.update(1)
+    bar.close()
+    assert [line.rsplit("dev=", 1)[-1] for line in out.getvalue().splitlines()[1:]] == ["1]", "2]"]
 
 
 def test_a_terminal_gets_the_usual_bar_and_disable_is_kept():

@@ -190,12 +190,13 @@ def _train(
         save_train_state(
             run_dir / "last", model, optimizer, scheduler, progress, {**meta, "epoch": epoch}
         )
-        bar.update(1)
-        bar.set_postfix(
+        bar.set_postfix(  # before update: the line update draws shows this epoch's scores
             loss=f"{stats['loss']:.3f}",
             dev_wf1=f"{dev_metrics['weighted_f1']:.3f}",
             best=f"{progress['best_wf1']:.3f}",
+            refresh=False,
         )
+        bar.update(1)
         if on_progress:
             on_progress({"epoch": epoch, "epochs": cfg.epochs, "loss": stats["loss"],
                          "dev_wf1": dev_metrics["weighted_f1"], "best_wf1": progress["best_wf1"],
