@@ -224,8 +224,27 @@ def run_check(
     out_dir: str | Path,
     fps: float = 1.0,
     face_detector: FaceDetector | None = None,
+    show: bool = True,
 ) -> tuple[pd.DataFrame, Path, Path]:
-    """read_manifest + check_media + write_report: what the `check-media` command runs."""
-    report = check_media(read_manifest(manifest_path), fps=fps, face_detector=face_detector)
+    """read_manifest + check_media + write_report: what the `check-media` command runs, with a
+    progress bar over the media files (face detection takes minutes on a large set)."""
+    from pipeline.progress_bar import progress_bar
+
+    bar = None
+
+    def advance(done: int, total: int, path: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar(total=total, desc="check media", unit="file", disable=not show)
+        bar.set_postfix_str(Path(path).name, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        report = check_media(
+            read_manifest(manifest_path), fps=fps, face_detector=face_detector, progress=advance
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     csv, md = write_report(report, out_dir)  # written once, here
     return report, csv, md

@@ -144,3 +144,14 @@ def test_real_clips(face_detector):
     assert len(report) == 4 and not report["suspect"].any(), report["reasons"].tolist()
     assert (report["face_rate"] > 0.5).all()  # faces are visible in the IEMOCAP clips
     assert report["silence_ratio"].between(0.0, 0.9).all()
+
+
+def test_run_check_shows_progress_per_file(manifest, tmp_path, capsys):
+    from pipeline.dataset.check_media import run_check
+    from pipeline.dataset.manifest import write_manifest
+
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    report, _, _ = run_check(path, tmp_path / "report")
+    err = capsys.readouterr().err
+    assert "check media:   0%" in err  # lines while it runs: --faces ran minutes in silence
+    assert "check media: 100%" in err and f"{len(report)}/{len(report)}" in err
