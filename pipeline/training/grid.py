@@ -1,5 +1,6 @@
-"""Every modality subset x N seeds -> one table of mean ± sample std weighted F1 and accuracy
-(CSV + Markdown). Each run folder is reused when it holds the finished run of the same settings
+"""Every modality subset x N seeds -> one table of mean ± sample std weighted F1, macro F1 and
+accuracy (grid.csv, grid.md, each saying what was run: feature set, preset, overrides, date) and
+a bar chart (grid.png). Each run folder is reused when it holds the finished run of the same settings
 and features, resumed when it holds an interrupted one, and refused when it holds other settings
 (unless fresh=True); see pipeline.training.run_folder."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +86,24 @@ def run_grid(
         )
     (out_dir / "grid_runs.json").write_text(json.dumps(runs, indent=1))
     rows = summarise(runs)
+    what = {
+        "featureset": str(Path(featureset_dir).resolve()),
+        "featureset_sha256": run_folder.featureset_digest(fs),
+        "model_preset": model_preset,
+        "overrides": json.dumps(overrides or {}, sort_keys=True),
+        "variants": json.dumps(variants, sort_keys=True),
+        # when the newest of its results was made (a rerun that reuses every run: the same)
+        "date": datetime.fromtimestamp(
+            max(Path(r["run_dir"], "history.json").stat().st_mtime for r in runs), UTC
+        ).isoformat(timespec="seconds"),
+    }
     with open(out_dir / "grid.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=[*rows[0], *what])
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({**r, **what} for r in rows)
     md = out_dir / "grid.md"
-    md.write_text(to_markdown(rows, seeds))
+    md.write_text(to_markdown(rows, seeds, what))
+    plot_grid(rows, seeds, out_dir / "grid.png", Path(featureset_dir).name)
     return md
 
 
@@ -106,8 +120,10 @@ def collect_runs(out_dir: str | Path) -> list[dict[str, Any]]:
                 "subset": run.parent.name,
                 "seed": int(run.name[4:]),
                 "weighted_f1": m["weighted_f1"],
+                "macro_f1": m.get("macro_f1", float("nan")),
                 "accuracy": m["accuracy"],
                 "best_epoch": m.get("best_epoch"),
+                "run_dir": str(run),
             }
         )
     return runs
@@ -116,9 +132,11 @@ def collect_runs(out_dir: str | Path) -> list[dict[str, Any]]:
 def _result_run(result: Any) -> dict[str, Any]:
     return {
         "weighted_f1": result.metrics.get("weighted_f1", float("nan")),
+        "macro_f1": result.metrics.get("macro_f1", float("nan")),
         "accuracy": result.metrics.get("accuracy", float("nan")),
         "best_epoch": result.best_epoch,
         "seconds_per_epoch": result.seconds_per_epoch,
+        "run_dir": str(result.run_dir),
     }
 
 
@@ -128,9 +146,11 @@ def _finished_run(run_dir: Path) -> dict[str, Any]:
     seconds = [h["seconds"] for h in json.loads((run_dir / "history.json").read_text())]
     return {
         "weighted_f1": m["weighted_f1"],
+        "macro_f1": m.get("macro_f1", float("nan")),
         "accuracy": m["accuracy"],
         "best_epoch": m.get("best_epoch"),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else float("nan"),
+        "run_dir": str(run_dir),
     }
 
 
@@ -141,19 +161,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for variant, subset in keys:
         mine = [r for r in runs if r["variant"] == variant and r["subset"] == subset]
-        wf1 = np.array([r["weighted_f1"] for r in mine]) * 100
-        acc = np.array([r["accuracy"] for r in mine]) * 100
-        rows.append(
-            {
-                "variant": variant,
-                "subset": subset.upper(),
-                "seeds": len(mine),
-                "wf1_mean": round(float(wf1.mean()), 2),
-                "wf1_std": _sample_std(wf1),
-                "acc_mean": round(float(acc.mean()), 2),
-                "acc_std": _sample_std(acc),
-            }
-        )
+        row = {"variant": variant, "subset": subset.upper(), "seeds": len(mine)}
+        for short, key in (("wf1", "weighted_f1"), ("mf1", "macro_f1"), ("acc", "accuracy")):
+            values = np.array([r.get(key, float("nan")) for r in mine]) * 100
+            row[f"{short}_mean"] = round(float(values.mean()), 2)
+            row[f"{short}_std"] = _sample_std(values)
+        rows.append(row)
     return rows
 
 
@@ -161,20 +174,61 @@ def _sample_std(values: np.ndarray) -> float | None:
     return round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
 
 
-def to_markdown(rows: list[dict[str, Any]], seeds: list[int]) -> str:
-    lines = [
-        f"Test weighted F1 and accuracy (%), mean ± sample std (ddof=1) over {len(seeds)} "
-        f"seeds {list(seeds)} (n/a: one seed).",
+def to_markdown(
+    rows: list[dict[str, Any]], seeds: list[int], what: dict[str, str] | None = None
+) -> str:
+    """The table as Markdown; ``what`` (feature set, preset, overrides, date) heads it."""
+    lines = []
+    if what:
+        lines += [
+            f"Feature set `{what['featureset']}` (content sha256 {what['featureset_sha256'][:12]}…), "
+            f"model preset `{what['model_preset']}`, overrides `{what['overrides']}`, "
+            f"variants `{what['variants']}`; {what['date']}.",
+            "",
+        ]
+    lines += [
+        f"Test weighted F1, macro F1 and accuracy (%), mean ± sample std (ddof=1) over "
+        f"{len(seeds)} seeds {list(seeds)} (n/a: one seed).",
         "",
-        "| variant | modalities | seeds | W-F1 | Acc |",
-        "|---|---|---|---|---|",
+        "| variant | modalities | seeds | W-F1 | macro F1 | Acc |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['variant']} | {r['subset']} | {r['seeds']} | "
-        f"{_mean_std(r['wf1_mean'], r['wf1_std'])} | {_mean_std(r['acc_mean'], r['acc_std'])} |"
+        f"{_mean_std(r['wf1_mean'], r['wf1_std'])} | "
+        f"{_mean_std(r.get('mf1_mean', float('nan')), r.get('mf1_std'))} | "
+        f"{_mean_std(r['acc_mean'], r['acc_std'])} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
+
+
+def plot_grid(rows: list[dict[str, Any]], seeds: list[int], path: Path, title: str) -> str:
+    """Grouped bars: test W-F1 per modality subset (x) and variant (colour), sample-std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subsets = list(dict.fromkeys(r["subset"] for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(subsets) + 2), 3.6))
+    for k, variant in enumerate(variants):
+        mine = {r["subset"]: r for r in rows if r["variant"] == variant}
+        xs = [i + (k - (len(variants) - 1) / 2) * width for i, s in enumerate(subsets) if s in mine]
+        means = [mine[s]["wf1_mean"] for s in subsets if s in mine]
+        stds = [mine[s]["wf1_std"] or 0.0 for s in subsets if s in mine]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=variant)
+    ax.set_xticks(range(len(subsets)), subsets)
+    ax.set_xlabel("modalities (T text, A audio, V visual)")
+    ax.set_ylabel("test weighted F1 (%)")
+    ax.set_title(f"{title}: mean ± sample std over {len(seeds)} seed(s)")
+    ax.legend(title="variant", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
 
 
 def _mean_std(mean: float, std: float | None) -> str:

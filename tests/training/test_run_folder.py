@@ -275,9 +275,11 @@ def test_grid_reuses_finished_runs_refuses_changed_ones_and_fresh_retrains(tmp_p
 
 def test_grid_table_reports_the_sample_std():
     runs = [
-        {"variant": "ada2i", "subset": "ta", "seed": s, "weighted_f1": w, "accuracy": a}
+        {"variant": "ada2i", "subset": "ta", "seed": s, "weighted_f1": w, "accuracy": a,
+         "macro_f1": w - 0.1}
         for s, w, a in [(0, 0.60, 0.5), (1, 0.64, 0.5), (2, 0.62, 0.8)]
-    ] + [{"variant": "concat", "subset": "ta", "seed": 0, "weighted_f1": 0.5, "accuracy": 0.4}]
+    ] + [{"variant": "concat", "subset": "ta", "seed": 0, "weighted_f1": 0.5, "accuracy": 0.4,
+          "macro_f1": 0.3}]  # fmt: skip
     rows = summarise(runs)
     assert rows[0]["wf1_mean"] == 62.0 and rows[0]["wf1_std"] == 2.0  # population std: 1.63
     assert rows[0]["acc_mean"] == 60.0 and rows[0]["acc_std"] == pytest.approx(17.32)
@@ -285,5 +287,5 @@ def test_grid_table_reports_the_sample_std():
     assert rows[1]["wf1_std"] is None  # one seed: undefined, not 0
     md = to_markdown(rows, [0, 1, 2])
     assert "mean ± sample std (ddof=1) over 3 seeds" in md
-    assert "| ada2i | TA | 3 | 62.00 ± 2.00 | 60.00 ± 17.32 |" in md
-    assert "| concat | TA | 1 | 50.00 ± n/a | 40.00 ± n/a |" in md
+    assert "| ada2i | TA | 3 | 62.00 ± 2.00 | 52.00 ± 2.00 | 60.00 ± 17.32 |" in md
+    assert "| concat | TA | 1 | 50.00 ± n/a | 30.00 ± n/a | 40.00 ± n/a |" in md

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,7 +149,21 @@ def test_grid_writes_one_table(tmp_path):
     text = md.read_text()
     assert text.count("| ada2i |") == 2 and text.count("| concat |") == 2
     rows = (tmp_path / "grid" / "grid.csv").read_text().splitlines()
-    assert rows[0] == "variant,subset,seeds,wf1_mean,wf1_std,acc_mean,acc_std" and len(rows) == 5
+    assert (
+        rows[0]
+        == (
+            "variant,subset,seeds,wf1_mean,wf1_std,mf1_mean,mf1_std,acc_mean,acc_std,featureset,"
+            "featureset_sha256,model_preset,overrides,variants,date"
+        )
+        and len(rows) == 5
+    )
+    assert f"Feature set `{(tmp_path / 'fs').resolve()}`" in text  # what was run, heading the table
+    assert "model preset `tiny`" in text and '"epochs": 2' in text
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid" / "grid.png").size[0] >= 400  # the bar chart
+    runs = json.loads((tmp_path / "grid" / "grid_runs.json").read_text())
+    assert all(Path(r["run_dir"], "best", "checkpoint.json").is_file() for r in runs)
     assert (tmp_path / "grid" / "ada2i" / "t" / "seed1" / "best" / "checkpoint.json").is_file()
     collected = collect_runs(tmp_path / "grid")  # what a stopped grid can still be tabled from
     assert len(collected) == 8 and {r["variant"] for r in collected} == {"ada2i", "concat"}
