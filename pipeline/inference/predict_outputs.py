@@ -82,9 +82,10 @@ class PredictSummary:
         return sum(len(v.failed_utterances) for v in self.videos)
 
     def line(self) -> str:
-        scored = ""
-        if self.metrics:
-            m = self.metrics
+        scored, m = "", self.metrics
+        if m is not None and not m["n"]:
+            scored = "; no utterance has a label the checkpoint knows"
+        elif m is not None:
             scored = (
                 f"; {m['n']} labelled utterances scored: accuracy {m['accuracy']:.3f}, "
                 f"W-F1 {m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f}"
@@ -201,14 +202,15 @@ def _groups(out_dir: Path, results: list[VideoResult]) -> list[tuple[str, str, s
 
 
 def _scores_markdown(m: dict[str, Any], confusion: Path | None) -> list[str]:
-    md = [
-        "## Scores",
-        "",
+    line = (
         f"{m['n']} of {m['n_predicted']} predicted utterances scored against the manifest's "
         f"labels: accuracy **{m['accuracy']:.3f}**, weighted F1 **{m['weighted_f1']:.3f}**, "
-        f"macro F1 **{m['macro_f1']:.3f}**.",
-        "",
-    ]
+        f"macro F1 **{m['macro_f1']:.3f}**."
+        if m["n"]
+        else f"None of the {m['n_predicted']} predicted utterances has a label the checkpoint "
+        "knows: nothing scored."
+    )
+    md = ["## Scores", "", line, ""]
     if m["n_unlabelled"]:
         md += [f"{m['n_unlabelled']} utterance(s) have no label and are not scored.", ""]
     if m["unknown_labels"]:

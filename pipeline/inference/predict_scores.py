@@ -28,6 +28,14 @@ def label_ids(labels: Sequence[str], label_names: list[str]) -> np.ndarray:
     return np.asarray([index.get(str(lab), -1) for lab in labels], dtype=np.int64)
 
 
+def _true_labels(table: pd.DataFrame) -> np.ndarray:
+    """The manifest's labels of a predicted table, "" where none (a video without labels has no
+    `label` column)."""
+    if "label" not in table.columns:
+        return np.full(len(table), "", dtype=object)
+    return table["label"].fillna("").astype(str).to_numpy()
+
+
 def score_predictions(
     groups: Sequence[tuple[str, str, str, pd.DataFrame]], label_names: list[str]
 ) -> dict[str, Any] | None:
@@ -36,29 +44,29 @@ def score_predictions(
     n_predicted, n_unlabelled, unknown_labels {label: rows}, n_unknown and groups [{name, kind,
     report, n_utterances, n, accuracy, weighted_f1 (None when n is 0)}]. None when no utterance has
     a label; when every label is unknown, n is 0, the metrics NaN and there is no confusion."""
-    tables = [t for _, _, _, t in groups if "label" in t.columns]
-    if not tables:
+    if not groups:
         return None
-    true = pd.concat([t["label"] for t in tables]).fillna("").astype(str).to_numpy()
+    true = np.concatenate([_true_labels(t) for _, _, _, t in groups])  # [N] str, "" = none
     if not (true != "").any():
         return None
-    pred = pd.concat([t["predicted"] for t in tables]).astype(str).to_numpy()
+    pred = np.concatenate([t["predicted"].astype(str).to_numpy() for _, _, _, t in groups])
     known = set(label_names)
     unknown = Counter(lab for lab in true if lab and lab not in known)
     metrics = compute_metrics(
         label_ids(true, label_names), label_ids(pred, label_names), label_names
     )
     metrics.update(
-        n_predicted=int(sum(len(t) for _, _, _, t in groups)),
+        n_predicted=len(true),
         n_unlabelled=int((true == "").sum()),
         unknown_labels=dict(sorted(unknown.items())),
         n_unknown=int(sum(unknown.values())),
     )
     rows = []
     for name, kind, href, t in groups:
-        labels = t["label"].fillna("").astype(str) if "label" in t.columns else [""] * len(t)
         m = compute_metrics(
-            label_ids(labels, label_names), label_ids(t["predicted"], label_names), label_names
+            label_ids(_true_labels(t), label_names),
+            label_ids(t["predicted"], label_names),
+            label_names,
         )
         rows.append(
             {

@@ -27,6 +27,7 @@ from test_predict import _videos, checkpoint, clips, demo, extractors  # noqa: F
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.files import sha256_file
 from pipeline.inference.predict import predict_videos
+from pipeline.inference.predict_scores import score_predictions
 from pipeline.inference.report_html import distribution_png, write_index
 from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE
 
@@ -209,3 +210,21 @@ def test_index_chart_grows_with_the_number_of_videos(tmp_path):
     text = write_index(summary, labels, tmp_path / "index.html").read_text()
     img = re.search(r"alt='distribution' src='data:image/png;base64,([^']+)'", text).group(1)
     assert _png_size(base64.b64decode(img))[1] >= h52 - 5
+
+
+def test_every_utterance_is_scored_or_counted_once():
+    """Scored, unlabelled (an empty label, or a video without labels) and unknown labels add up to
+    the predicted utterances; a run whose labels are all unknown scores nothing."""
+    v1 = pd.DataFrame({"label": ["hap", "zzz", ""], "predicted": ["hap", "sad", "neu"]})
+    v2 = pd.DataFrame({"predicted": ["hap", "hap"]})  # no labels in the manifest for it
+    v3 = pd.DataFrame({"label": ["xx"], "predicted": ["ang"]})
+    m = score_predictions([("v1", "video", "", v1), ("v2", "video", "", v2),
+                           ("v3", "video", "", v3)], ["ang", "hap", "neu", "sad"])  # fmt: skip
+    assert (m["n"], m["n_unlabelled"], m["n_unknown"], m["n_predicted"]) == (1, 3, 2, 6)
+    assert m["unknown_labels"] == {"xx": 1, "zzz": 1} and m["accuracy"] == 1.0
+    assert [(g["name"], g["n"], g["accuracy"]) for g in m["groups"]] == [
+        ("v1", 1, 1.0), ("v2", 0, None), ("v3", 0, None)
+    ]  # fmt: skip
+    only_unknown = score_predictions([("v3", "video", "", v3)], ["ang", "hap"])
+    assert only_unknown["n"] == 0 and "confusion" not in only_unknown
+    assert score_predictions([("v2", "video", "", v2)], ["ang", "hap"]) is None
