@@ -233,7 +233,9 @@ def dialogue_timeline(table: pd.DataFrame) -> pd.DataFrame:
     offset, offsets = 0.0, {}
     for video, rows in table.groupby("video", sort=False):
         offsets[video] = offset
-        offset += float(np.nanmax(rows["end_s"].to_numpy(float))) + CLIP_GAP_S
+        ends = rows[["start_s", "end_s"]].to_numpy(float)  # [n, 2]; a NaN end = the whole clip
+        length = float(ends[np.isfinite(ends)].max()) if np.isfinite(ends).any() else 0.0
+        offset += length + CLIP_GAP_S
     shift = table["video"].map(offsets).to_numpy(float)
     out["start_s"] = table["start_s"].to_numpy(float) + shift
     out["end_s"] = table["end_s"].to_numpy(float) + shift

@@ -28,7 +28,12 @@ from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.files import sha256_file
 from pipeline.inference.predict import predict_videos
 from pipeline.inference.predict_scores import score_predictions
-from pipeline.inference.report_html import distribution_png, write_index
+from pipeline.inference.report_html import (
+    CLIP_GAP_S,
+    dialogue_timeline,
+    distribution_png,
+    write_index,
+)
 from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE
 
 DEMO_CAVEAT = "trained on generated demo data: its predictions on real speech mean nothing"
@@ -228,3 +233,14 @@ def test_every_utterance_is_scored_or_counted_once():
     only_unknown = score_predictions([("v3", "video", "", v3)], ["ang", "hap"])
     assert only_unknown["n"] == 0 and "confusion" not in only_unknown
     assert score_predictions([("v2", "video", "", v2)], ["ang", "hap"]) is None
+
+
+def test_dialogue_timeline_lays_clips_end_to_end():
+    """Each clip's own times (from 0) move to after the previous clip, in row order."""
+    t = pd.DataFrame({"video": ["a", "b", "b", "c"], "start_s": [0.0, 0.0, 1.5, 0.0],
+                      "end_s": [2.0, 1.0, 3.0, 0.5]})  # fmt: skip
+    out = dialogue_timeline(t)
+    g = CLIP_GAP_S
+    np.testing.assert_allclose(out["start_s"], [0.0, 2 + g, 3.5 + g, 5 + 2 * g])
+    np.testing.assert_allclose(out["end_s"], [2.0, 3 + g, 5 + g, 5.5 + 2 * g])
+    assert t["start_s"].tolist() == [0.0, 0.0, 1.5, 0.0]  # the input is left as it was
