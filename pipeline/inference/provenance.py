@@ -61,6 +61,9 @@ class Provenance:
             f"labels {' '.join(td.get('label_names', []))}"
         )
 
+    def _epoch(self) -> str:
+        return f"epoch {self.epoch}" if self.epoch is not None else "epoch not recorded"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
@@ -80,7 +83,7 @@ class Provenance:
         if self.caveat:
             lines += [f"**Warning: {self.caveat}.**", ""]
         lines += [
-            f"- checkpoint: `{self.checkpoint}` (epoch {self.epoch}, modalities {self.modalities})",
+            f"- checkpoint: `{self.checkpoint}` ({self._epoch()}, modalities {self.modalities})",
             f"- weights sha256: `{self.weights_sha256}`",
             f"- trained on: {self.trained_on()}",
         ]
@@ -100,7 +103,7 @@ class Provenance:
             else ""
         )
         items = [
-            f"checkpoint <code>{html.escape(self.checkpoint)}</code> (epoch {self.epoch}, "
+            f"checkpoint <code>{html.escape(self.checkpoint)}</code> ({self._epoch()}, "
             f"modalities {html.escape(self.modalities)})",
             f"weights sha256 <code>{self.weights_sha256}</code>",
             f"trained on: {html.escape(self.trained_on())}",
