@@ -8,7 +8,10 @@ base64. Output paths are file:// links (they open where the UI runs on the worke
 link text is the path, to copy otherwise).
 
 The parent `extract-and-train` run gets ``erc-result``: metrics per run and seed, the training
-curves and confusion matrices, what each stage did, and links to the outputs.
+curves and confusion matrices, what each stage did, and links to the outputs. A `predict` run gets
+``erc-prediction-files``: the model that predicted (checkpoint, weights hash, training data, and
+in bold the caveat of one trained on generated data), a labelled run's scores with its confusion
+matrix and per-dialogue table, then summary.md's videos and links to every file.
 """
 
 from __future__ import annotations
@@ -306,3 +309,57 @@ def publish_result(
         key="erc-summary",
         description="The result: metrics per run and seed, plots, what ran, links to the outputs",
     )
+
+
+def prediction_scores(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A predict result's metrics.json (a labelled run), None when there is none."""
+    path = result.get("metrics_json")
+    if not path or not Path(path).is_file():
+        return None
+    scores = json.loads(Path(path).read_text())
+    scores["groups"] = [{k: _scalar(v) for k, v in g.items()} for g in scores.get("groups", [])]
+    return scores
+
+
+def predictions_markdown(result: Mapping[str, Any], paths: Mapping[str, str]) -> str:
+    """The predict run's page: the model first (with its caveat), the scores and confusion matrix
+    of a labelled run, summary.md (its model and score sections are replaced by these), links."""
+    model = result.get("model") or {}
+    out = ["## Model", ""]
+    if model.get("caveat"):
+        out += [f"**Warning: {model['caveat']}.**", ""]
+    if model:
+        out += [
+            f"- checkpoint: {file_link(model['checkpoint'])}",
+            f"- weights sha256: `{model.get('weights_sha256', '')}`",
+            f"- trained on: {model.get('trained_on', '')}",
+            "",
+        ]
+    else:
+        out += ["(not recorded: a prediction made before the model was recorded)", ""]
+    scores = prediction_scores(result)
+    if scores:
+        out += [
+            "## Scores",
+            "",
+            f"{scores['n']} of {scores['n_predicted']} utterances scored: accuracy "
+            f"**{_num(scores['accuracy'])}**, weighted F1 **{_num(scores['weighted_f1'])}**, "
+            f"macro F1 **{_num(scores['macro_f1'])}**; {scores['n_unlabelled']} unlabelled.",
+            "",
+        ]
+        if scores.get("unknown_labels"):
+            listed = ", ".join(f"{k} ({v})" for k, v in scores["unknown_labels"].items())
+            out += [f"**Labels the checkpoint does not know (not scored): {listed}.**", ""]
+        out.append(image_markdown("confusion matrix", result.get("confusion_png", "")))
+        kind = "dialogue" if any(g["kind"] == "dialogue" for g in scores["groups"]) else "video"
+        out += [f"| {kind} | utterances | scored | accuracy | W-F1 |", "|---|---|---|---|---|"]
+        for g in scores["groups"][:MAX_TABLE_ROWS]:
+            acc, wf1 = (_num(g[k]) if g["n"] else "–" for k in ("accuracy", "weighted_f1"))
+            out.append(f"| {g['name']} | {g['n_utterances']} | {g['n']} | {acc} | {wf1} |")
+        out.append("")
+    summary_md = Path(result.get("summary_md", ""))
+    if summary_md.is_file():  # its videos table; the sections above replace its own
+        text = summary_md.read_text()
+        out.append(text[text.index("## Videos") :] if "## Videos" in text else text)
+    out.append(paths_markdown("Prediction files", paths))
+    return "\n".join(out)

@@ -69,6 +69,10 @@ def predict_videos(
         "summary_csv": str(s.summary_csv),
         "summary_md": str(s.summary_md),
         "index_html": str(s.index_html),
+        "run_info": str(s.run_info or ""),
+        "metrics_json": str(s.metrics_json or ""),
+        "confusion_png": str(s.confusion_png or ""),
+        "model": s.provenance.to_dict() if s.provenance else None,
         "videos": [
             {
                 "video": v.video,
@@ -113,22 +117,33 @@ def extraction_store(layout: Layout) -> str:
 
 
 def publish_predictions(result: dict[str, Any]) -> None:
+    """The predict run's artifacts: the model and its caveat, a labelled run's scores (with the
+    confusion matrix and the per-dialogue table), the videos, and links to every file."""
     rows = [{k: v for k, v in r.items() if k != "outputs"} for r in result["videos"]]
     artifacts.table("erc-predictions", rows, "Predicted videos (status, segmentation, labels)")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         artifacts.table("erc-predict-failures", failed, "Videos that could not be predicted")
-    paths = {k: result[k] for k in ("summary_md", "summary_csv", "index_html")}
+    scores = artifacts.prediction_scores(result)
+    if scores:
+        artifacts.table(
+            "erc-prediction-scores", scores["groups"],
+            "Scores per dialogue (or video) against the manifest's labels",
+        )  # fmt: skip
+    paths = {k: result.get(k, "") for k in PREDICTION_FILES}
     for r in result["videos"]:
         for kind, path in r["outputs"].items():
             paths[f"{Path(r['video']).name} {kind}"] = path
-    summary_md = Path(result["summary_md"])
-    body = summary_md.read_text() if summary_md.is_file() else ""
     create_markdown_artifact(
-        markdown=body + "\n\n" + artifacts.paths_markdown("Prediction files", paths),
+        markdown=artifacts.predictions_markdown(result, paths),
         key="erc-prediction-files",
-        description="Predictions per video: CSV, JSONL and HTML report",
+        description="Predictions: the model, scores of a labelled run, every video's files",
     )
+
+
+PREDICTION_FILES = (
+    "summary_md", "summary_csv", "index_html", "run_info", "metrics_json", "confusion_png",
+)  # fmt: skip
 
 
 @flow(name="predict", log_prints=True)

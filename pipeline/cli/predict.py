@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segments each video (manifest rows, else <stem>.srt/.vtt next to it, else "
         "voice-activity detection + Whisper), extracts exactly the checkpoint's features (cached "
         "in the store), and writes <video>.predictions.csv/.jsonl, <video>.report.html and "
-        "summary.csv/.md + index.html into --out. An utterance whose segment cannot be cut "
+        "summary.csv/.md, index.html and run_info.json (the checkpoint and its training data) "
+        "into --out; a manifest with labels also gets metrics.json and confusion.png (scores "
+        "against the labels the checkpoint knows). An utterance whose segment cannot be cut "
         "(inverted, past the end, non-finite times) is not predicted: listed in "
         "<video>.failures.csv and counted in the summary. Exit status 1 when some video or "
         "utterance failed.",

@@ -14,7 +14,8 @@ learnable class signal, so a model trained on it does better than chance but not
 
 Labels: 4 classes (LABELS), balanced inside each dialogue; speakers A/B; splits train/dev/test by
 dialogue. Deterministic in `seed`; a second call with the same arguments reuses the files. The
-manifest's extra column has_face says which utterances show the face.
+manifest's extra column has_face says which utterances show the face; `generated` = "demo" marks
+every row as generated (pipeline/dataset/manifest.py), so what is trained on it says so.
 
 OpenCV composes the frames (resize, tint); PyAV encodes them together with the audio in one pass
 (media_writer.write_video), since OpenCV's VideoWriter cannot write an audio track and a second remux pass
@@ -31,12 +32,14 @@ import matplotlib.cbook
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset.manifest import normalize, write_manifest
+from pipeline.dataset.manifest import GENERATED_COLUMN, normalize, write_manifest
 from pipeline.dataset.media import SAMPLE_RATE, probe
 from pipeline.dataset.media_writer import write_video
 from pipeline.timecode import format_timecode
 
-DEMO_VERSION = 2  # bump when the generated content changes (invalidates reused demo folders)
+# Bump when the generated content changes (invalidates reused demo folders). 3: the manifest's
+# `generated` column marks the rows as demo data.
+DEMO_VERSION = 3
 LABELS = ("neu", "hap", "sad", "ang")
 # Small frames keep generation to seconds; MTCNN still finds the face at this size.
 WIDTH, HEIGHT, FPS = 320, 240, 10
@@ -215,6 +218,8 @@ def make_demo_dataset(
                     "video_path": str(video),
                     "audio_path": "",
                     "has_face": u["face"],
+                    # a model trained on these rows learns the generator's cues, not emotion
+                    GENERATED_COLUMN: "demo",
                 }
             )
     write_manifest(normalize(pd.DataFrame(rows)), manifest_path)

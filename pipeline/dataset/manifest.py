@@ -24,6 +24,10 @@ ValueError) naming the file, and the row where there is one; a missing file File
 
 Label sets: an optional `label_set` column names the dataset's label set (pipeline/dataset/labels.py, e.g.
 "iemocap", "meld"); the adapters fill it in. When present, every non-empty label must belong to it.
+
+Generated data: an optional `generated` column names the program that generated the rows (the demo
+writes "demo"); extraction carries it into the FeatureSet's source, and from there into every
+checkpoint trained on it and every prediction made with one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ COLUMNS = REQUIRED + OPTIONAL
 STRING_COLUMNS = ("dialogue_id", "utterance_id", "speaker", "text") + OPTIONAL
 MEDIA_COLUMNS = ("video_path", "audio_path")
 SPLITS = ("train", "dev", "test")
+GENERATED_COLUMN = "generated"  # optional: what generated the rows (module docstring)
 # The featureset calls the validation split "dev" (pipeline/features/featureset.py); datasets disagree.
 SPLIT_ALIASES = {"valid": "dev", "val": "dev", "validation": "dev", "development": "dev"}
 SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")

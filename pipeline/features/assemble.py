@@ -19,7 +19,8 @@ import numpy as np
 
 from extractors.base import Extractor
 from pipeline.dataset.labels import declared_set, label_order
-from pipeline.features.featureset import FeatureSet, from_arrays
+from pipeline.dataset.manifest import GENERATED_COLUMN
+from pipeline.features.featureset import GENERATED_KEY, FeatureSet, from_arrays
 
 if TYPE_CHECKING:  # the plan's type only; extract.py imports this module
     from pipeline.features.extract import ExtractionPlan
@@ -95,6 +96,7 @@ def assemble_featureset(
                 "texts": rows["text"].tolist(),
             }
         )
+    generated = sorted({str(v) for v in df.get(GENERATED_COLUMN, []) if isinstance(v, str) and v})
     source = json.dumps(
         {
             "manifest": plan.source,
@@ -102,6 +104,7 @@ def assemble_featureset(
             "preset": plan.preset,
             "modalities": "".join(exs),
             "fps": plan.fps,
+            **({GENERATED_KEY: "+".join(generated)} if generated else {}),
         }
     )
     return from_arrays(

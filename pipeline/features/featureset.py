@@ -43,6 +43,43 @@ def content_digest(features_path: Path, meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+# The `source` key that marks data a program generated rather than recorded ("demo", "synthetic"):
+# a model trained on it has learnt the generator's planted signal, not emotion in speech, and every
+# prediction made with it must say so (pipeline/inference/provenance.py).
+GENERATED_KEY = "generated"
+
+
+def source_fields(source: str) -> dict[str, Any]:
+    """A feature set's `source` as a dict: the JSON object extraction and the generators write, or
+    {"description": text} for the free text of importers (and of older feature sets)."""
+    try:
+        parsed = json.loads(source)
+    except (ValueError, TypeError):
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    # Synthetic feature sets saved before their source was JSON read "synthetic(seed=N)".
+    if isinstance(source, str) and source.startswith("synthetic("):
+        return {GENERATED_KEY: "synthetic", "description": source}
+    return {"description": str(source or "")}
+
+
+def generated_by(source: str) -> str:
+    """What generated a feature set's data ("demo", "synthetic"); "" for recorded (or unknown) data."""
+    return str(source_fields(source).get(GENERATED_KEY) or "")
+
+
+def describe_source(source: str) -> str:
+    """One line saying where a feature set's data came from."""
+    f = source_fields(source)
+    if "manifest" in f:
+        what = f"features extracted from {f['manifest']}"
+        if f.get("preset"):
+            what += f" ({f['preset']} extractors, modalities {f.get('modalities', '?')})"
+        return what + (f", generated {f[GENERATED_KEY]} data" if f.get(GENERATED_KEY) else "")
+    return str(f.get("description") or f.get(GENERATED_KEY) or "unknown")
+
+
 class FeatureSetError(ValueError):
     """A feature set that cannot be used; the message names the file (and key or dialogue)."""
 

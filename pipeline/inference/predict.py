@@ -76,6 +76,7 @@ from pipeline.inference.predict_steps import (
     run_model,
     split_bad_segments,
 )
+from pipeline.inference.provenance import checkpoint_provenance
 from pipeline.inference.segment import manifest_rows, segment_video
 from pipeline.inference.speech import Asr, load_asr
 from pipeline.inference.subtitles import find_subtitles
@@ -219,6 +220,7 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     if any(true_labels):
         table["label"] = true_labels
     res.outputs.update(_write_video_outputs(table, name, video, ctx))
+    res.predictions = table
     res.outputs.update({"manifest": str(manifest), "failures": str(summary.failures_path)})
     res.seconds["report"] = time.perf_counter() - t0
     res.label_counts = dict(Counter(table["predicted"]))
@@ -270,6 +272,7 @@ def predict_videos(
         "manifest": read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest,
         "asr": asr_model if isinstance(asr_model, Asr) else None,
         "asr_model": asr_model if isinstance(asr_model, str) else None, "vad": vad,
+        "provenance": checkpoint_provenance(checkpoint_dir, meta),
     }  # fmt: skip
     used: set[str] = set()
     names = {video: _unique_name(video, used) for video in videos}
@@ -311,7 +314,7 @@ def predict_videos(
             by_video[video] = VideoResult(str(video), "failed", reason=reason)
     bar.update(len(by_video) - bar.n)
     bar.close()
-    return _write_summary(out_dir, [by_video[v] for v in videos], labels)
+    return _write_summary(out_dir, [by_video[v] for v in videos], labels, ctx["provenance"])
 
 
 def _source_preset(source: str) -> str | None:

@@ -24,8 +24,8 @@ from pipeline.dataset.manifest import write_manifest
 from pipeline.features.extract import extract_featureset
 from pipeline.inference.predict_outputs import (
     VideoResult,
+    _write_dialogue_outputs,
     _write_failed,
-    _write_table,
     _write_video_outputs,
     prediction_table,
 )
@@ -51,8 +51,11 @@ def dialogue_groups(
     """Clip-per-utterance dialogues: dialogue_id -> [(clip, its manifest row positions)].
 
     A dialogue qualifies when the manifest's rows for the given files put two or more of them under
-    it; a clip qualifies when all its rows are in that one dialogue. Clips in order of their first
-    row; every other file (a whole conversation, or the only file of its dialogue) is absent.
+    it; a clip qualifies when all its rows are in that one dialogue. Once one dialogue qualifies
+    (the files are clips of a clip-per-utterance dataset), so does a dialogue with a single clip:
+    it gets its dialogue outputs (report, CSV) like the others, and is predicted just as alone.
+    Clips in order of their first row; every other file (a whole conversation, or the only file of
+    its dialogue in a run of whole conversations) is absent.
     """
     if manifest is None or manifest.empty:
         return {}
@@ -67,11 +70,14 @@ def dialogue_groups(
     for v, pos in rows.items():
         for d in dict.fromkeys(dids[pos]):
             files.setdefault(str(d), []).append(v)
+    clips = {
+        d: [v for v in members if len(set(dids[rows[v]])) == 1] for d, members in files.items()
+    }
+    several = {d for d, members in files.items() if len(members) > 1 and clips[d]}
     groups: dict[str, list[tuple[Path, list[int]]]] = {}
-    for d, members in files.items():
-        clips = [v for v in members if len(set(dids[rows[v]])) == 1]
-        if len(members) > 1 and clips:
-            groups[d] = sorted(((v, rows[v]) for v in clips), key=lambda c: c[1][0])
+    for d in files:
+        if d in several or (several and clips[d]):
+            groups[d] = sorted(((v, rows[v]) for v in clips[d]), key=lambda c: c[1][0])
     return groups
 
 
@@ -171,26 +177,32 @@ def predict_dialogue(
     if any(true_labels):
         table["label"] = true_labels
     table.insert(0, "video", [str(results[c].video) for c in seg["_clip"]])
-    stem = ctx["out_dir"] / "dialogues" / ctx["dialogue_names"][dialogue_id]
-    stem.parent.mkdir(exist_ok=True)
-    d_csv, d_jsonl = _write_table(table, stem)
     shared["report"] = time.perf_counter() - t0
     predicted = set(seg["_clip"])
     ok = [name for _, name, _ in clips if name in predicted]
+    clip_reports = {}
     for path, name, _ in clips:
         if name not in ok:
             continue
         t0 = time.perf_counter()
         res = results[name]
-        own = table[(seg["_clip"] == name).to_numpy()].drop(columns="video").reset_index(drop=True)
+        mine = table[(seg["_clip"] == name).to_numpy()].reset_index(drop=True)
+        own = mine.drop(columns="video")
         res.outputs.update(_write_video_outputs(own, name, path, ctx))
-        res.outputs.update(
-            {"dialogue_csv": str(d_csv), "dialogue_jsonl": str(d_jsonl),
-             "manifest": str(manifest_path), "failures": str(summary.failures_path)}
-        )  # fmt: skip
+        res.outputs.update({"manifest": str(manifest_path), "failures": str(summary.failures_path)})
+        res.predictions = mine
+        clip_reports[res.video] = res.outputs["html"]
         res.seconds["report"] = time.perf_counter() - t0
+    # The dialogue's own outputs, after its clips' reports, which its report links to.
+    t0 = time.perf_counter()
+    stem = ctx["out_dir"] / "dialogues" / ctx["dialogue_names"][dialogue_id]
+    dialogue_outputs = _write_dialogue_outputs(table, stem, dialogue_id, clip_reports, ctx)
+    shared["report"] += time.perf_counter() - t0
+    for name in ok:
+        res = results[name]
+        res.outputs.update(dialogue_outputs)
         for k, v in shared.items():  # shared stages: an even share per predicted clip
             res.seconds[k] = res.seconds.get(k, 0.0) + v / len(ok)
-        res.label_counts = dict(Counter(own["predicted"]))
+        res.label_counts = dict(Counter(res.predictions["predicted"]))
         res.status = "ok"
     return [results[name] for _, name, _ in clips]

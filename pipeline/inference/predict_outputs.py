@@ -2,21 +2,37 @@
 
 prediction_table(segments, probs [N, C], support {m: [N]}, present [N, M]) -> DataFrame
 <name>.predictions.csv / .jsonl, <name>.report.html, <name>.failures.csv
-summary.csv, summary.md, index.html (over all videos) -> PredictSummary
+dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance dialogues)
+summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
+metrics.json, confusion.png (when the manifest's labels allow scoring: predict_scores.py)
+
+Every report names the model that made the predictions (pipeline.inference.provenance), and
+run_info.json records it beside the predictions for programs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.inference.report_html import write_index, write_video_report
+from pipeline.files import atomic_write, atomic_write_text
+from pipeline.inference.predict_scores import score_predictions
+from pipeline.inference.provenance import Provenance
+from pipeline.inference.report_html import (
+    relative_href,
+    write_dialogue_report,
+    write_index,
+    write_video_report,
+)
+from pipeline.training.evaluate import confusion_title, plot_confusion
 
 
 @dataclass
@@ -33,6 +49,9 @@ class VideoResult:
     dialogue: str = ""  # clip-per-utterance: the dialogue predicted as a whole ("" = per video)
     # utterances not predicted: [{utterance_id, start_s, end_s, reason, cue}] (bad segments)
     failed_utterances: list[dict[str, Any]] = field(default_factory=list)
+    # the predicted table as written (with the manifest's `label` when it had one): the summary
+    # scores and charts it without reading the files back
+    predictions: pd.DataFrame | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -43,6 +62,12 @@ class PredictSummary:
     summary_csv: Path
     summary_md: Path
     index_html: Path
+    run_info: Path | None = None  # run_info.json: the model's provenance, the outputs
+    provenance: Provenance | None = None
+    # a labelled run's scores (predict_scores.score_predictions) and their files; None otherwise
+    metrics: dict[str, Any] | None = None
+    metrics_json: Path | None = None
+    confusion_png: Path | None = None
 
     @property
     def ok(self) -> list[VideoResult]:
@@ -57,9 +82,17 @@ class PredictSummary:
         return sum(len(v.failed_utterances) for v in self.videos)
 
     def line(self) -> str:
+        scored, m = "", self.metrics
+        if m is not None and not m["n"]:
+            scored = "; no utterance has a label the checkpoint knows"
+        elif m is not None:
+            scored = (
+                f"; {m['n']} labelled utterances scored: accuracy {m['accuracy']:.3f}, "
+                f"W-F1 {m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f}"
+            )
         return (
             f"{len(self.ok)} videos predicted, {len(self.failed)} failed, "
-            f"{self.n_failed_utterances} utterances failed ({self.summary_md})"
+            f"{self.n_failed_utterances} utterances failed{scored} ({self.summary_md})"
         )
 
 
@@ -95,9 +128,16 @@ def prediction_table(
 def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
     csv_path = stem.with_name(stem.name + ".predictions.csv")
     jsonl_path = stem.with_name(stem.name + ".predictions.jsonl")
-    table.to_csv(csv_path, index=False, float_format="%.6g")
-    table.to_json(jsonl_path, orient="records", lines=True, force_ascii=False)
+    atomic_write(csv_path, lambda p: table.to_csv(p, index=False, float_format="%.6g"))
+    atomic_write(
+        jsonl_path, lambda p: table.to_json(p, orient="records", lines=True, force_ascii=False)
+    )
     return csv_path, jsonl_path
+
+
+def _provenance_html(ctx: dict[str, Any]) -> str:
+    prov = ctx.get("provenance")
+    return prov.html() if prov is not None else ""
 
 
 def _write_video_outputs(
@@ -106,20 +146,105 @@ def _write_video_outputs(
     out_dir = ctx["out_dir"]
     csv_path, jsonl_path = _write_table(table, out_dir / name)
     html = write_video_report(
-        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video)
-    )
+        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video),
+        provenance=_provenance_html(ctx),
+    )  # fmt: skip
     return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
+
+
+def _write_dialogue_outputs(
+    table: pd.DataFrame, stem: Path, dialogue_id: str, clip_reports: dict[str, str], ctx
+) -> dict[str, str]:
+    """A clip-per-utterance dialogue's table (column `video` = the clip) -> its CSV, JSONL and
+    report under dialogues/; ``clip_reports``: video -> the clip's report file."""
+    stem.parent.mkdir(exist_ok=True)
+    csv_path, jsonl_path = _write_table(table, stem)
+    html = write_dialogue_report(
+        table, ctx["label_names"], ctx["modalities"], stem.with_name(stem.name + ".report.html"),
+        dialogue_id, {v: relative_href(p, stem.parent) for v, p in clip_reports.items()},
+        index_href=relative_href(ctx["out_dir"] / "index.html", stem.parent),
+        provenance=_provenance_html(ctx),
+    )  # fmt: skip
+    return {"dialogue_csv": str(csv_path), "dialogue_jsonl": str(jsonl_path),
+            "dialogue_html": str(html)}  # fmt: skip
 
 
 FAILED_FIELDS = ("utterance_id", "start_s", "end_s", "reason", "cue")
 
 
 def _write_failed(failed: list[dict[str, Any]], path: Path) -> str:
-    pd.DataFrame(failed, columns=list(FAILED_FIELDS)).to_csv(path, index=False)
+    frame = pd.DataFrame(failed, columns=list(FAILED_FIELDS))
+    atomic_write(path, lambda p: frame.to_csv(p, index=False))
     return str(path)
 
 
-def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str]) -> PredictSummary:
+def _groups(out_dir: Path, results: list[VideoResult]) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """The units a run is scored and charted by: (name, kind, report href, predicted table), one per
+    clip-per-utterance dialogue (its clips' tables in order) or per video, in result order."""
+    out: list[tuple[str, str, str, pd.DataFrame]] = []
+    seen: dict[str, int] = {}
+    for r in results:
+        if r.status != "ok" or r.predictions is None:
+            continue
+        if r.dialogue:
+            if r.dialogue in seen:
+                name, kind, href, t = out[seen[r.dialogue]]
+                out[seen[r.dialogue]] = (name, kind, href, pd.concat([t, r.predictions]))
+                continue
+            seen[r.dialogue] = len(out)
+            href = r.outputs.get("dialogue_html", "")
+            href = relative_href(href, out_dir) if href else ""
+            out.append((r.dialogue, "dialogue", href, r.predictions))
+        else:
+            href = Path(r.outputs["html"]).name if "html" in r.outputs else ""
+            out.append((Path(r.video).name, "video", href, r.predictions))
+    return out
+
+
+def _scores_markdown(m: dict[str, Any], confusion: Path | None) -> list[str]:
+    line = (
+        f"{m['n']} of {m['n_predicted']} predicted utterances scored against the manifest's "
+        f"labels: accuracy **{m['accuracy']:.3f}**, weighted F1 **{m['weighted_f1']:.3f}**, "
+        f"macro F1 **{m['macro_f1']:.3f}**."
+        if m["n"]
+        else f"None of the {m['n_predicted']} predicted utterances has a label the checkpoint "
+        "knows: nothing scored."
+    )
+    md = ["## Scores", "", line, ""]
+    if m["n_unlabelled"]:
+        md += [f"{m['n_unlabelled']} utterance(s) have no label and are not scored.", ""]
+    if m["unknown_labels"]:
+        listed = ", ".join(f"{k} ({v})" for k, v in m["unknown_labels"].items())
+        md += [
+            f"**{m['n_unknown']} utterance(s) carry labels the checkpoint does not know: "
+            f"{listed}**; they are not scored.",
+            "",
+        ]
+    if confusion is not None:
+        md += [f"Confusion matrix: {confusion.name}; all figures: metrics.json.", ""]
+    kind = "dialogue" if any(g["kind"] == "dialogue" for g in m["groups"]) else "video"
+    md += [f"| {kind} | utterances | scored | accuracy | W-F1 |", "|---|---|---|---|---|"]
+    for g in m["groups"]:
+        acc, wf1 = (f"{g[k]:.3f}" if g["n"] else "–" for k in ("accuracy", "weighted_f1"))
+        md.append(f"| {g['name']} | {g['n_utterances']} | {g['n']} | {acc} | {wf1} |")
+    return md + [""]
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN -> None, nested: metrics.json stays strict JSON (no NaN tokens) for other readers."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _write_summary(
+    out_dir: Path,
+    results: list[VideoResult],
+    labels: list[str],
+    provenance: Provenance | None = None,
+) -> PredictSummary:
     rows = []
     for r in results:
         rows.append(
@@ -138,8 +263,39 @@ def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str])
         )
     df = pd.DataFrame(rows)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    df.to_csv(csv_path, index=False)
-    md = [
+    atomic_write(csv_path, lambda p: df.to_csv(p, index=False))
+    # Scores of a labelled run: over every predicted utterance, and per dialogue (or video).
+    groups = _groups(out_dir, results)
+    metrics = score_predictions(groups, labels)
+    metrics_path = confusion_path = None
+    for stale in ("metrics.json", "confusion.png"):  # an earlier run's, into the same folder
+        (out_dir / stale).unlink(missing_ok=True)
+    if metrics is not None and "confusion" in metrics:  # (not when every label was unknown)
+        confusion_path = out_dir / "confusion.png"
+        where = (
+            f"{Path(provenance.checkpoint).parent.name}/{Path(provenance.checkpoint).name}"
+            if provenance
+            else "predictions"
+        )
+        title = confusion_title(f"{where} on {len(groups)} {groups[0][1]}(s)", metrics)
+        plot_confusion(np.asarray(metrics["confusion"]), labels, confusion_path, title)
+    if metrics is not None:
+        metrics_path = out_dir / "metrics.json"
+        body = {
+            **metrics,
+            "checkpoint": provenance.checkpoint if provenance else "",
+            "weights_sha256": provenance.weights_sha256 if provenance else "",
+            "caveat": provenance.caveat if provenance else "",
+        }
+        atomic_write_text(metrics_path, json.dumps(_no_nan(body), indent=1))
+    md = ["# Predictions", ""]
+    if provenance is not None:
+        md += [provenance.markdown()]
+    if metrics is not None:
+        md += _scores_markdown(metrics, confusion_path)
+    md += [
+        "## Videos",
+        "",
         "| video | status | utterances | failed utterances | source | labels | reason |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -153,9 +309,39 @@ def _write_summary(out_dir: Path, results: list[VideoResult], labels: list[str])
     n_bad = sum(len(r.failed_utterances) for r in results)
     if n_bad:
         md += ["", f"{n_bad} utterance(s) not predicted (bad segments): see <video>.failures.csv"]
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    index = write_index(df, labels, out_dir / "index.html")
-    return PredictSummary(out_dir, results, labels, csv_path, md_path, index)
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    scored = {g["name"]: g for g in (metrics or {}).get("groups", [])}
+    index_groups = [
+        {
+            "name": name,
+            "kind": kind,
+            "report": href,
+            "n_videos": int(t["video"].nunique()) if "video" in t.columns else 1,
+            "n_utterances": len(t),
+            "counts": t["predicted"].value_counts().to_dict(),
+            **{k: scored[name][k] for k in ("n", "accuracy", "weighted_f1") if name in scored},
+        }
+        for name, kind, href, t in groups
+    ]
+    index = write_index(
+        df, labels, out_dir / "index.html", provenance=provenance.html() if provenance else "",
+        scores=metrics, groups=index_groups, confusion_png=confusion_path,
+    )  # fmt: skip
+    info_path = out_dir / "run_info.json"
+    outputs = {"summary_csv": csv_path, "summary_md": md_path, "index_html": index,
+               "metrics_json": metrics_path, "confusion_png": confusion_path}  # fmt: skip
+    info = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": provenance.to_dict() if provenance else None,
+        "videos": len(results),
+        "videos_ok": sum(r.status == "ok" for r in results),
+        "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
+    }
+    atomic_write_text(info_path, json.dumps(info, indent=1))
+    return PredictSummary(
+        out_dir, results, labels, csv_path, md_path, index, info_path, provenance, metrics,
+        metrics_path, confusion_path,
+    )  # fmt: skip
 
 
 def stage_seconds(results: Sequence[VideoResult]) -> dict[str, float]:

@@ -1,7 +1,15 @@
 """Self-contained HTML reports of predictions: PNG plots embedded as base64, no external files.
 
     write_video_report(table, label_names, modalities, path, title) -> Path
-    write_index(summary, label_names, path) -> Path
+    write_dialogue_report(table, label_names, modalities, path, dialogue_id, clip_reports) -> Path
+    write_index(summary, label_names, path, provenance, scores, groups, confusion_png) -> Path
+
+Every page starts with the model's provenance (an HTML fragment from
+pipeline.inference.provenance: checkpoint, weights hash, training data, and the caveat of a model
+trained on generated data as a banner). A dialogue report (clip-per-utterance datasets) lays its
+clips end to end on one time axis, in manifest order. The index scores a labelled run (metrics,
+unknown labels, confusion matrix, per dialogue or video), and its chart has one horizontal bar per
+dialogue (or video), its height growing with their number, so 50+ names stay readable.
 
 The per-video figure has three panels on one time axis:
     1. utterance spans, one lane per speaker, coloured by the predicted emotion
@@ -19,11 +27,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline.files import atomic_write_text
 from pipeline.training.diagnostics import emotion_name
 
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
@@ -60,7 +71,9 @@ def _legend_outside(ax, **kw) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, fontsize=8, **kw)
 
 
-def timeline_png(table: pd.DataFrame, label_names: list[str], modalities: str) -> str:
+def timeline_png(
+    table: pd.DataFrame, label_names: list[str], modalities: str, xlabel: str = "time (s)"
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +120,7 @@ def timeline_png(table: pd.DataFrame, label_names: list[str], modalities: str) -
                     ms=6, mew=2, clip_on=False, label=f"{MODALITY_NAMES[m]} missing")  # fmt: skip
     ax.set_ylim(0, 1)
     ax.set_ylabel("modality share")
-    ax.set_xlabel("time (s)")
+    ax.set_xlabel(xlabel)
     _legend_outside(ax)
     fig.tight_layout()
     return _png(fig)
@@ -117,6 +130,8 @@ _STYLE = (
     "body{font-family:sans-serif;margin:1.5em;max-width:1500px}"
     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
     "th{background:#eee}img{max-width:100%}.failed{color:#b00}.missing{color:#888;font-style:italic}"
+    ".caveat{background:#fde2e1;border:2px solid #b00;padding:0.6em 1em;font-size:1.15em}"
+    "#provenance{font-size:13px;color:#333}code{font-size:12px}"
 )
 
 
@@ -136,11 +151,49 @@ def _cell(column: str, value) -> str:
 
 
 def _header(column: str) -> str:
+    if column == "label":
+        return "true label"  # the manifest's, beside the predicted one
     if column.startswith("p_"):
         return f"p({emotion_name(column[2:])})"
     if column.startswith("support_"):
         return f"{MODALITY_NAMES.get(column[8:], column[8:])} support"
     return column
+
+
+def _utterance_columns(table: pd.DataFrame, label_names: list[str], modalities: str) -> list[str]:
+    true = ["label"] if "label" in table.columns else []  # the manifest's, when it had one
+    return ["start_s", "end_s", "speaker", "text", *true, "predicted",
+            *[f"p_{c}" for c in label_names], *[f"support_{m}" for m in modalities]]  # fmt: skip
+
+
+def _utterance_table(table: pd.DataFrame, cols: list[str], links: list[str] | None = None) -> str:
+    """<table id='utterances'>: one row per utterance; ``links``: a first cell per row (HTML)."""
+    head = ("<th>clip</th>" if links else "") + "".join(
+        f"<th>{html.escape(_header(c))}</th>" for c in cols
+    )
+    rows = []
+    for k, row in enumerate(table[cols].itertuples(index=False)):
+        first = f"<td>{links[k]}</td>" if links else ""
+        cells = "".join(_cell(c, v) for c, v in zip(cols, row, strict=True))
+        rows.append(f"<tr>{first}{cells}</tr>")
+    return f"<table id='utterances'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _predicted_line(table: pd.DataFrame, label_names: list[str]) -> str:
+    counts = table["predicted"].value_counts()
+    dist = ", ".join(f"{emotion_name(c)}: {int(counts.get(c, 0))}" for c in label_names)
+    sources = ", ".join(dict.fromkeys(table["segment_source"]))
+    return (
+        f"{len(table)} utterances; segments from: {html.escape(sources)}; "
+        f"predicted: {html.escape(dist)}"
+    )
+
+
+SHARE_NOTE = (
+    "<p>Modality share: each modality's unimodal probability of the predicted class, "
+    "normalised over the modalities the utterance has; <em>missing</em>: the utterance has "
+    "no such input (marked x in the chart).</p>"
+)
 
 
 def write_video_report(
@@ -150,58 +203,181 @@ def write_video_report(
     path: Path,
     title: str,
     index_href: str = "index.html",
+    provenance: str = "",
 ) -> Path:
     """One video's report: its timeline figure and one table row per utterance; ``index_href``
-    is the link back to the index of all videos (written next to the reports)."""
-    counts = table["predicted"].value_counts()
-    dist = ", ".join(f"{emotion_name(c)}: {int(counts.get(c, 0))}" for c in label_names)
-    sources = ", ".join(dict.fromkeys(table["segment_source"]))
-    cols = ["start_s", "end_s", "speaker", "text", "predicted",
-            *[f"p_{c}" for c in label_names], *[f"support_{m}" for m in modalities]]  # fmt: skip
-    head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in cols)
-    rows = []
-    for row in table[cols].itertuples(index=False):
-        rows.append("<tr>" + "".join(_cell(c, v) for c, v in zip(cols, row, strict=True)) + "</tr>")
+    is the link back to the index of all videos (written next to the reports); ``provenance``
+    the model's HTML fragment (pipeline.inference.provenance)."""
+    cols = _utterance_columns(table, label_names, modalities)
+    png = timeline_png(table, label_names, modalities)
     body = (
         f"<p><a id='index' href='{html.escape(index_href)}'>&larr; all videos</a></p>"
+        f"{provenance}"
         f"<h1>{html.escape(Path(title).name)}</h1><p>{html.escape(title)}<br>"
-        f"{len(table)} utterances; segments from: {html.escape(sources)}; "
-        f"predicted: {html.escape(dist)}</p>"
-        f"<img alt='timeline' src='data:image/png;base64,{timeline_png(table, label_names, modalities)}'>"
-        "<p>Modality share: each modality's unimodal probability of the predicted class, "
-        "normalised over the modalities the utterance has; <em>missing</em>: the utterance has "
-        "no such input (marked x in the chart).</p>"
-        f"<table id='utterances'><tr>{head}</tr>{''.join(rows)}</table>"
+        f"{_predicted_line(table, label_names)}</p>"
+        f"<img alt='timeline' src='data:image/png;base64,{png}'>"
+        f"{SHARE_NOTE}{_utterance_table(table, cols)}"
     )
-    path.write_text(_page(Path(title).name, body), encoding="utf-8")
+    atomic_write_text(path, _page(Path(title).name, body))
     return path
 
 
-def _distribution_png(summary: pd.DataFrame, label_names: list[str]) -> str:
+CLIP_GAP_S = 0.5  # between clips laid end to end on a dialogue's time axis
+
+
+def dialogue_timeline(table: pd.DataFrame) -> pd.DataFrame:
+    """A dialogue's rows (column `video` = the clip) with start_s/end_s moved onto one axis: the
+    clips end to end in row order, CLIP_GAP_S apart (each clip's own times start at its offset).
+    The times in the dialogue's recording are not used: clips are often a sparse sample of it."""
+    out = table.copy()
+    offset, offsets = 0.0, {}
+    for video, rows in table.groupby("video", sort=False):
+        offsets[video] = offset
+        ends = rows[["start_s", "end_s"]].to_numpy(float)  # [n, 2]; a NaN end = the whole clip
+        length = float(ends[np.isfinite(ends)].max()) if np.isfinite(ends).any() else 0.0
+        offset += length + CLIP_GAP_S
+    shift = table["video"].map(offsets).to_numpy(float)
+    out["start_s"] = table["start_s"].to_numpy(float) + shift
+    out["end_s"] = table["end_s"].to_numpy(float) + shift
+    return out
+
+
+def write_dialogue_report(
+    table: pd.DataFrame,
+    label_names: list[str],
+    modalities: str,
+    path: Path,
+    dialogue_id: str,
+    clip_reports: dict[str, str],
+    index_href: str = "../index.html",
+    provenance: str = "",
+) -> Path:
+    """A clip-per-utterance dialogue's report: the timeline of its clips laid end to end, and one
+    row per utterance linking to its clip's report (``clip_reports``: video -> href)."""
+    cols = _utterance_columns(table, label_names, modalities)
+    png = timeline_png(
+        dialogue_timeline(table), label_names, modalities,
+        xlabel="time in the dialogue (s): its clips end to end, in manifest order",
+    )  # fmt: skip
+    links = [
+        f"<a href='{html.escape(clip_reports[v])}'>{html.escape(Path(v).name)}</a>"
+        if v in clip_reports
+        else html.escape(Path(v).name)
+        for v in table["video"]
+    ]
+    n_clips = table["video"].nunique()
+    body = (
+        f"<p><a id='index' href='{html.escape(index_href)}'>&larr; all videos</a></p>"
+        f"{provenance}"
+        f"<h1>Dialogue {html.escape(dialogue_id)}</h1><p>{n_clips} clip(s), predicted together "
+        f"as one conversation; {_predicted_line(table, label_names)}</p>"
+        f"<img alt='timeline' src='data:image/png;base64,{png}'>"
+        f"{SHARE_NOTE}{_utterance_table(table, cols, links)}"
+    )
+    atomic_write_text(path, _page(f"dialogue {dialogue_id}", body))
+    return path
+
+
+MAX_CHART_ROWS = 200  # bars in the index chart; beyond it the figure would be too tall to read
+CHART_ROW_INCHES = 0.28  # per bar: names at font size 8 do not overlap
+
+
+def distribution_png(
+    names: list[str], counts: np.ndarray, label_names: list[str], what: str = "video"
+) -> str:
+    """Predicted emotions as one horizontal stacked bar per name (counts int [R, C]), the first
+    at the top; the figure grows CHART_ROW_INCHES per bar, so every name has its own line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = summary[summary["status"] == "ok"]
+    total = len(names)
+    names, counts = names[:MAX_CHART_ROWS], np.asarray(counts, float)[:MAX_CHART_ROWS]  # [R, C]
     colors = _colors(label_names)
-    fig, ax = plt.subplots(figsize=(min(14, 3 + 0.6 * len(ok)), 3.5))
-    names = [Path(v).name for v in ok["video"]]
-    bottom = np.zeros(len(ok))
-    for c in label_names:
-        vals = ok[f"n_{c}"].to_numpy(float)
-        ax.bar(names, vals, bottom=bottom, color=colors[c], label=emotion_name(c))
-        bottom += vals
-    ax.set_ylabel("utterances")
-    ax.set_title("predicted emotions per video")
+    fig, ax = plt.subplots(figsize=(10, 1.6 + CHART_ROW_INCHES * len(names)))
+    y = np.arange(len(names))
+    left = np.zeros(len(names))
+    for k, c in enumerate(label_names):
+        ax.barh(y, counts[:, k], left=left, color=colors[c], label=emotion_name(c), height=0.75)
+        left += counts[:, k]
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # the first name at the top, as in the tables
+    ax.set_xlabel("utterances")
+    ax.set_ylabel(what)
+    shown = f" (the first {len(names)} of {total})" if total > len(names) else ""
+    ax.set_title(
+        f"predicted emotions per {what}: {total} {what}s, {int(counts.sum())} utterances{shown}"
+    )
     _legend_outside(ax)
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
     return _png(fig)
 
 
-def write_index(summary: pd.DataFrame, label_names: list[str], path: Path) -> Path:
-    """index.html: one row per video (status, utterances, source, label counts, link or reason)."""
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else "–"
+
+
+def _scores_html(scores: dict[str, Any], confusion_png: Path | None) -> str:
+    """The index's scores of a labelled run: overall metrics, what was not scored and why, the
+    confusion matrix."""
+    head = (
+        "<tr><th>scored utterances</th><th>accuracy</th><th>weighted F1</th><th>macro F1</th></tr>"
+    )
+    row = (
+        f"<tr><td>{scores['n']} of {scores['n_predicted']}</td><td>{_num(scores['accuracy'])}</td>"
+        f"<td>{_num(scores['weighted_f1'])}</td><td>{_num(scores['macro_f1'])}</td></tr>"
+    )
+    notes = []
+    if scores.get("n_unlabelled"):
+        notes.append(f"{scores['n_unlabelled']} utterance(s) have no label and are not scored.")
+    if scores.get("unknown_labels"):
+        listed = ", ".join(f"{html.escape(k)} ({v})" for k, v in scores["unknown_labels"].items())
+        notes.append(
+            f"<span class='failed' id='unknown-labels'>{scores['n_unknown']} utterance(s) carry "
+            f"labels the checkpoint does not know: {listed}; they are not scored.</span>"
+        )
+    out = f"<h2>Scores</h2><table id='scores'>{head}{row}</table>"
+    out += "".join(f"<p>{n}</p>" for n in notes)
+    if confusion_png is not None and Path(confusion_png).is_file():
+        data = base64.b64encode(Path(confusion_png).read_bytes()).decode("ascii")
+        out += f"<p><img alt='confusion matrix' src='data:image/png;base64,{data}'></p>"
+    return out
+
+
+def _groups_html(groups: list[dict[str, Any]], scored: bool) -> str:
+    """One row per dialogue (or video): its report, size and, for a labelled run, its scores."""
+    kind = "dialogue" if any(g["kind"] == "dialogue" for g in groups) else "video"
+    head = f"<tr><th>{kind}</th><th>clips</th><th>utterances</th>"
+    head += "<th>scored</th><th>accuracy</th><th>weighted F1</th></tr>" if scored else "</tr>"
+    rows = []
+    for g in groups:
+        name = html.escape(g["name"])
+        link = f"<a href='{html.escape(g['report'])}'>{name}</a>" if g.get("report") else name
+        cells = f"<td>{link}</td><td>{g['n_videos']}</td><td>{g['n_utterances']}</td>"
+        if scored:
+            cells += f"<td>{g.get('n', 0)}</td><td>{_num(g.get('accuracy'))}</td>"
+            cells += f"<td>{_num(g.get('weighted_f1'))}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<h2>Per {kind}</h2><table id='groups'>{head}{''.join(rows)}</table>"
+
+
+def write_index(
+    summary: pd.DataFrame,
+    label_names: list[str],
+    path: Path,
+    provenance: str = "",
+    scores: dict[str, Any] | None = None,
+    groups: list[dict[str, Any]] | None = None,
+    confusion_png: Path | None = None,
+) -> Path:
+    """index.html: the model's provenance, the scores of a labelled run, one row per dialogue
+    (clip-per-utterance runs, or any scored run) and one per video (status, utterances, source,
+    label counts, link or reason), and the chart of predicted emotions.
+
+    groups: [{name, kind "dialogue" | "video", report (href), n_videos, n_utterances, counts
+    {label: n}, and for a scored run n, accuracy, weighted_f1}]."""
+    groups = groups or []
     head = "<tr><th>video</th><th>status</th><th>utterances</th><th>source</th>"
     head += (
         "".join(f"<th>{html.escape(emotion_name(c))}</th>" for c in label_names)
@@ -220,11 +396,29 @@ def write_index(summary: pd.DataFrame, label_names: list[str], path: Path) -> Pa
             f"<td>{r['n_utterances']}</td><td>{html.escape(r['segment_source'])}</td>"
             f"{counts}<td>{link}</td></tr>"
         )
-    body = (
-        f"<h1>Predictions: {len(summary)} videos</h1>"
-        f"<table id='videos'>{head}{''.join(rows)}</table>"
-    )
-    if (summary["status"] == "ok").any():
-        body += f"<img alt='distribution' src='data:image/png;base64,{_distribution_png(summary, label_names)}'>"
-    path.write_text(_page("predictions", body), encoding="utf-8")
+    body = f"<h1>Predictions: {len(summary)} videos</h1>{provenance}"
+    if scores:
+        body += _scores_html(scores, confusion_png)
+    by_dialogue = any(g["kind"] == "dialogue" for g in groups)
+    if groups and (scores or by_dialogue):
+        body += _groups_html(groups, scored=bool(scores))
+    body += f"<h2>Videos</h2><table id='videos'>{head}{''.join(rows)}</table>"
+    if by_dialogue:  # one bar per dialogue: a clip alone is one utterance
+        names = [g["name"] for g in groups]
+        counts = np.array([[g["counts"].get(c, 0) for c in label_names] for g in groups])
+        png = distribution_png(names, counts.reshape(len(groups), -1), label_names, "dialogue")
+    elif (summary["status"] == "ok").any():
+        ok = summary[summary["status"] == "ok"]
+        names = [Path(v).name for v in ok["video"]]
+        png = distribution_png(names, ok[[f"n_{c}" for c in label_names]].to_numpy(), label_names)
+    else:
+        png = ""
+    if png:
+        body += f"<img alt='distribution' src='data:image/png;base64,{png}'>"
+    atomic_write_text(path, _page("predictions", body))
     return path
+
+
+def relative_href(target: str | Path, start: str | Path) -> str:
+    """A link from a page in folder ``start`` to ``target`` (both on this machine)."""
+    return Path(os.path.relpath(target, start)).as_posix()

@@ -243,21 +243,31 @@ def write_report(
                 ]
             )
     if "confusion" in metrics:
-        plot_confusion(np.asarray(metrics["confusion"]), label_names, paths["confusion_png"])
+        where = Path(str(metrics.get("checkpoint", out_dir))).parent.name  # the run's folder
+        title = confusion_title(f"{where}, {metrics.get('split', 'test')} split", metrics)
+        plot_confusion(np.asarray(metrics["confusion"]), label_names, paths["confusion_png"], title)
     else:
         del paths["confusion_png"]
     return {k: str(v) for k, v in paths.items()}
 
 
-def plot_confusion(cm: np.ndarray, label_names: list[str], path: Path) -> None:
+def plot_confusion(
+    cm: np.ndarray, label_names: list[str], path: Path, title: str | None = None
+) -> None:
+    """cm int [C, C] (rows true, columns predicted) -> PNG: counts in the cells, colour = the
+    row-normalised share (a colour bar says so), emotions by name. ``title`` names the run, split
+    and score; the default says only what the picture is."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(label_names), 0.8 + 0.7 * len(label_names)))
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    from pipeline.training.diagnostics import emotion_name
+
+    names = [emotion_name(c) for c in label_names]
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(names), 1.2 + 0.7 * len(names)))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # [C, C] share of each true class
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(
@@ -268,14 +278,25 @@ def plot_confusion(cm: np.ndarray, label_names: list[str], path: Path) -> None:
                 va="center",
                 color="white" if norm[i, j] > 0.5 else "black",
             )
-    ax.set_xticks(range(len(label_names)), label_names)
-    ax.set_yticks(range(len(label_names)), label_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix (rows normalised for colour)")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted emotion")
+    ax.set_ylabel("true emotion")
+    fig.colorbar(
+        im, ax=ax, fraction=0.046, pad=0.04, label="share of the true emotion's utterances"
+    )
+    ax.set_title(title or "confusion matrix (counts; colour: share of the row)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def confusion_title(what: str, metrics: dict[str, Any]) -> str:
+    """'<what>: accuracy 0.812, W-F1 0.800 (n=16)': the title of a confusion matrix plot."""
+    return (
+        f"{what}: accuracy {metrics['accuracy']:.3f}, W-F1 {metrics['weighted_f1']:.3f} "
+        f"(n={metrics['n']})"
+    )
 
 
 def check_feature_spec(expected: dict[str, Any], actual: dict[str, Any], where: str) -> None:

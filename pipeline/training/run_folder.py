@@ -35,7 +35,7 @@ from typing import Any
 
 from model.config import Ada2IConfig
 from pipeline.code_identity import STAGE_MODULES, stage_identity
-from pipeline.features.featureset import FeatureSet
+from pipeline.features.featureset import FeatureSet, describe_source, generated_by
 from pipeline.files import atomic_write
 from pipeline.training.train_state import STATE_JSON
 
@@ -104,6 +104,31 @@ def featureset_digest(fs: FeatureSet) -> str:
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def training_data(fs: FeatureSet, digest: str) -> dict[str, Any]:
+    """What a checkpoint was trained on, for everything that reports its predictions: the feature
+    set's path, content hash (``digest``: featureset_digest), source and one-line description,
+    what generated it ("" = recorded data), its size per split and its label set."""
+    labels = fs.labels.numpy()
+    splits: dict[str, dict[str, int]] = {}
+    for d in fs.dialogues:
+        row = splits.setdefault(d.split or "(none)", {"dialogues": 0, "utterances": 0})
+        row["dialogues"] += 1
+        row["utterances"] += d.length
+    return {
+        "featureset": str(Path(fs.path).resolve()) if fs.path else "",
+        "featureset_sha256": digest,
+        "source": fs.source,
+        "description": describe_source(fs.source),
+        "generated": generated_by(fs.source),
+        "n_dialogues": len(fs.dialogues),
+        "n_utterances": len(fs),
+        "n_labelled": int((labels >= 0).sum()),
+        "splits": splits,
+        "label_names": list(fs.label_names),
+        "modalities": fs.modalities,
+    }
 
 
 @cache

@@ -103,15 +103,17 @@ def _train(
     scheduler = _scheduler(optimizer, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # Refuses (before config.json is written) a folder that holds other settings or features.
+    ident = run_folder.identity(fs, model_cfg, cfg)
     meta = {
         "label_names": fs.label_names,
         "feature_spec": fs.feature_spec,
         "train_config": cfg.to_dict(),
         "dev_dialogues": [d.id for d in dev_set],
         "source": fs.source,
+        # what predictions made with the checkpoint report as its training data
+        "training_data": run_folder.training_data(fs, ident[run_folder.FEATURESET_KEY]),
     }
-    # Refuses (before config.json is written) a folder that holds other settings or features.
-    ident = run_folder.identity(fs, model_cfg, cfg)
     run_folder.prepare(run_dir, ident, resume, {"model": model_cfg.to_dict(), **meta})
 
     progress = {"epoch": 0, "best_wf1": -1.0, "best_epoch": 0, "stale": 0, "history": []}

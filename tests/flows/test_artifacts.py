@@ -10,6 +10,8 @@ import json
 import re
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -103,3 +105,49 @@ def test_paths_are_a_list_of_links_not_a_table(tmp_path):
     assert "|" not in md
     assert f"- store: [`{tmp_path / 'a b'}`](file://" in md and "a%20b)" in md
     assert "none" not in md
+
+
+def test_prediction_page_names_the_model_and_shows_the_scores(tmp_path):
+    """A labelled predict run's artifact: the demo caveat first, the scores (as scikit-learn
+    computes them from the predictions), the confusion matrix embedded, one row per dialogue."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from pipeline.inference.predict_scores import score_predictions
+    from pipeline.inference.provenance import Provenance
+    from pipeline.training.evaluate import plot_confusion
+
+    labels = ["ang", "hap", "neu", "sad"]
+    d1 = pd.DataFrame(
+        {"label": ["hap", "sad", "neu", "fru"], "predicted": ["hap", "neu", "neu", "neu"]}
+    )
+    d2 = pd.DataFrame({"label": ["ang", ""], "predicted": ["ang", "sad"]})
+    scores = score_predictions([("d1", "dialogue", "dialogues/d1.report.html", d1),
+                                ("d2", "dialogue", "dialogues/d2.report.html", d2)], labels)  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps(scores))
+    plot_confusion(np.asarray(scores["confusion"]), labels, tmp_path / "confusion.png", "run: x")
+    (tmp_path / "summary.md").write_text("# Predictions\n\n## Model\n\nold\n\n## Videos\n\n| a |\n")
+    prov = Provenance(str(tmp_path / "ck"), "ab" * 32, 3, "ta", labels,
+                      {"description": "demo features", "generated": "demo", "n_dialogues": 3,
+                       "n_utterances": 15, "n_labelled": 15, "label_names": labels})  # fmt: skip
+    result = {
+        "model": prov.to_dict(),
+        "metrics_json": str(tmp_path / "metrics.json"),
+        "confusion_png": str(tmp_path / "confusion.png"),
+        "summary_md": str(tmp_path / "summary.md"),
+    }
+    md = artifacts.predictions_markdown(result, {"metrics_json": result["metrics_json"]})
+    assert md.index("**Warning: trained on generated demo data") < md.index("## Scores")
+    assert "`" + "ab" * 32 + "`" in md and "demo features; 3 dialogues, 15 utterances" in md
+    true, pred = ["hap", "sad", "neu", "ang"], ["hap", "neu", "neu", "ang"]
+    acc, wf1 = accuracy_score(true, pred), f1_score(true, pred, labels=labels, average="weighted")
+    assert f"accuracy **{acc:.3f}**, weighted F1 **{wf1:.3f}**" in md and "1 unlabelled" in md
+    assert "not scored): fru (1)" in md
+    assert (
+        len(re.findall(r"!\[confusion matrix\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)", md)) == 1
+    )
+    assert "| d1 | 4 | 3 | 0.667 |" in md and "| d2 | 2 | 1 | 1.000 | 1.000 |" in md
+    assert "## Videos" in md and "\nold\n" not in md  # summary.md's own model section replaced
+    assert re.search(r"- metrics_json: \[`/[^`]+metrics\.json`\]\(file://", md)
+    # an unlabelled run from an older checkpoint: no scores, the model not recorded
+    bare = artifacts.predictions_markdown({"summary_md": result["summary_md"]}, {})
+    assert "## Scores" not in bare and "not recorded" in bare

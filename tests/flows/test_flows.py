@@ -279,6 +279,13 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert again["status"] == "ran" and len(again["videos"]) == 1
     with pytest.raises(FileNotFoundError, match="inputs not found"):
         predict(inputs=[str(tmp_path / "none.mp4")], out_dir=str(out))
+    # With the demo manifest's labels the run is scored, and names its demo-trained model.
+    scored = predict(
+        out_dir=str(out), manifest=first["paths"]["manifest"], predictions_dir=str(tmp_path / "s")
+    )
+    metrics = json.loads(Path(scored["metrics_json"]).read_text())
+    assert metrics["n"] == 3 * 4 and Path(scored["confusion_png"]).is_file()
+    assert scored["model"]["caveat"].startswith("trained on generated demo data")
 
 
 def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.inference.report_html import write_index, write_video_report
+from pipeline.inference.report_html import write_dialogue_report, write_index, write_video_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
@@ -189,3 +189,58 @@ def test_index_renders_with_working_links(page, reports, tmp_path):
     # each report links back to this index
     page.open(got["links"][1])
     assert json.loads(page.eval(CHECKS))["links"] == [(reports / "index.html").as_uri()]
+
+
+@pytest.fixture(scope="module")
+def scored_reports(tmp_path_factory):
+    """A labelled clip-per-utterance run: two clips of one dialogue, their dialogue report, and an
+    index with the model's provenance (a demo-trained checkpoint), scores and confusion matrix."""
+    from pipeline.inference.predict_scores import score_predictions
+    from pipeline.inference.provenance import Provenance
+    from pipeline.training.evaluate import plot_confusion
+
+    out = tmp_path_factory.mktemp("scored")
+    prov = Provenance("/ck/best", "ab" * 32, 3, "tav", LABELS, {"generated": "demo"}).html()
+    clips = []
+    for name in ("u0", "u1"):
+        t = _table(2).assign(video=f"/clips/{name}.mp4", label=["hap", "sad"])
+        write_video_report(t, LABELS, "tav", out / f"{name}.report.html", f"/clips/{name}.mp4",
+                           provenance=prov)  # fmt: skip
+        clips.append(t)
+    dialogue = pd.concat(clips, ignore_index=True)
+    (out / "dialogues").mkdir()
+    write_dialogue_report(
+        dialogue, LABELS, "tav", out / "dialogues" / "d1.report.html", "d1",
+        {f"/clips/{n}.mp4": f"../{n}.report.html" for n in ("u0", "u1")}, provenance=prov,
+    )  # fmt: skip
+    scores = score_predictions([("d1", "dialogue", "dialogues/d1.report.html", dialogue)], LABELS)
+    plot_confusion(np.asarray(scores["confusion"]), LABELS, out / "confusion.png", "d1: test")
+    rows = [{"video": f"/clips/{n}.mp4", "status": "ok", "n_utterances": 2, "reason": "",
+             "segment_source": "manifest", "report": f"{n}.report.html",
+             **{f"n_{c}": 0 for c in LABELS}} for n in ("u0", "u1")]  # fmt: skip
+    groups = [{"name": "d1", "kind": "dialogue", "report": "dialogues/d1.report.html",
+               "n_videos": 2, "n_utterances": 4, "counts": {"hap": 4}, "n": 4,
+               "accuracy": scores["accuracy"], "weighted_f1": scores["weighted_f1"]}]  # fmt: skip
+    write_index(pd.DataFrame(rows), LABELS, out / "index.html", provenance=prov, scores=scores,
+                groups=groups, confusion_png=out / "confusion.png")  # fmt: skip
+    return out
+
+
+def test_scored_index_and_dialogue_report_render(page, scored_reports):
+    page.open((scored_reports / "index.html").as_uri())
+    got = json.loads(page.eval(CHECKS))
+    assert len(got["images"]) == 2  # the confusion matrix and the chart, both decoded
+    assert all(c and w > 200 and h > 100 for c, w, h in got["images"])
+    caveat = page.eval("document.getElementById('caveat').innerText")
+    assert "trained on generated demo data" in caveat
+    dialogue = (scored_reports / "dialogues" / "d1.report.html").as_uri()
+    assert dialogue in got["links"] and all(map(_resolves, got["links"]))
+    assert page.errors() == []
+    page.open(dialogue)
+    got = json.loads(page.eval(CHECKS))
+    [(complete, width, _)] = got["images"]
+    assert complete and width > 500 and len(got["rows"]) == 4  # one per utterance
+    # back to the index, and each utterance to its clip's report
+    assert len(got["links"]) == 5 and len(set(got["links"])) == 3
+    assert all(map(_resolves, got["links"]))
+    assert "true label" in got["headers"] and page.errors() == []

@@ -68,6 +68,21 @@ def test_checkpoint_files_follow_the_umask_and_record_a_hash(trained):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_checkpoint_records_its_training_data(trained):
+    """What predictions report as the model's training data: the feature set's path, the content
+    hash the run's identity holds, its size and labels, and that synthetic data generated it."""
+    result, root = trained
+    td = json.loads((result.checkpoint_dir / META_FILE).read_text())["training_data"]
+    identity = json.loads((result.run_dir / "config.json").read_text())["identity"]
+    assert td["featureset_sha256"] == identity["featureset"]
+    assert td["featureset"] == str((root / "fs").resolve())
+    assert td["generated"] == "synthetic" and "synthetic features" in td["description"]
+    assert (td["n_dialogues"], td["n_utterances"], td["n_labelled"]) == (14, 96, 96)
+    assert {s: v["dialogues"] for s, v in td["splits"].items()} == {"train": 8, "dev": 2, "test": 4}
+    assert td["label_names"] == LABELS and td["modalities"] == "tav"
+    load_checkpoint(result.checkpoint_dir)  # the weights hash still verifies
+
+
 def test_damaged_payload_is_refused_naming_the_file(trained, tmp_path):
     result, root = trained
     ckpt = _copy(result.checkpoint_dir, tmp_path / "ckpt")

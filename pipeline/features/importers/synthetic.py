@@ -8,10 +8,12 @@ dialogue-level "mood" makes neighbouring labels correlated, so context helps as 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from pipeline.dataset.labels import IEMOCAP
-from pipeline.features.featureset import FeatureSet, from_arrays
+from pipeline.features.featureset import GENERATED_KEY, FeatureSet, from_arrays
 
 # IEMOCAP-sized defaults: 151 dialogues, 7,433 utterances (../shared/data/README.md).
 IEMOCAP_SIZES = {"train": 108, "dev": 12, "test": 31}
@@ -71,8 +73,13 @@ def make_synthetic(
         present[m] = rng.random(len(y)) >= rate
         x[~present[m]] = 0.0
         features[m] = x
+    source = {
+        GENERATED_KEY: "synthetic",
+        "description": f"synthetic features: Gaussian noise with a planted class signal (seed {seed})",
+        "seed": seed,
+    }
     return from_arrays(
-        dialogues, features, y, label_names, present=present, source=f"synthetic(seed={seed})"
+        dialogues, features, y, label_names, present=present, source=json.dumps(source)
     )
 
 
