@@ -1,11 +1,12 @@
 """Checkpoints: weights in safetensors + a JSON with everything needed to rebuild and use them.
 
 A checkpoint directory holds model.safetensors and checkpoint.json
-({format, model_config, label_names, feature_spec, weights_sha256, ...}). Loading never unpickles,
-so a checkpoint from anywhere is safe to open; it loads on CPU or GPU without the training data.
-The weights are verified on load: their sha256 against the JSON (a truncated or overwritten file is
-refused, naming it), and every tensor finite. Checkpoints written before the hash was recorded
-still load, with a warning. Files are written with pipeline/files.py (atomic, the ordinary umask
+({format, model_config, label_names, feature_spec, weights_sha256, ..., content_sha256}). Loading
+never unpickles, so a checkpoint from anywhere is safe to open; it loads on CPU or GPU without the
+training data. Everything its meaning depends on is verified on load: checkpoint.json against its
+own content_sha256 (an edited label name, swapped labels or a changed cosine_scale would make
+predictions wrong while looking fine), the weights against weights_sha256 (a truncated or
+overwritten file is refused, naming it), and every tensor finite. Files are written with pipeline/files.py (atomic, the ordinary umask
 mode: a checkpoint folder is meant to be copied to other machines and users).
 
 Here in training, not in model/: model/ is the network alone and imports nothing of pipeline, while
@@ -32,6 +33,7 @@ from pipeline.files import atomic_write, sha256_file
 log = logging.getLogger(__name__)
 
 FORMAT = "ada2i-erc.checkpoint/1"
+DIGEST_KEY = "content_sha256"  # of checkpoint.json's other keys (weights_sha256 among them)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
 
@@ -48,6 +50,7 @@ def save_checkpoint(directory: str | Path, model: Ada2I, **meta: Any) -> Path:
         # weights first, JSON last: the JSON's hash always describes a complete weights file
         "weights_sha256": save_tensors(directory / WEIGHTS_FILE, state),
     }
+    body[DIGEST_KEY] = meta_digest(body)
     atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(body, indent=1)))
     return directory
 
@@ -63,7 +66,25 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path}: unknown checkpoint format {found!r}, expected {FORMAT}")
+    verify_meta(meta, path)
     return meta
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of a checkpoint JSON's canonical form, without its own digest."""
+    rest = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def verify_meta(meta: dict[str, Any], path: Path) -> None:
+    """ValueError naming ``path`` unless the JSON is what save_checkpoint wrote."""
+    if DIGEST_KEY not in meta:
+        raise ValueError(f"{path}: no {DIGEST_KEY}, so its labels and config cannot be checked")
+    if meta_digest(meta) != meta[DIGEST_KEY]:
+        raise ValueError(
+            f"{path}: changed or damaged after it was written (its {DIGEST_KEY} does not match "
+            "its content: labels, config or feature spec edited?); refused"
+        )
 
 
 def load_checkpoint(
@@ -88,15 +109,13 @@ def load_checkpoint(
 def load_verified(path: Path, sha256: str | None, recorded_in: str) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors (CPU), refused with a ValueError naming the file when it does
     not match ``sha256`` (recorded in ``recorded_in``), does not parse, or holds a non-finite
-    value. ``sha256`` None: an older file without a recorded hash; loaded with a warning."""
+    value, or when no hash was recorded."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint weights missing")
-    blob = path.read_bytes()
     if sha256 is None:
-        log.warning(
-            "%s: no sha256 recorded in %s (an older checkpoint): not verified", path, recorded_in
-        )
-    elif hashlib.sha256(blob).hexdigest() != sha256:
+        raise ValueError(f"{path}: no sha256 recorded in {recorded_in}, so it cannot be verified")
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != sha256:
         raise ValueError(
             f"{path}: damaged or replaced: its sha256 does not match the one in {recorded_in} "
             f"({len(blob)} bytes)"

@@ -26,6 +26,7 @@ from pipeline.training.checkpoint import (
     load_verified,
     save_checkpoint,
     save_tensors,
+    verify_meta,
 )
 from pipeline.training.optim import Adam
 
@@ -80,6 +81,7 @@ def load_train_state(
     try:
         body = _read_json(directory / STATE_JSON)
         meta = _read_json(directory / META_FILE)
+        verify_meta(meta, directory / META_FILE)
         weights = load_verified(directory / WEIGHTS_FILE, meta.get("weights_sha256"), META_FILE)
         tensors = load_verified(directory / STATE_TENSORS, body.get("tensors_sha256"), STATE_JSON)
         model.load_state_dict(weights, strict=True)

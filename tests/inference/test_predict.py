@@ -26,7 +26,7 @@ from pipeline.features.featureset import FeatureSet
 from pipeline.inference.predict import PredictError, predict_videos
 from pipeline.inference.speech import build_tiny_whisper
 from pipeline.inference.subtitles import parse_subtitles
-from pipeline.training.checkpoint import META_FILE, load_checkpoint
+from pipeline.training.checkpoint import META_FILE, load_checkpoint, meta_digest
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_from_featureset
 
@@ -178,6 +178,7 @@ def test_mismatched_checkpoint_is_refused(demo, checkpoint, extractors, tmp_path
     shutil.copytree(checkpoint, bad)
     meta = json.loads((bad / META_FILE).read_text())
     meta["feature_spec"]["t"]["extractors"][0]["config_hash"] = "0123456789abcdef"
+    meta["content_sha256"] = meta_digest(meta)  # a consistent checkpoint, only foreign
     (bad / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(
         PredictError, match="no extractor preset reproduces the checkpoint's modality 't'"

@@ -34,7 +34,7 @@ from pipeline.inference.report_html import (
     distribution_png,
     write_index,
 )
-from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE
+from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE, meta_digest
 
 DEMO_CAVEAT = "trained on generated demo data: its predictions on real speech mean nothing"
 
@@ -139,6 +139,7 @@ def test_old_checkpoint_says_training_data_unknown(demo, checkpoint, extractors,
     shutil.copytree(checkpoint, old)
     meta = json.loads((old / META_FILE).read_text())
     del meta["training_data"]
+    meta["content_sha256"] = meta_digest(meta)  # as written by code that did not record it
     (old / META_FILE).write_text(json.dumps(meta))
     videos = _videos(demo, tmp_path / "in", 1)  # subtitles: no labels
     (tmp_path / "out").mkdir()

@@ -250,8 +250,17 @@ def test_checkpoint_with_wrong_weights_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="model.safetensors: damaged or replaced"):
         load_checkpoint(tmp_path / "ck")  # the recorded sha256 catches the swap first
-    meta = tmp_path / "ck" / "checkpoint.json"  # an older checkpoint has no hash: shapes catch it
-    meta.write_text(meta.read_text().replace('"weights_sha256"', '"unused"'))
+    # A consistent checkpoint.json whose weights hash matches other-shaped weights: shapes catch it
+    import json
+
+    from pipeline.files import sha256_file
+    from pipeline.training.checkpoint import meta_digest
+
+    path = tmp_path / "ck" / "checkpoint.json"
+    meta = json.loads(path.read_text())
+    meta["weights_sha256"] = sha256_file(tmp_path / "ck" / "model.safetensors")
+    meta["content_sha256"] = meta_digest(meta)
+    path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="model.safetensors: weights do not match"):
         load_checkpoint(tmp_path / "ck")
 

@@ -8,7 +8,6 @@ Each test damages real files written by a real (tiny) training run.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import stat
@@ -104,26 +103,36 @@ def test_truncated_weights_are_refused_naming_the_file(trained, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{weights}: damaged or replaced"):
         load_checkpoint(ckpt)
-    # an old checkpoint (no hash recorded) truncated: still named, by the safetensors check
+    # the hash of the truncated file recorded too: still named, by the safetensors check
+    from pipeline.files import sha256_file
+    from pipeline.training.checkpoint import meta_digest
+
     meta = json.loads((ckpt / META_FILE).read_text())
-    del meta["weights_sha256"]
+    meta["weights_sha256"] = sha256_file(weights)
+    meta["content_sha256"] = meta_digest(meta)
     (ckpt / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=rf"{weights}: not a valid safetensors file, truncated"):
         load_checkpoint(ckpt)
 
 
-def test_old_checkpoint_without_hash_loads_with_a_warning(trained, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["label_names"].__setitem__(0, "hbp"),  # a label name edited
+        lambda m: m["label_names"].reverse(),  # labels swapped
+        lambda m: m["model_config"].__setitem__("cosine_scale", 90.0),  # 10 -> 90
+        lambda m: m.pop("weights_sha256"),  # the weights' hash dropped
+        lambda m: m.pop("content_sha256"),  # the JSON's own hash dropped
+    ],
+)
+def test_an_edited_checkpoint_json_is_refused(trained, tmp_path, edit):
     result, _ = trained
     ckpt = _copy(result.checkpoint_dir, tmp_path / "ckpt")
     meta = json.loads((ckpt / META_FILE).read_text())
-    del meta["weights_sha256"]
+    edit(meta)
     (ckpt / META_FILE).write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="pipeline.training.checkpoint"):
-        model, _ = load_checkpoint(ckpt)
-    assert "no sha256 recorded" in caplog.text and str(ckpt / WEIGHTS_FILE) in caplog.text
-    ref, _ = load_checkpoint(result.checkpoint_dir)
-    for (n, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
-        assert torch.equal(a, b), n
+    with pytest.raises(ValueError, match=rf"{ckpt / META_FILE}: (changed or damaged|no content)"):
+        load_checkpoint(ckpt)
 
 
 def test_non_finite_weights_are_refused_even_with_a_matching_hash(trained, tmp_path):
