@@ -1,6 +1,8 @@
 # Everything a newcomer needs; each target installs what it uses (uv + the locked environment).
 # make demo   - the main job on the embedded default (offline, local Prefect, demo data)
-# make test   - the test suite CI runs (then make test-slow: the few tests marked slow)
+# make test   - the fast suite (minutes): everything but real servers, clusters and browsers
+# make test-integration - real Prefect servers and workers, PostgreSQL, Dask clusters, Chromium,
+#                network namespaces, and the few tests marked slow (CI runs both targets)
 # make lint   - ruff check + format check
 # make bench  - benchmarks (see BENCHMARKS.md)
 # make prefect-up / prefect-down - local Prefect server, process pool, deployments and a worker
@@ -12,22 +14,23 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-slow test-all lint format bench prefect-up prefect-down docker-e2e clean
+.PHONY: install demo test test-integration test-all lint format bench prefect-up prefect-down docker-e2e clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 install: $(UV)
 	$(UV) sync --frozen --extra dask  # the Dask task runner too: tests exercise it
+	@command -v uv >/dev/null || echo 'note: uv is in ~/.local/bin, not on PATH; for the README commands run: export PATH="$$HOME/.local/bin:$$PATH"' 
 
 demo: install
 	$(UV) run python -m flows.demo
 
 test: install
-	$(UV) run pytest -q -m "not slow"
+	$(UV) run pytest -q -m "not integration and not slow" --durations=10
 
-test-slow: install
-	$(UV) run pytest -q -m slow
+test-integration: install
+	$(UV) run pytest -q -m "integration or slow" --durations=10
 
 test-all: install
 	$(UV) run pytest -q
