@@ -92,20 +92,17 @@ def training_curves_figure(history: list[dict[str, Any]], best_epoch: int | None
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5))
-    for key, label in (
-        ("loss", "train L_main"),
-        ("loss_cls", "train L_cls"),
-        ("loss_modal", "train L_modal"),
-        ("loss_feature", "train L_feature"),
-        ("dev_loss", "dev L_main"),
+    # Each curve its own line style and marker: L_cls and L_modal can be nearly equal, and one
+    # hid the other when both were plain lines.
+    for key, label, style in (
+        ("loss", "train L_main", {"ls": "-", "lw": 2.0}),
+        ("loss_cls", "train L_cls", {"ls": "-", "lw": 4.0, "alpha": 0.45}),
+        ("loss_modal", "train L_modal", {"ls": ":", "marker": "x", "markersize": 4}),
+        ("loss_feature", "train L_feature", {"ls": "-.", "marker": "."}),
+        ("dev_loss", "dev L_main", {"ls": "--"}),
     ):
         if key in history[0]:
-            ax1.plot(
-                epochs,
-                [h[key] for h in history],
-                label=label,
-                ls="--" if key == "dev_loss" else "-",
-            )
+            ax1.plot(epochs, [h[key] for h in history], label=label, **style)
     ax1.set_title("losses")
     ax1.set_ylabel("loss (mean per batch)")
     ax2.plot(epochs, [h["dev_wf1"] for h in history], marker=".", label="dev weighted F1")

@@ -114,6 +114,14 @@ def test_training_curves_mark_the_checkpoint_epoch_not_the_first_best_wf1():
     assert "dev L_main" in legend_texts(fig.axes[0])
 
 
+def test_equal_losses_stay_distinguishable():
+    hist = [{**h, "loss_modal": h["loss_cls"]} for h in history()]  # identical curves
+    fig = training_curves_figure(hist, 5)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if "L_" in ln.get_label()}
+    looks = {(ln.get_linestyle(), ln.get_marker(), ln.get_linewidth()) for ln in lines.values()}
+    assert len(looks) == len(lines)  # L_cls was hidden under an identical L_modal line
+
+
 def test_discrepancy_plot_explains_shading_and_reference_lines():
     fig = discrepancy_figure(history(), 5)
     s_ax, rho_ax, k_ax = fig.axes
