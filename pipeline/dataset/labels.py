@@ -61,6 +61,25 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Label codes of the IEMOCAP / MELD label sets  -> the emotion they name.
+EMOTION_NAMES = {
+    "hap": "happy",
+    "sad": "sad",
+    "neu": "neutral",
+    "ang": "angry",
+    "exc": "excited",
+    "fru": "frustrated",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+}
+
+
+def emotion_name(label: str) -> str:
+    """The emotion a label code names ("hap" -> "happy"); other labels unchanged."""
+    return EMOTION_NAMES.get(label, label)
+
+
 def declared_set(df: pd.DataFrame, source: str = "<frame>") -> str | None:
     """The label set a manifest frame declares (None = none); ValueError if unknown or mixed."""
     from pipeline.dataset.manifest import ManifestError

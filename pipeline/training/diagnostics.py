@@ -19,27 +19,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataset.labels import emotion_name
+
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 COLOURS = {"t": "tab:blue", "a": "tab:orange", "v": "tab:green"}
-# Label codes of the IEMOCAP / MELD label sets (pipeline.features.importers) -> the emotion they name.
-EMOTION_NAMES = {
-    "hap": "happy",
-    "sad": "sad",
-    "neu": "neutral",
-    "ang": "angry",
-    "exc": "excited",
-    "fru": "frustrated",
-    "sur": "surprise",
-    "fea": "fear",
-    "dis": "disgust",
-}
 CHECKPOINT_STYLE = dict(color="black", ls=":", lw=1.2)
 MODULATED_STYLE = dict(color="gold", alpha=0.18)
-
-
-def emotion_name(label: str) -> str:
-    """The emotion a label code names ("hap" -> "happy"); other labels unchanged."""
-    return EMOTION_NAMES.get(label, label)
 
 
 def imbalance_series(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""What a user sees when the Prefect server dies mid-run: prefect-down says so and stops every
+process of the stack, and the run that lost its infrastructure ends Crashed, not Running.
+
+A real stack (scripts/prefect-up.sh) in a throwaway PREFECT_HOME; a long extract-and-train run
+is started, the server is SIGKILLed while the run is Running, `prefect-down.sh` is run, the stack
+is started again on the same database, and the run must turn Crashed (the zombie automation:
+scripts/zombie-automation.yaml, heartbeats every 30 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from test_prefect_integration import PARAMS, PREFECT, _free_port, _logs, running_stack, stack_env
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _state(api: str, run_id: str) -> str:
+    return httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state_type"]
+
+
+def _wait_for(what, check, timeout: float, report=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(2)
+    pytest.fail(f"{what} not within {timeout:.0f} s\n{report()}")
+
+
+def _stack_processes(home: Path) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"PREFECT_HOME={home}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return [p for p in found if p != os.getpid()]
+
+
+def test_server_killed_mid_run(tmp_path):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = stack_env(home, _free_port())
+    api = env["PREFECT_API_URL"]
+    params = {**PARAMS, "out_dir": str(tmp_path / "out"), "overrides": {"epochs": 5000}}
+    with running_stack(env) as stack:
+        assert "automation: erc: crash zombie flow runs (created)" in stack["up"]
+        cmd = [PREFECT, "deployment", "run", "extract-and-train/local"]
+        for k, v in params.items():
+            cmd += ["--param", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+        started = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=300)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+        report = lambda: _logs(home)  # noqa: E731
+        _wait_for("the run Running", lambda: _state(api, run_id) == "RUNNING", 600, report)
+        time.sleep(40)  # past the first heartbeat
+
+        server = int((home / "erc-server.pid").read_text())
+        os.killpg(server, signal.SIGKILL)  # the server dies; the worker and the run do not know
+        time.sleep(5)
+        down = subprocess.run([str(ROOT / "scripts" / "prefect-down.sh")], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"server: was not running: pid {server} had exited" in down.stdout, down.stdout
+        assert "flow runs: stopped" in down.stdout, down.stdout
+        assert _stack_processes(home) == [], down.stdout  # nothing of the stack left running
+
+    with running_stack(env) as stack:  # the same database, started again
+        assert "automation: erc: crash zombie flow runs (exists)" in stack["up"]
+        # Before, the run showed Running for good; the zombie automation now ends it.
+        _wait_for("the dead run Crashed", lambda: _state(api, run_id) == "CRASHED", 300, report)
+        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+        assert "no heartbeat for 90 s" in state["message"], state
