@@ -3,7 +3,8 @@
 #   1. a Prefect server on 127.0.0.1:$ERC_PREFECT_PORT (SQLite under $PREFECT_HOME, or the
 #      database at $ERC_PREFECT_DB_URL), analytics off
 #   2. the process work pool $ERC_POOL (created once; rerunning is harmless)
-#   3. `prefect deploy --all` (prefect.yaml: extract-and-train/local, extract/local, ...)
+#   3. an automation that marks flow runs Crashed when their heartbeats stop
+#      (scripts/zombie-automation.yaml), and `prefect deploy --all` (prefect.yaml)
 #   4. $ERC_WORKERS workers on that pool (default 1), in the background
 # Then: uv run prefect deployment run extract-and-train/local   (the demo data, offline)
 # Stop everything with scripts/prefect-down.sh (make prefect-down).
@@ -22,8 +23,9 @@
 #                      PREFECT_SERVER_DATABASE_CONNECTION_URL (Prefect 3 also reads the older
 #                      PREFECT_API_DATABASE_CONNECTION_URL)
 #   ERC_GPU_POOL       GPU pool created for train/gpu (default erc-gpu; no worker started here)
-#   PREFECT_HOME       server database, pid and log files (default <project>/.prefect; the
-#                      server's pid file is Prefect's own server.pid there)
+#   PREFECT_HOME       server database, pid and log files (default <project>/.prefect;
+#                      erc-server.pid, server.log, erc-worker*.pid, worker*.log)
+#   ERC_SERVER_WAIT    seconds to wait for the server to answer (default 300: a loaded machine)
 #   ERC_PREFECT_TOML   1 (default): write <project>/prefect.toml pointing the prefect CLI at this
 #                      server, so plain `prefect ...` commands in the project use it; 0: don't
 #   ERC_PREFECT        the prefect command (default <project>/.venv/bin/prefect, else `uv run prefect`)
@@ -48,7 +50,8 @@ else
   PREFECT=(uv run --frozen prefect)
 fi
 mkdir -p "$PREFECT_HOME"
-SERVER_PID="$PREFECT_HOME/server.pid"  # written by `prefect server start --background`
+SERVER_PID="$PREFECT_HOME/erc-server.pid"
+SERVER_WAIT="${ERC_SERVER_WAIT:-300}"  # seconds a slow, loaded machine may take to start the server
 WORKERS="${ERC_WORKERS:-1}"
 [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] || { echo "error: ERC_WORKERS=$WORKERS: expected a whole number >= 1" >&2; exit 1; }
 LIMIT=()
@@ -64,25 +67,39 @@ DB="${DB:-SQLite in $PREFECT_HOME}"
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# 1. server: Prefect's own background mode (pid in $SERVER_PID; `prefect server stop` ends it).
-# setsid: no controlling terminal, so closing the shell that ran `make prefect-up` leaves it up.
+server_log="$PREFECT_HOME/server.log"
+server_died() {
+  echo >&2
+  echo "error: the Prefect server (pid $(cat "$SERVER_PID" 2>/dev/null)) $1; the end of $server_log:" >&2
+  tail -n 30 "$server_log" >&2
+  exit 1
+}
+healthy() {  # the API answers /health with true (system python: no prefect import, ~50 ms)
+  python3 -c 'import sys, urllib.request as u; sys.exit(u.urlopen(sys.argv[1], timeout=3).read().strip() != b"true")' \
+    "http://127.0.0.1:$PORT/api/health" 2>/dev/null
+}
+
+# 1. server, in the foreground of its own session (setsid: closing the shell that ran
+# `make prefect-up` leaves it up), its output appended to server.log. Not Prefect's --background
+# mode: that leaves the server writing to pipes whose reader (the `prefect` command) has exited,
+# and such a server died 30-60 s into a run with nothing in its log.
 if alive "$SERVER_PID"; then
-  echo "server: already running (pid $(cat "$SERVER_PID")) at http://127.0.0.1:$PORT"
+  echo -n "server: already running (pid $(cat "$SERVER_PID"))"
 else
-  rm -f "$SERVER_PID"  # stale: the server died without `prefect server stop`
-  setsid "${PREFECT[@]}" server start --background --host 127.0.0.1 --port "$PORT" \
-    >"$PREFECT_HOME/server.log" 2>&1 </dev/null || {
-    echo "error: prefect server start failed (port $PORT taken? set PORT=...):" >&2
-    tail -n 20 "$PREFECT_HOME/server.log" >&2
-    exit 1
-  }
+  rm -f "$SERVER_PID"  # stale: the server had died
+  echo "--- $(date -u +%FT%TZ) prefect-up.sh starts the server" >>"$server_log"
+  setsid nohup "${PREFECT[@]}" server start --host 127.0.0.1 --port "$PORT" \
+    >>"$server_log" 2>&1 </dev/null &
+  echo $! >"$SERVER_PID"
   echo -n "server: starting (pid $(cat "$SERVER_PID"))"
 fi
-if ! "${PREFECT[@]}" server status --wait --timeout 120 >"$PREFECT_HOME/server-status.log" 2>&1; then
-  echo; echo "error: server not healthy after 120 s:" >&2
-  tail -n 20 "$PREFECT_HOME/server-status.log" "$PREFECT_HOME/server.log" >&2
-  exit 1
-fi
+# Poll for readiness with a generous bound; a server that exits is reported at once.
+for _ in $(seq 1 $((SERVER_WAIT * 2))); do
+  healthy && break
+  alive "$SERVER_PID" || server_died "exited during start-up (port $PORT taken? set PORT=...)"
+  sleep 0.5
+done
+healthy || server_died "did not answer at http://127.0.0.1:$PORT/api/health within $SERVER_WAIT s"
 echo " up at http://127.0.0.1:$PORT (database: $DB)"
 
 # 2. work pools: one CLI call each (a prefect command takes seconds to start); an existing pool
@@ -98,6 +115,18 @@ for pool in "$POOL" "$GPU_POOL"; do
   fi
 done
 
+# Flow runs whose process, worker or machine dies stop sending heartbeats; this automation marks
+# them Crashed (scripts/zombie-automation.yaml) instead of leaving them Running for good.
+ZOMBIE="erc: crash zombie flow runs"
+if "${PREFECT[@]}" automation inspect "$ZOMBIE" >/dev/null 2>&1; then
+  echo "automation: $ZOMBIE (exists)"
+elif out="$("${PREFECT[@]}" automation create --from-file "$ROOT/scripts/zombie-automation.yaml" 2>&1)"; then
+  echo "automation: $ZOMBIE (created)"
+else
+  echo "error: creating the automation failed: $out" >&2
+  exit 1
+fi
+
 # 3. deployments
 "${PREFECT[@]}" --no-prompt deploy --all >"$PREFECT_HOME/deploy.log" 2>&1 || {
   echo "error: prefect deploy failed; see $PREFECT_HOME/deploy.log" >&2
@@ -109,6 +138,8 @@ echo "deployments: $("${PREFECT[@]}" deployment ls 2>/dev/null | grep -oE '[a-z-
 # 4. workers, started together, then waited for: worker 1 keeps the single-worker file names
 # (erc-worker.pid, worker.log), worker i > 1 has erc-worker-<i>.pid and worker-<i>.log.
 worker_files() { local suffix=""; [[ "$1" == 1 ]] || suffix="-$1"; echo "$PREFECT_HOME/erc-worker$suffix.pid $PREFECT_HOME/worker$suffix.log"; }
+# Heartbeats every 30 s (Prefect's default: 180): a dead run is Crashed within 90 s.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
 started=()
 for i in $(seq 1 "$WORKERS"); do
   read -r pidfile log <<<"$(worker_files "$i")"
@@ -130,6 +161,8 @@ for i in "${started[@]}"; do
   done
   echo "worker $i: erc-$(hostname)-$i${ERC_WORKER_LIMIT:+ (at most $ERC_WORKER_LIMIT runs at once)}, pid $(cat "$pidfile"), log $log"
 done
+
+alive "$SERVER_PID" || server_died "exited while the stack was being set up"
 
 # Point plain `prefect` commands run in the project at this server.
 if [[ "${ERC_PREFECT_TOML:-1}" == "1" ]]; then
