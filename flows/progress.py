@@ -1,5 +1,7 @@
 """Progress of a long stage, shown in the run: a Prefect progress artifact (the bar on the run's
-Artifacts tab) and plain log lines, so an hour-long extraction is visibly alive.
+Artifacts tab) and plain log lines, so an hour-long extraction is visibly alive. A stage that runs
+as a subflow (extract-and-train's extract and train) shows its bar on the top-level run too: that
+is the run a user started and watches.
 
 pipeline/ knows nothing of Prefect: its long functions take an ``on_progress`` callback that gets
 a dict per step (extraction: done/total entries; training: one per epoch). The reporters here are
@@ -13,7 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prefect import get_client
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.actions import ArtifactCreate
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -46,9 +50,20 @@ class Reporter:
         # Outside a flow or task run (a task's .fn() called directly, as tests do) there is no run
         # to attach a progress artifact to: log lines only.
         in_run = FlowRunContext.get() is not None or TaskRunContext.get() is not None
-        self.artifact_id = (
-            create_progress_artifact(progress=0.0, description=description) if in_run else None
-        )
+        self.artifact_ids = []
+        if in_run:
+            self.artifact_ids.append(
+                create_progress_artifact(progress=0.0, description=description)
+            )
+            top = _top_level_run()
+            if top is not None:
+                with get_client(sync_client=True) as client:
+                    artifact = client.create_artifact(
+                        ArtifactCreate(
+                            type="progress", data=0.0, description=description, flow_run_id=top
+                        )
+                    )
+                self.artifact_ids.append(artifact.id)
         self.last_update = self.last_log = float("-inf")
         self.last_percent = 0.0
 
@@ -57,8 +72,9 @@ class Reporter:
         pct = max(0.0, min(100.0, float(self.percent(event))))
         finished = pct >= 100.0
         due = finished or (now - self.last_update >= UPDATE_EVERY_S and pct > self.last_percent)
-        if due and self.artifact_id is not None:
-            update_progress_artifact(self.artifact_id, progress=round(pct, 1))
+        if due and self.artifact_ids:
+            for artifact_id in self.artifact_ids:
+                update_progress_artifact(artifact_id, progress=round(pct, 1))
             self.last_update, self.last_percent = now, pct
         if finished or now - self.last_log >= self.log_every_s:
             self.logger.info("%s: %s", self.description, self.line(event))
@@ -66,9 +82,21 @@ class Reporter:
 
     def finish(self) -> None:
         """The stage is over (training may stop early; extraction may find nothing to do)."""
-        if self.last_percent < 100.0 and self.artifact_id is not None:
-            update_progress_artifact(self.artifact_id, progress=100.0)
+        if self.last_percent < 100.0 and self.artifact_ids:
+            for artifact_id in self.artifact_ids:
+                update_progress_artifact(artifact_id, progress=100.0)
             self.last_percent = 100.0
+
+
+def _top_level_run():
+    """The id of the flow run at the top of this one's parents, or None when this run is it."""
+    flow_ctx, task_ctx = FlowRunContext.get(), TaskRunContext.get()
+    start = task_ctx.task_run.flow_run_id if task_ctx else flow_ctx.flow_run.id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(start)
+        while run.parent_task_run_id is not None:
+            run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+    return None if run.id == start else run.id
 
 
 def extraction(description: str, logger: logging.Logger | logging.LoggerAdapter) -> Reporter:

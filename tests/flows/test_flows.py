@@ -195,6 +195,18 @@ def test_parent_run_shows_the_result_and_stages_report_progress(demo_runs):
     assert any(d.startswith("extract ") for d in descriptions)
     assert any(d.startswith("train tiny ta seed 0") for d in descriptions)
     assert set(descriptions.values()) == {100.0}
+    # ... on the stage's own (sub)flow run and on the extract-and-train run the user started
+    with get_client(sync_client=True) as client:
+        tops = {
+            a.flow_run_id
+            for a in progress
+            if client.read_flow_run(a.flow_run_id).parent_task_run_id is None
+        }
+        top_names = {client.read_flow_run(r).flow_id for r in tops}
+        parent_bars = [a.description for a in progress if a.flow_run_id in tops]
+    assert len(top_names) == 1  # the extract-and-train flow
+    assert any(d.startswith("extract ") for d in parent_bars)
+    assert any(d.startswith("train tiny ta seed 0") for d in parent_bars)
     # and log lines: the shard's entries done of total, each epoch with its dev W-F1
     with get_client(sync_client=True) as client:
         messages = [log.message for log in client.read_logs()]
