@@ -51,15 +51,24 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExtractSummary:
-    done: int  # (utterance, extractor) entries computed in this run
-    cached: int  # entries already in the store
+    done: int  # (utterance, extractor) pairs computed in this run
+    cached: int  # pairs whose entry was already in the store
     failed: int  # failure records (see failures_path)
     failures_path: Path
     per_extractor_seconds: dict[str, float] = field(default_factory=dict)  # + "decode"
     failures: list[Failure] = field(default_factory=list)
+    new_entries: int | None = None  # store entries written: pairs with identical input share one
 
     def line(self) -> str:
-        return f"done {self.done}, cached {self.cached}, failed {self.failed}"
+        line = f"done {self.done}, cached {self.cached}, failed {self.failed}"
+        if self.new_entries is not None and self.new_entries != self.done:
+            # `erc store verify` counts entries, `erc status` utterances per extractor: say why
+            # the numbers differ.
+            line += (
+                f" (utterance, extractor) pairs; the {self.done} computed are stored as "
+                f"{self.new_entries} entries: identical inputs (the same text) share one"
+            )
+        return line
 
 
 def _media_jobs(tasks: Iterable[Task]) -> dict[str, dict[tuple[float, float | None], list[Task]]]:
@@ -210,6 +219,7 @@ def run_extraction(
     names = [ex.spec.name for m in plan.extractors for ex in plan.extractors[m]] + ["decode"]
     summary = ExtractSummary(
         done=run.done,
+        new_entries=run.entries,
         cached=cached,
         failed=len(failures),
         failures_path=write_failures(failures, report_dir),

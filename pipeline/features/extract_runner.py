@@ -84,6 +84,7 @@ class Runner:
         self.advanced = 0  # entries stored or failed so far
         self.seconds: dict[str, float] = defaultdict(float)  # busy seconds, summed over threads
         self.done = 0
+        self.entries = 0  # store entries written: identical inputs (the same text) share one
         # key -> every task resolving to it (identical text/segments are computed once)
         self.pending: dict[str, list[Task]] = {}
         self.buffers: dict[str, list[tuple[Task, Any]]] = defaultdict(list)
@@ -261,6 +262,7 @@ class Runner:
             self.store.put_many(entries)
         except StoreError as exc:  # disk full, read-only: every later write would fail too
             raise StoreAbort(str(exc)) from exc
+        self.entries += len(entries)
         self.claimed.difference_update(e.key for e in entries)  # put_many released them
 
 

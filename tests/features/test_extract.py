@@ -241,3 +241,20 @@ def test_extract_featureset_is_one_pass_and_equals_the_two_steps(dataset, tmp_pa
     assert isinstance(fs, FeatureSet) and len(fs) == len(read_manifest(manifest))
     name = "features.safetensors"
     assert (tmp_path / "fs2" / name).read_bytes() == (two_steps / name).read_bytes()
+
+
+def test_identical_texts_share_one_entry_and_the_summary_says_so(tmp_path):
+    rows = pd.DataFrame(
+        {
+            "dialogue_id": ["d"] * 3,
+            "utterance_id": ["u0", "u1", "u2"],
+            "speaker": ["A", "B", "A"],
+            "start_s": [0.0, 1.0, 2.0],
+            "end_s": [1.0, 2.0, 3.0],
+            "text": ["Yeah.", "Yeah.", "No way."],  # two utterances, one text
+        }
+    )
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    s = extract_features(manifest, tmp_path / "store", "tiny", "t", progress=False)
+    assert (s.done, s.new_entries) == (3, 2)
+    assert "the 3 computed are stored as 2 entries: identical inputs (the same text)" in s.line()
