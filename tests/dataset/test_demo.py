@@ -83,9 +83,7 @@ def test_text_carries_the_label(demo):
         return votes.value_counts().idxmax()
 
     accuracy = np.mean([guess(t) == y for t, y in zip(df["text"], df["label"], strict=True)])
-    assert (
-        0.8 <= accuracy < 1.0 or accuracy == 1.0
-    )  # learnable; noise words make it imperfect in general
+    assert accuracy >= 0.8  # learnable from the words alone (noise words blur some)
 
 
 def test_deterministic_and_reused(demo, tmp_path):
