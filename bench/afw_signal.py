@@ -1,4 +1,4 @@
-"""Does AFW carry a per-utterance signal at initialisation? (docs/ada2i.md #6, issue 9 item 2)
+"""Does AFW carry a per-utterance signal at initialisation? (docs/ada2i.md #6)
 
     python -m bench.afw_signal --features FEATURESET [--modalities ta] [--softmax last first ...]
 

@@ -11,7 +11,7 @@ Fields: seconds_of_media (sum of utterance durations), cold_seconds, realtime_fa
 per wall second), warm_seconds and warm_rerun_ratio (an unchanged rerun / the cold run),
 peak_rss_mib (this process's peak: models + decoding + batches), model_load_seconds,
 per_extractor_seconds (+ "decode": the media loop minus the audio/visual extractors), and the
-done/cached/failed counts. Targets on 2 cores (issue 3): realtime_factor >= 5 with faces at 2 fps,
+done/cached/failed counts. Targets on 2 cores: realtime_factor >= 5 with faces at 2 fps,
 warm_rerun_ratio <= 0.02, peak RSS <= 3 GiB and flat in video length (compare --long-minutes 3
 with --long-minutes 30). load_average_start/end: the machine is shared, so every figure carries
 the load it was measured under. Results and the comparison with the previous extractor settings:

@@ -1,4 +1,4 @@
-"""The CUDA/AMP check (issue 13): training, resume and extraction on a GPU; ONE JSON line.
+"""The CUDA/AMP check: training, resume and extraction on a GPU; ONE JSON line.
 
     python -m bench.gpu_check                      # CUDA when present (< 5 min on an H200)
     python -m bench.gpu_check --device cpu --quick # small, CPU, < ~1 min: what the tests run
@@ -30,7 +30,7 @@ dependencies, for pipeline/training/settings.py). How a session with a GPU runs 
         ".gpu-wheels/*.whl && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 "
         "python3 -m bench.gpu_check | tee $OUT/gpu_check.json")
 
-and puts the figures in BENCHMARKS.md ("GPU check (issue 13)").
+and puts the figures in BENCHMARKS.md ("GPU check").
 """
 
 from __future__ import annotations
