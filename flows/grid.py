@@ -19,15 +19,17 @@ run then fails, as it does when any seed's run does not complete.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_client, get_run_logger
 from prefect.deployments import run_deployment
+from prefect.exceptions import FlowWaitTimeout
+from prefect.flow_runs import wait_for_flow_run
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows import artifacts
 from flows.params import (
@@ -43,10 +45,10 @@ from flows.params import (
     check_training,
 )
 from flows.train import LATEST, find_featureset
+from pipeline.files import atomic_write_text
 
 DEPLOYMENTS = ("train/local", "train/gpu")  # prefect.yaml: the train flow on the two pools
 SUMMARY_METRICS = ("weighted_f1", "accuracy", "macro_f1")  # mean and spread over seeds
-POLL_SECONDS = 2.0  # how often the grid asks the server whether its runs have finished
 
 
 def seed_dir(layout: Layout, seed: int) -> Path:
@@ -54,21 +56,21 @@ def seed_dir(layout: Layout, seed: int) -> Path:
 
 
 def wait_all(flow_run_ids: list, timeout_s: float) -> dict:
-    """Poll the server until every flow run is in a final state or ``timeout_s`` has passed ->
-    {id: FlowRun}, the last state read of each."""
-    deadline = time.monotonic() + timeout_s
-    last: dict = {}
-    with get_client(sync_client=True) as client:
-        pending = list(flow_run_ids)
-        while pending:
-            for run_id in list(pending):
-                last[run_id] = client.read_flow_run(run_id)
-                if last[run_id].state and last[run_id].state.is_final():
-                    pending.remove(run_id)
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(POLL_SECONDS)
-    return last
+    """Wait (Prefect's wait_for_flow_run: state events, no polling) until every flow run is in a
+    final state or ``timeout_s`` has passed -> {id: FlowRun}, the last state of each."""
+
+    async def wait_one(client, run_id):
+        try:
+            return await wait_for_flow_run(run_id, timeout=int(timeout_s), client=client)
+        except FlowWaitTimeout:
+            return await client.read_flow_run(run_id)  # still going: reported as such
+
+    async def wait_every():
+        async with get_client() as client:
+            runs = await asyncio.gather(*(wait_one(client, r) for r in flow_run_ids))
+        return dict(zip(flow_run_ids, runs, strict=True))
+
+    return run_coro_as_sync(wait_every())
 
 
 def seed_row(seed: int, run: Any, layout: Layout) -> dict[str, Any]:
@@ -103,13 +105,6 @@ def spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             out[name] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
     return out
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @flow(name="grid", log_prints=True)
@@ -189,7 +184,8 @@ def grid(
         "seeds": rows,
         "spread": spread(rows),
     }
-    write_atomic(layout.out / "grid" / "summary.json", json.dumps(summary, indent=2))
+    (layout.out / "grid").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.out / "grid" / "summary.json", json.dumps(summary, indent=2))
     artifacts.table(
         "erc-grid",
         [{k: r[k] for k in ("seed", "state", "worker")} | r.get("metrics", {}) for r in rows],
