@@ -74,12 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-index`, e.g. on other hosts); each is checked first, damaged ones get no row. "
         "rebuild-index: rebuild index.sqlite from the entry files (each carries its key and "
         "provenance) when it is damaged or lost; the old index is renamed aside, not deleted. Run "
-        "it while no extraction writes to the store.",
+        "it while no extraction writes to the store. list: every entry with its provenance (tab "
+        "separated); summary: entry counts per extractor spec (JSON). list and summary load "
+        "neither torch nor Prefect.",
     )
     p.add_argument(
         "action",
-        choices=["verify", "ingest", "rebuild-index"],
-        help="verify, ingest or rebuild-index (see above)",
+        choices=["verify", "ingest", "rebuild-index", "list", "summary"],
+        help="verify, ingest, rebuild-index, list or summary (see above)",
     )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.set_defaults(func=_store)
@@ -235,6 +237,20 @@ def _store(args: argparse.Namespace) -> int:
             f"rebuilt {args.store / 'index.sqlite'}: {report.entries} entries "
             f"({report.legacy} older ones with partial provenance), {len(report.damaged)} damaged"
         )
+        return 0
+    if args.action in ("list", "summary"):
+        with FeatureStore(args.store, create=False) as store:
+            if args.action == "list":
+                cols = ["key", "status", "extractor", "version", "config_hash", "weights", "dim"]
+                cols += ["utterance_id", "input_path", "start_s", "end_s", "fps", "created_at"]
+                cols += ["host"]
+                print("\t".join(cols))
+                for r in store.entries():
+                    print("\t".join("" if r.get(c) is None else str(r.get(c)) for c in cols))
+            else:
+                summary = store.summary()
+                total = sum(v["ok"] + v["missing"] for v in summary.values())
+                print(json.dumps({"root": str(store.root), "entries": total, "by_spec": summary}))
         return 0
     if args.action == "ingest":
         with FeatureStore(args.store, create=False) as store:

@@ -27,19 +27,17 @@ such with nothing half-written left.
 
 Status counts, gc and listing are in pipeline/features/store_admin.py (FeatureStore inherits them).
 
-Readable with nothing but the standard library: ``python -m pipeline.features.store --root S list``.
+Readable without torch or Prefect: ``erc store list --store S``.
 Only safetensors, JSON and SQLite on disk: never pickle.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,11 +63,11 @@ from pipeline.features.store_index import (  # re-exported: the store's public n
     INDEX_FILE,
     OBJECTS_DIR,
     TMP_PREFIX,
-    StoreError,
+    StoreError,  # noqa: F401
     StoreReadOnlyError,
     StoreWriteError,  # noqa: F401
     guard_index,
-    rebuild_index,
+    rebuild_index,  # noqa: F401
 )
 from pipeline.files import sha256_file
 
@@ -346,53 +344,3 @@ class FeatureStore(StoreAdmin, EntryFiles):
 
     def _tx(self) -> ix.Transaction:
         return ix.Transaction(self._db)
-
-
-def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
-    lines = ["\t".join(cols)]
-    lines += ["\t".join("" if r.get(c) is None else str(r.get(c)) for c in cols) for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.features.store --root S {list,summary,verify,rebuild-index}``: no torch, no
-    Prefect (verify and rebuild-index read the entry files with numpy + safetensors)."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.features.store", description=main.__doc__)
-    p.add_argument("--root", required=True, help="feature store directory")
-    p.add_argument(
-        "command",
-        choices=["list", "summary", "verify", "rebuild-index"],
-        nargs="?",
-        default="summary",
-    )
-    args = p.parse_args(argv)
-    try:
-        if args.command == "rebuild-index":
-            print(json.dumps(vars(rebuild_index(args.root))))
-            return 0
-        store = FeatureStore(args.root, create=False)
-    except (FileNotFoundError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    with store:
-        try:
-            if args.command == "list":
-                cols = ["key", "status", "extractor", "version", "config_hash", "weights", "dim"]
-                cols += ["utterance_id", "input_path", "start_s", "end_s", "fps", "created_at"]
-                print(_format_table(store.entries(), cols + ["host"]))
-            elif args.command == "verify":
-                sound, damaged = store.verify()
-                print(json.dumps({"root": str(store.root), "sound": sound, "damaged": damaged}))
-                return 1 if damaged else 0
-            else:
-                summary = store.summary()
-                total = sum(v["ok"] + v["missing"] for v in summary.values())
-                print(json.dumps({"root": str(store.root), "entries": total, "by_spec": summary}))
-        except StoreError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

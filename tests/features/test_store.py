@@ -174,18 +174,14 @@ def test_index_readable_with_plain_sqlite_and_cli(tmp_path):
         "pool": "mean"
     }
     db.close()
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.features.store", "--root", str(tmp_path), "list"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    ).stdout
-    assert k in out and "toy" in out
-    # Reading the index needs neither torch nor prefect.
-    probe = "import sys, pipeline.features.store as s; s.main(['--root', sys.argv[1]]); "
+    # `erc store list` reads the index and needs neither torch nor prefect.
+    probe = "import sys; from pipeline.cli import main; main(['store', 'list', '--store', sys.argv[1]]); "
     probe += "assert 'torch' not in sys.modules and 'prefect' not in sys.modules"
-    subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, check=True, capture_output=True,
+        text=True,
+    ).stdout  # fmt: skip
+    assert k in out and "toy" in out
 
 
 def test_sigkill_mid_run_then_resume_is_identical(tmp_path):
