@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: training imports emotion_name and must not load pandas
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -106,24 +106,10 @@ NO_LABELLED_UTTERANCES = {
 
 
 def selection_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy and weighted/macro F1 over labelled utterances (y_true >= 0), from the confusion
-    matrix in numpy: what training reads every epoch to pick the best checkpoint. Equal to
-    scikit-learn's with zero_division=0 (tests/training/test_train.py checks it), without importing
-    scikit-learn (and the pandas and SciPy it pulls in: ~160 MiB, ~3 s) into the training process.
-    """
-    cm = _confusion(y_true, y_pred, n_classes)
-    n = int(cm.sum())
-    if n == 0:
-        return dict(NO_LABELLED_UTTERANCES)
-    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    denom = support + predicted  # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted)
-    f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
-    return {
-        "n": n,
-        "accuracy": float(tp.sum() / n),
-        "weighted_f1": float((f1 * support).sum() / support.sum()),
-        "macro_f1": float(f1.mean()),
-    }
+    """Accuracy and weighted/macro F1 over labelled utterances (y_true >= 0): what training reads
+    every epoch to pick the best checkpoint (compute_metrics without the per-class detail)."""
+    full = _scores(_confusion(y_true, y_pred, n_classes))
+    return {k: full[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}
 
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -135,47 +121,57 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.nda
     )
 
 
+def _scores(cm: np.ndarray) -> dict[str, Any]:
+    """The one computation of every score, from the confusion matrix cm [C, C] in numpy. Equal to
+    scikit-learn's with zero_division=0 (tests/training/test_train.py checks it), without importing
+    scikit-learn (and the pandas and SciPy it pulls in: ~160 MiB, ~3 s) into training."""
+    n = int(cm.sum())
+    if n == 0:
+        return dict(NO_LABELLED_UTTERANCES)
+    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    denom = support + predicted  # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(len(cm)), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(len(cm)), where=support > 0)
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n),
+        "weighted_f1": float((f1 * support).sum() / support.sum()),
+        "macro_f1": float(f1.mean()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": support,
+    }
+
+
 def compute_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
 ) -> dict[str, Any]:
     """Accuracy, weighted/macro F1, per-class precision/recall/F1/support and the confusion matrix,
-    over labelled utterances only (y_true >= 0), with scikit-learn."""
-    # Imported here, not at module level: training imports this module but only needs
-    # selection_metrics until its final report.
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
-
-    keep = y_true >= 0
-    yt, yp = y_true[keep], y_pred[keep]
-    labels = list(range(len(label_names)))
-    if len(yt) == 0:
-        return dict(NO_LABELLED_UTTERANCES)
-    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+    over labelled utterances only (y_true >= 0)."""
+    cm = _confusion(y_true, y_pred, len(label_names))
+    scores = _scores(cm)
+    if scores["n"] == 0:
+        return scores
     return {
-        "n": int(len(yt)),
-        "accuracy": float(accuracy_score(yt, yp)),
-        "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0)),
+        **{k: scores[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")},
         "per_class": {
             name: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(s[i]),
+                "precision": float(scores["precision"][i]),
+                "recall": float(scores["recall"][i]),
+                "f1": float(scores["f1"][i]),
+                "support": int(scores["support"][i]),
             }
             for i, name in enumerate(label_names)
         },
-        "confusion": confusion_matrix(yt, yp, labels=labels).tolist(),
+        "confusion": cm.tolist(),
         "labels": list(label_names),
     }
 
 
 def unimodal_report(preds: Predictions, label_names: list[str]) -> dict[str, dict[str, Any]]:
-    """Per modality, with scikit-learn (compute_metrics): n, accuracy, weighted F1 and per-class
+    """Per modality (compute_metrics): n, accuracy, weighted F1 and per-class
     recall of the modality's own prediction, over the labelled utterances that have it."""
     out = {}
     for m, pred in preds.unimodal_pred.items():

@@ -299,15 +299,27 @@ def test_micro_batch_plan_respects_the_budget():
     assert [len(p) for p in micro_batches(batch, longest - 1)][0] == 1  # too long: alone
 
 
-def test_selection_metrics_equal_scikit_learn():
+def test_metrics_equal_scikit_learn():
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
     rng = np.random.default_rng(0)
     for n_classes, n in ((6, 300), (4, 17), (7, 5)):
-        y_true = rng.integers(-1, n_classes, n)  # -1: unlabelled, ignored by both
+        y_true = rng.integers(-1, n_classes, n)  # -1: unlabelled, ignored
         y_pred = rng.integers(0, n_classes - 1, n)  # the last class is never predicted
-        ours = selection_metrics(y_true, y_pred, n_classes)
-        sk = compute_metrics(y_true, y_pred, [f"c{i}" for i in range(n_classes)])
-        for key in ("n", "accuracy", "weighted_f1", "macro_f1"):
-            assert ours[key] == pytest.approx(sk[key], abs=1e-12), key
+        ours = compute_metrics(y_true, y_pred, [f"c{i}" for i in range(n_classes)])
+        keep, labels = y_true >= 0, list(range(n_classes))
+        yt, yp = y_true[keep], y_pred[keep]
+        assert ours["n"] == len(yt) and ours["accuracy"] == pytest.approx(np.mean(yt == yp))
+        for avg in ("weighted", "macro"):
+            sk = f1_score(yt, yp, labels=labels, average=avg, zero_division=0)
+            assert ours[f"{avg}_f1"] == pytest.approx(sk, abs=1e-12), avg
+        p, r, f, sup = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+        for i, row in enumerate(ours["per_class"].values()):
+            assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p[i], r[i], f[i]))
+            assert row["support"] == sup[i]
+        assert ours["confusion"] == confusion_matrix(yt, yp, labels=labels).tolist()
+        short = selection_metrics(y_true, y_pred, n_classes)
+        assert short == {k: ours[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}
     assert np.isnan(selection_metrics(np.array([-1]), np.array([0]), 3)["weighted_f1"])
 
 
