@@ -118,13 +118,11 @@ def resolve_extractors(
     names = preset_names()
     order = ([hint] if hint in names else []) + [p for p in names if p != hint]
     fps = float(spec.get("v", {}).get("fps", DEFAULT_FPS))
+    imported = [m for m in modalities if not spec.get(m, {}).get("extractors")]
+    if imported:  # checked before any model loads: nothing else can help
+        raise PredictError(_imported_message(spec, modalities, imported))
     chosen: dict[str, list[Extractor]] = {}
     for m in modalities:
-        if not spec.get(m, {}).get("extractors"):
-            raise PredictError(
-                f"the checkpoint's feature spec does not name the extractors of modality {m!r} "
-                "(features imported, not extracted), so they cannot be recomputed from video"
-            )
         tried = []
         for preset in order:
             try:
@@ -146,6 +144,31 @@ def resolve_extractors(
                 + "; ".join(tried)
             )
     return chosen
+
+
+def _imported_message(spec: dict[str, dict[str, Any]], modalities: str, imported: list[str]) -> str:
+    """Why a checkpoint on imported features cannot predict from video, and what to run instead."""
+    from extractors.presets import MODALITY_NAMES
+
+    what = ", ".join(
+        f"{m!r} ({MODALITY_NAMES[m]}: {spec.get(m, {}).get('extractor') or 'unnamed'}"
+        + (f" from {spec[m]['source']})" if spec.get(m, {}).get("source") else ")")
+        for m in imported
+    )
+    rest = "".join(m for m in modalities if m not in imported)
+    names = " and ".join(MODALITY_NAMES[m] for m in imported)
+    fixes = [f"train with --modalities {rest}"] if rest else []
+    if "t" in imported:  # text imports record the text extractor, so a re-import predicts
+        fixes.append("re-import the text with `erc import` (it records the text extractor)")
+    fixes.append(
+        f"extract {names} features from the training media with `erc extract --modalities "
+        f"{''.join(imported)}` and train on that feature set"
+    )
+    return (
+        f"the checkpoint's features of modality {what} were imported, not extracted by this "
+        f"pipeline, so they cannot be recomputed from video. To predict from video, "
+        + ", or ".join(fixes)
+    )
 
 
 def _unique_name(path: Path, used: set[str]) -> str:
