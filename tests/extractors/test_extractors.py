@@ -186,6 +186,7 @@ def test_text_vector_does_not_depend_on_its_batch(minilm):
 def test_text_local_folder_is_recognised_as_packaged(minilm):
     by_path = SentenceTextExtractor(str(packaged_minilm_path()))
     assert by_path.spec == minilm.spec  # same provenance whichever way it was named
+    assert SentenceTextExtractor("minilm").spec == minilm.spec  # the short name
 
 
 def test_text_pretrained_by_name_fails_offline_with_clear_message():

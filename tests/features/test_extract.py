@@ -198,7 +198,8 @@ def test_cli_extract_status_gc_and_errors(dataset, tmp_path, capsys):
     from pipeline.cli import main
 
     store = str(tmp_path / "store")
-    common = ["--manifest", str(dataset), "--store", store, "--modalities", "t"]
+    # the tiny preset's MiniLM text (the default offline preset's mpnet is 5x slower to run)
+    common = ["--manifest", str(dataset), "--store", store, "--modalities", "t", "--preset", "tiny"]
     assert main(["extract", *common, "--no-progress", "--featureset", str(tmp_path / "fs")]) == 0
     out = capsys.readouterr().out
     assert "done 10, cached 0, failed 1" in out and "featureset:" in out

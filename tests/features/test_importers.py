@@ -272,19 +272,50 @@ def test_shared_pyaudioanalysis_audio_is_refused_because_it_has_no_frustrated_ut
 
 @pytest.mark.shared
 @needs_shared
-def test_iemocap_shared_text_embeddings_and_cache(tmp_path):
-    fs = load_iemocap_shared(SHARED, modalities="ta", cache_dir=tmp_path, limit_dialogues=1)
+def test_iemocap_shared_text_through_the_store(tmp_path):
+    fs = load_iemocap_shared(
+        SHARED, modalities="ta", text_model="minilm", store_root=tmp_path, limit_dialogues=1
+    )
     assert [d.split for d in fs.dialogues] == ["train", "dev", "test"]
     x = fs.features["t"]  # [N, 384]
     assert x.shape == (len(fs), 384) and torch.isfinite(x).all()
     assert torch.allclose(x.norm(dim=1), torch.ones(len(fs)), atol=1e-3)
     spec = fs.feature_spec["t"]
-    assert spec["extractor"] == "minilm-l6-v2" and len(spec["source_sha256"]) == 64
-    assert len(list((tmp_path / "text-embeddings").glob("*.safetensors"))) == 1
-    again = load_iemocap_shared(SHARED, modalities="t", cache_dir=tmp_path, limit_dialogues=1)
+    assert spec["extractor"] == "sbert" and len(spec["source_sha256"]) == 64
+    assert spec["extractors"][0]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    entries = len(list((tmp_path / "objects").rglob("*.safetensors")))
+    assert entries == len({t for d in fs.dialogues for t in d.extra["texts"]})  # one per text
+    again = load_iemocap_shared(
+        SHARED, modalities="t", text_model="minilm", store_root=tmp_path, limit_dialogues=1
+    )
     assert torch.equal(again.features["t"], x)
+    assert len(list((tmp_path / "objects").rglob("*.safetensors"))) == entries
     first = fs.dialogues[0]
     assert first.extra["texts"][0] == "Excuse me." and first.speakers[:2] == ["F", "M"]
+
+
+def test_imported_text_is_the_text_extractors_own_output_and_spec(fake_shared_data, tmp_path):
+    """The spec an import records is the one extraction records (extractor name, version,
+    config and weights hash), and its vectors are the extractor's, so checkpoints trained on it
+    accept features extracted from new videos."""
+    from extractors.text import PACKAGED_MINILM, SentenceTextExtractor
+    from pipeline.features.assemble import feature_spec
+    from pipeline.features.store import FeatureStore
+
+    fs = load_iemocap_shared(
+        fake_shared_data, modalities="t", text_model="minilm", store_root=tmp_path / "store"
+    )
+    ex = SentenceTextExtractor(PACKAGED_MINILM)
+    want = feature_spec({"t": [ex]}, 2.0)["t"]
+    got = fs.feature_spec["t"]
+    assert {k: got[k] for k in want} == want
+    assert got["extractors"] == [{**ex.spec.to_dict(), "config_hash": ex.spec.config_hash()}]
+    assert got["source"] == "iemocap_erc.csv:text"
+    texts = [t for d in fs.dialogues for t in d.extra["texts"]]
+    np.testing.assert_array_equal(fs.features["t"].numpy(), np.stack(ex(texts)))
+    assert fs.present["t"].all() and fs.dims == {"t": 384}
+    with FeatureStore(tmp_path / "store") as store:  # the store is the cache: one entry per text
+        assert len(list(store.entries())) == len(set(texts))
 
 
 @pytest.mark.shared
@@ -298,7 +329,7 @@ def test_meld_shared_counts_text_and_mojibake(tmp_path):
     first = table.iloc[0]
     assert first["utt_id"] == "train_dia0_utt0" and "company’s" in first["text"]
     assert repair_text("youâ€™re") == "you’re" and repair_text("Adiós.") == "Adiós."
-    fs = load_meld_shared(SHARED, cache_dir=tmp_path, limit_dialogues=2)
+    fs = load_meld_shared(SHARED, text_model="minilm", store_root=tmp_path, limit_dialogues=2)
     assert fs.modalities == "t" and fs.dims == {"t": 384}
     assert {d.split for d in fs.dialogues} == {"train", "dev", "test"} and len(fs.dialogues) == 6
     assert fs.label_names == ["neu", "sur", "fea", "sad", "joy", "dis", "ang"]

@@ -1,8 +1,9 @@
 """Store damage, for real: truncated and overwritten entries, a damaged index, a read-only store,
 a full disk, and two concurrent extractions. Issue 10, "Store damage".
 
-Real extractors (packaged MiniLM text, openSMILE eGeMAPS audio) on a generated 6 s voice wav, so
-recomputed entries can be compared bit for bit with the originals. The read-only store is a real
+Real extractors (the offline preset's text and audio: packaged all-mpnet-base-v2, openSMILE
+eGeMAPS; the CLI's default preset, so `erc status` finds their entries) on a generated 6 s voice
+wav, so recomputed entries can be compared bit for bit with the originals. The read-only store is a real
 read-only bind mount and the full disk a real 128 KiB tmpfs (both need mount rights: root here;
 they skip where mount fails).
 """
@@ -38,10 +39,9 @@ N_UTT = 6
 
 @pytest.fixture(scope="module")
 def extractors():
-    from extractors.opensmile_audio import OpenSmileExtractor
-    from extractors.text import SentenceTextExtractor
+    from pipeline.features.extract_plan import load_extractors
 
-    return {"t": [SentenceTextExtractor()], "a": [OpenSmileExtractor("eGeMAPSv02")]}
+    return load_extractors("offline", "ta")
 
 
 def _voice_wav(path: Path, seconds: float) -> None:

