@@ -18,7 +18,9 @@ broken part never hides the others):
   their configurations (nothing downloaded; speed does not depend on the weights), through the
   project's extractor classes on random inputs: wav2vec2-large-lv60 on random 16 kHz audio of
   IEMOCAP-like utterance lengths, DenseNet121 on random 224 px face crops (MTCNN is not timed:
-  random frames hold no faces). fp32, and float16 autocast on CUDA.
+  random frames hold no faces); and the offline text encoder, all-mpnet-base-v2 (768-d), on
+  IEMOCAP-like transcripts (the packaged weights where installed, else its architecture
+  random-init on token ids). fp32, and float16 autocast on CUDA.
 
 Needs only what a CUDA image with torch, transformers, scikit-learn, pandas, matplotlib, tqdm and
 safetensors holds, plus the few wheels scripts/gpu-wheels.sh downloads (pydantic and its
@@ -58,8 +60,13 @@ SIGNAL = {"t": 0.15, "a": 0.1, "v": 0.05}  # bench/train_speed.py's planted sign
 SAMPLE_RATE = 16_000
 FRAMES_PER_UTTERANCE = 9  # 2 fps x IEMOCAP's ~4.5 s mean utterance: crops per utterance
 
-FULL = dict(epochs=6, resume_at=3, utterances_audio=96, crops=1024, w2v_layers=24)
-QUICK = dict(epochs=3, resume_at=1, utterances_audio=4, crops=8, w2v_layers=2)
+FULL = dict(
+    epochs=6, resume_at=3, utterances_audio=96, crops=1024, w2v_layers=24, sentences=7433,
+    asr_windows=8,
+)  # fmt: skip
+QUICK = dict(
+    epochs=3, resume_at=1, utterances_audio=4, crops=8, w2v_layers=2, sentences=16, asr_windows=1
+)
 
 
 def log(msg: str) -> None:
@@ -337,7 +344,77 @@ def check_extraction(device: str, quick: bool, sizes) -> dict[str, Any]:
 
     out["wav2vec2_large"] = guarded("extract wav2vec2", audio)
     out["densenet121_224"] = guarded("extract densenet121", visual)
+    out["text_mpnet"] = guarded("extract text (mpnet)", check_text, device, sizes, precisions)
     return out
+
+
+def _sentences(n: int, rng: np.random.Generator) -> list[str]:
+    """IEMOCAP-like transcripts: 1-40 words, mostly short (the encoder's cost follows length)."""
+    words = [
+        "yeah",
+        "no",
+        "I",
+        "you",
+        "know",
+        "what",
+        "do",
+        "think",
+        "it's",
+        "that",
+        "really",
+        "okay",
+        "well",
+        "so",
+        "we",
+    ]
+    lengths = np.minimum(1 + rng.geometric(0.09, n), 40)
+    return [" ".join(rng.choice(words, k)) + "." for k in lengths]
+
+
+def check_text(device: str, sizes, precisions: dict[str, bool]) -> dict[str, Any]:
+    """The offline preset's text encoder: the packaged all-mpnet-base-v2 through the project's
+    SentenceTextExtractor when its wheels are installed, else (a machine given only the working
+    tree, such as a lent GPU box) MPNet-base's architecture random-init, timed on random token ids
+    of the same lengths: speed depends on shapes, not weights."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    texts = _sentences(sizes["sentences"], rng)
+    cuda = device.startswith("cuda")
+    batch = 256 if cuda else 64
+    res: dict[str, Any] = {"sentences": len(texts), "batch_size": batch}
+    try:
+        from extractors.text import SentenceTextExtractor
+
+        ex = SentenceTextExtractor("mpnet", batch_size=batch, device=device)
+        res.update(model="packaged all-mpnet-base-v2", dim=ex.spec.dim)
+        call, inputs = ex, texts
+    except Exception as exc:  # wheels absent: the architecture alone
+        from transformers import MPNetConfig, MPNetModel
+
+        log(f"text: packaged mpnet unavailable ({type(exc).__name__}); random-init MPNet-base")
+        model = MPNetModel(MPNetConfig()).to(device).eval()  # 768-d, 12 layers, as mpnet-base
+        res.update(model="MPNet-base random-init (packaged weights unavailable)", dim=768)
+        lengths = [len(t.split()) + 2 for t in texts]  # ~1 token per word + <s> </s>
+
+        @torch.inference_mode()
+        def call(lens):
+            for k in range(0, len(lens), batch):
+                part = sorted(lens[k : k + batch])
+                ids = torch.randint(5, 30000, (len(part), max(part)), device=device)
+                mask = (torch.arange(max(part), device=device)[None] < torch.tensor(
+                    part, device=device)[:, None]).long()  # fmt: skip
+                model(input_ids=ids, attention_mask=mask)
+
+        inputs = lengths
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for name, amp in precisions.items():
+        s = _timed(call, inputs, device, amp)
+        res[name] = {"seconds": round(s, 3), "sentences_per_s": round(len(texts) / s, 1)}
+    if cuda:
+        res["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return res
 
 
 # ---- driver ------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def test_quick_extraction_throughput(quick):
     per_utt = dn["fp32"]["crops_per_s"] / dn["frames_per_utterance"]
     assert dn["fp32"]["utterances_per_s"] == pytest.approx(per_utt, abs=0.01)
     assert "fp16_autocast" not in w2v  # autocast is timed on CUDA only
+    text = quick["extract"]["text_mpnet"]
+    assert text["dim"] == 768 and text["sentences"] == 16 and text["fp32"]["sentences_per_s"] > 0
+    assert text["model"] == "packaged all-mpnet-base-v2"  # the real one, where the wheels are
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
