@@ -74,6 +74,15 @@ from pipeline.files import sha256_file
 log = logging.getLogger(__name__)
 
 
+def default_store() -> Path:
+    """The store commands use when given none (erc import, erc predict): one per user, so
+    features extracted once are reused by every later run. ${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/
+    store."""
+    from extractors.packaged import cache_home
+
+    return cache_home() / "store"
+
+
 @dataclass
 class IngestReport:
     added: int = 0  # entry files given an index row

@@ -19,16 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from extractors.packaged import cache_home
 from pipeline.features.assemble import feature_spec
 from pipeline.features.extract import manifest_rows, plan_extraction, run_extraction
-from pipeline.features.store import FeatureStore
+from pipeline.features.store import FeatureStore, default_store
 
 log = logging.getLogger(__name__)
-
-
-def default_store() -> Path:
-    return cache_home() / "store"
 
 
 def default_text_model() -> str:
