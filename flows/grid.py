@@ -27,7 +27,7 @@ from typing import Any
 
 from prefect import flow, get_client, get_run_logger
 from prefect.deployments import run_deployment
-from prefect.exceptions import FlowWaitTimeout
+from prefect.exceptions import FlowRunWaitTimeout
 from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
@@ -62,7 +62,7 @@ def wait_all(flow_run_ids: list, timeout_s: float) -> dict:
     async def wait_one(client, run_id):
         try:
             return await wait_for_flow_run(run_id, timeout=int(timeout_s), client=client)
-        except FlowWaitTimeout:
+        except FlowRunWaitTimeout:
             return await client.read_flow_run(run_id)  # still going: reported as such
 
     async def wait_every():

@@ -34,6 +34,7 @@ from flows.caching import (
 )
 from flows.evaluate import last_trained
 from flows.params import DEFAULT_OUT, Layout, check_dir
+from pipeline.dataset.labels import emotion_name
 
 
 @task(name="predict-videos")
@@ -80,7 +81,8 @@ def predict_videos(
                 "reason": v.reason,
                 "utterances": v.n_utterances,
                 "segments_from": v.segment_source,
-                "labels": json.dumps(v.label_counts),
+                # "happy 3, sad 2": a JSON string was cut off in the artifact's table cell
+                "labels": ", ".join(f"{emotion_name(k)} {n}" for k, n in v.label_counts.items()),
                 "outputs": dict(v.outputs),
             }
             for v in s.videos

@@ -273,6 +273,9 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert result["status"] == "ran"
     assert [v["status"] for v in result["videos"]] == ["ok"] * 3
     assert sum(v["utterances"] for v in result["videos"]) == 3 * 4
+    for v in result["videos"]:  # readable in the artifact's table: "happy 3, sad 1", not JSON
+        counts = [part.rsplit(" ", 1) for part in v["labels"].split(", ")]
+        assert sum(int(n) for _, n in counts) == v["utterances"] and "{" not in v["labels"]
     assert Path(result["index_html"]).is_file() and Path(result["summary_csv"]).is_file()
     assert Path(result["out_dir"]) == out / "predictions"  # where the user said: not hashed
     assert predict(out_dir=str(out))["status"] == "cached"
