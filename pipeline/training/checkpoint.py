@@ -33,6 +33,7 @@ from pipeline.files import atomic_write, sha256_file
 log = logging.getLogger(__name__)
 
 FORMAT = "ada2i-erc.checkpoint/1"
+CARD_FILE = "README.md"  # the model card, as on the Hugging Face Hub: documentation, not verified
 DIGEST_KEY = "content_sha256"  # of checkpoint.json's other keys (weights_sha256 among them)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
@@ -52,7 +53,89 @@ def save_checkpoint(directory: str | Path, model: Ada2I, **meta: Any) -> Path:
     }
     body[DIGEST_KEY] = meta_digest(body)
     atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(body, indent=1)))
+    write_model_card(directory, body)
     return directory
+
+
+# Licences of the datasets a checkpoint may have been trained on: the weights carry their terms.
+DATASET_TERMS = {
+    "iemocap": "IEMOCAP (USC SAIL licence: research use only, no redistribution)",
+    "meld": "MELD (GPL-3.0)",
+    "mosei": "CMU-MOSEI (CMU's terms of use)",
+}
+
+
+def write_model_card(
+    directory: Path, meta: dict[str, Any], test_metrics: dict | None = None
+) -> Path:
+    """README.md beside the weights, as a model hub shows it: what the model predicts, from which
+    features, trained on what, how well, under which terms, and how to use it."""
+    cfg, data = meta.get("model_config", {}), meta.get("training_data") or {}
+    labels = meta.get("label_names", [])
+    spec = meta.get("feature_spec", {})
+    lines = [
+        f"# Ada2I emotion recognition in conversation ({cfg.get('modalities', '?')})",
+        "",
+        f"Predicts one of {len(labels)} emotions per utterance: {', '.join(labels)}. "
+        f"Ada2I (ACM MM 2024), hidden size {cfg.get('hidden')}, trained to epoch "
+        f"{meta.get('epoch', '?')}.",
+        "",
+        "## Input features",
+        "",
+    ]
+    for m, s in spec.items():
+        names = ", ".join(
+            f"{e.get('name')} {e.get('version')} ({e.get('model') or 'no model'})"
+            for e in s.get("extractors", [])
+        )
+        lines.append(f"- {m}: {s.get('dim')}-d, {names or 'imported features (not extractable)'}")
+    lines += ["", "## Training data", ""]
+    if data:
+        lines.append(f"- {data.get('description') or data.get('source') or 'unnamed feature set'}")
+        lines.append(
+            f"- {data.get('n_dialogues')} dialogues, {data.get('n_utterances')} utterances "
+            f"({data.get('n_labelled')} labelled); feature set sha256 "
+            f"{str(data.get('featureset_sha256', ''))[:12]}…"
+        )
+        if data.get("generated"):
+            lines.append(
+                f"- **Generated data ({data['generated']}): its predictions on real speech mean "
+                "nothing.**"
+            )
+    else:
+        lines.append("- not recorded")
+    scores = test_metrics or meta.get("dev_metrics") or {}
+    if scores:
+        split = "test" if test_metrics else "dev (the checkpoint was chosen on it)"
+        lines += ["", "## Results", "", f"On the {split} split:"]
+        lines += [
+            f"- {k.replace('_', ' ')}: {scores[k]:.4f}"
+            for k in ("accuracy", "weighted_f1", "macro_f1")
+            if isinstance(scores.get(k), float)
+        ]
+    text = f"{data.get('source', '')} {data.get('featureset', '')}".lower()
+    terms = [t for key, t in DATASET_TERMS.items() if key in text]
+    lines += [
+        "",
+        "## Terms",
+        "",
+        "The weights are derived from their training data and carry its terms: "
+        + ("; ".join(terms) if terms else "check the licence of the data named above")
+        + ".",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"erc predict VIDEO.mp4 --checkpoint {directory}",
+        "```",
+        "",
+        f"Integrity: `{META_FILE}` and `{WEIGHTS_FILE}` are verified on load (sha256); this card "
+        "is documentation only.",
+        "",
+    ]
+    path = Path(directory) / CARD_FILE
+    atomic_write(path, lambda p: Path(p).write_text("\n".join(lines)))
+    return path
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:

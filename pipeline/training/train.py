@@ -24,7 +24,12 @@ from pipeline.features.featureset import FeatureSet
 from pipeline.features.presence import check_presence
 from pipeline.progress_bar import progress_bar
 from pipeline.training import run_folder
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+    write_model_card,
+)
 from pipeline.training.diagnostics import plot_training
 from pipeline.training.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.training.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
@@ -228,6 +233,7 @@ def _train(
             split="test", best_epoch=progress["best_epoch"], modalities=model_cfg.modalities
         )
         paths.update(write_report(metrics, test, fs.label_names, run_dir / "test"))
+        write_model_card(run_dir / "best", read_checkpoint_meta(run_dir / "best"), metrics)
     return TrainResult(
         run_dir=run_dir,
         checkpoint_dir=run_dir / "best",

@@ -177,3 +177,17 @@ def test_damaged_last_state_stops_resume_naming_the_file(trained, tmp_path, vict
     assert (run / "best" / WEIGHTS_FILE).read_bytes() == (
         result.checkpoint_dir / WEIGHTS_FILE
     ).read_bytes()  # nothing else touched
+
+
+def test_a_model_card_describes_the_checkpoint(trained):
+    result, _ = trained
+    card = (result.checkpoint_dir / "README.md").read_text()
+    meta = json.loads((result.checkpoint_dir / META_FILE).read_text())
+    assert card.startswith(
+        f"# Ada2I emotion recognition in conversation ({meta['model_config']['modalities']})"
+    )
+    assert ", ".join(meta["label_names"]) in card
+    assert "## Results" in card and "On the test split:" in card
+    assert f"weighted f1: {result.metrics['weighted_f1']:.4f}" in card
+    assert "Generated data (synthetic)" in card  # trained on synthetic features: said
+    assert f"erc predict VIDEO.mp4 --checkpoint {result.checkpoint_dir}" in card
