@@ -74,8 +74,6 @@ class Ada2IConfig:
     cosine_scale: float = 10.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.theta_softmax, bool):  # checkpoints from before the axis choice
-            object.__setattr__(self, "theta_softmax", "last" if self.theta_softmax else "none")
         if self.theta_softmax not in THETA_SOFTMAX:
             raise ValueError(
                 f"theta_softmax must be one of {THETA_SOFTMAX}, got {self.theta_softmax!r}"

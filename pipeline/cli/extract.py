@@ -234,8 +234,8 @@ def _store(args: argparse.Namespace) -> int:
         for path in report.moved_aside:
             print(f"old index kept as {path}")
         print(
-            f"rebuilt {args.store / 'index.sqlite'}: {report.entries} entries "
-            f"({report.legacy} older ones with partial provenance), {len(report.damaged)} damaged"
+            f"rebuilt {args.store / 'index.sqlite'}: {report.entries} entries, "
+            f"{len(report.damaged)} damaged"
         )
         return 0
     if args.action in ("list", "summary"):

@@ -148,7 +148,8 @@ class FeatureStore(StoreAdmin, EntryFiles):
             # Each entry carries its key and provenance: rebuilding beats recomputing them all.
             report = ix.rebuild_index(self.root)
             log.warning(
-                "%s: %s was missing; rebuilt it from %d entries (%d damaged, left for gc)",
+                "%s: no %s (deleted, or entries written by other hosts): rebuilt it from %d "
+                "entries (%d damaged, left for gc)",
                 self.root,
                 INDEX_FILE,
                 report.entries,

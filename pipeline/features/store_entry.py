@@ -11,9 +11,8 @@ safetensors metadata (str -> str):
     provenance  JSON: every column of the index row (spec, utterance, segment, fps, host, time,
                 pipeline version) and refs, so index.sqlite can be rebuilt from the files alone
 
-Entries written before ENTRY_FORMAT (metadata status/key/extractor/input only) still read: their
-payload is checked for shape and finiteness, not against a hash, and a rebuilt index row has only
-the provenance they carry.
+An entry of any other format (one written before entries described themselves) is damaged: it
+cannot be verified, so it is recomputed like any other damaged entry.
 """
 
 from __future__ import annotations
@@ -76,10 +75,6 @@ class CheckedEntry:
     vector: np.ndarray | None  # float32 [dim] | None = status "missing"
     nbytes: int
 
-    @property
-    def legacy(self) -> bool:
-        return self.meta.get("format") != ENTRY_FORMAT
-
 
 def encode(key: str, vector: np.ndarray | None, row: dict[str, Any], refs: list[str]) -> bytes:
     """The file bytes of one entry. ``row``: the index columns except key and nbytes."""
@@ -122,10 +117,14 @@ def check_bytes(path: Path, blob: bytes, key: str | None = None) -> CheckedEntry
     expected = key or path.name.removesuffix(".safetensors")
     if meta.get("key") != expected:
         raise DamagedEntryError(path, f"it holds key {meta.get('key')!r}, not {expected!r}")
+    if meta.get("format") != ENTRY_FORMAT:
+        raise DamagedEntryError(
+            path, f"format {meta.get('format')!r}, not {ENTRY_FORMAT}: it cannot be verified"
+        )
     x = tensors.get("x")
     if x is None or x.dtype != np.float32 or x.ndim != 1:
         raise DamagedEntryError(path, "no float32 vector 'x' in it")
-    if "sha256" in meta and hashlib.sha256(x.tobytes()).hexdigest() != meta["sha256"]:
+    if hashlib.sha256(x.tobytes()).hexdigest() != meta.get("sha256"):
         raise DamagedEntryError(path, "its payload does not match its recorded sha256")
     try:
         provenance = json.loads(meta["provenance"]) if "provenance" in meta else {}

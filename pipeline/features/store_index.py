@@ -95,7 +95,6 @@ class StoreWriteError(StoreError):
 @dataclass
 class RebuildReport:
     entries: int = 0  # index rows written
-    legacy: int = 0  # of which from entries older than the self-describing format
     damaged: list[str] = field(default_factory=list)  # "path: problem", left for gc to delete
     moved_aside: list[str] = field(default_factory=list)  # the old index files, kept for a look
 
@@ -220,7 +219,6 @@ def rebuild_index(root: str | Path) -> RebuildReport:
         except DamagedEntryError as exc:
             report.damaged.append(f"{path}: {exc.problem}")
             continue
-        report.legacy += checked.legacy
         found.append(store_entry.index_row(checked))
     found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # the newest ref wins below
     db = connect(root / INDEX_FILE)

@@ -127,7 +127,7 @@ def test_entries_describe_themselves(clean, extractors):
             assert refs == [row["utterance_id"]]
 
 
-def test_entries_from_before_the_self_describing_format_still_read(tmp_path):
+def test_an_entry_of_an_earlier_format_is_damaged_not_trusted(tmp_path):
     from safetensors.numpy import save
 
     from extractors.base import ExtractorSpec
@@ -140,19 +140,11 @@ def test_entries_from_before_the_self_describing_format_still_read(tmp_path):
         old = save(
             {"x": x}, metadata={"status": "ok", "key": key, "extractor": "toy", "input": "h0"}
         )
-        st.object_path(key).write_bytes(old)  # exactly what the previous code wrote
+        st.object_path(key).write_bytes(old)  # no format, no payload hash: cannot be verified
         st._db.execute("UPDATE entries SET nbytes = ?", (len(old),))
-        assert st.present([key]) == {key} and st.get(key).tolist() == x.tolist()
+        assert st.present([key]) == set()  # read as missing: recomputed, never served
     report = rebuild_index(tmp_path / "s")
-    assert (report.entries, report.legacy, report.damaged) == (1, 1, [])
-    with FeatureStore(tmp_path / "s") as st:
-        (row,) = st.entries()
-        assert (row["key"], row["extractor"], row["input_hash"], row["dim"]) == (
-            key,
-            "toy",
-            "h0",
-            4,
-        )
+    assert report.entries == 0 and "format None, not ada2i-erc.store-entry/2" in report.damaged[0]
 
 
 def test_damaged_entries_status_extract_featureset_gc(store, extractors, capsys, caplog, tmp_path):
@@ -224,7 +216,7 @@ def test_damaged_index_says_how_to_rebuild_and_rebuild_restores_it(store, extrac
 
     assert cli_main(["store", "rebuild-index", "--store", str(root)]) == 0
     out = capsys.readouterr().out
-    assert f"{2 * N_UTT} entries (0 older ones with partial provenance), 0 damaged" in out
+    assert f"{2 * N_UTT} entries, 0 damaged" in out
     assert "old index kept as" in out and list(root.glob(f"{INDEX_FILE}.old-*"))
     assert cli_main(["status", *common]) == 0
     assert capsys.readouterr().out == good  # same counts as before the damage
@@ -246,7 +238,7 @@ def test_a_deleted_index_is_named_then_rebuilt_not_recomputed(store, extractors,
         s = extract_features(
             manifest, root, modalities="ta", extractors=extractors, progress=False, workers=1
         )
-    assert f"rebuilt it from {2 * N_UTT} entries (0 damaged" in caplog.text
+    assert f"rebuilt it from {2 * N_UTT} entries (0 damaged" in caplog.text  # named, not silent
     assert (s.done, s.cached) == (0, 2 * N_UTT)  # was: every entry recomputed in silence
 
 

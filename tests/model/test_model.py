@@ -118,9 +118,9 @@ def test_theta_softmax_axes(axis):
         assert (theta < 0).any()  # raw scores
 
 
-def test_legacy_bool_theta_softmax_loads():
-    assert tiny(theta_softmax=True).theta_softmax == "last"
-    assert tiny(theta_softmax=False).theta_softmax == "none"
+def test_theta_softmax_is_an_axis_name():
+    with pytest.raises(ValueError, match="theta_softmax"):
+        tiny(theta_softmax=True)  # the boolean of an unreleased version: refused, not mapped
     with pytest.raises(ValueError, match="theta_softmax"):
         tiny(theta_softmax="rows")
 
@@ -229,6 +229,7 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path):
         tmp_path / "ck", model, label_names=list("wxyz"), feature_spec={"t": {"dim": 12}}
     )
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "README.md",  # the model card
         "checkpoint.json",
         "model.safetensors",
     ]
