@@ -223,3 +223,13 @@ def test_real_conversation_follows_sentences(tmp_path):
     hyp = normalise(" ".join(asr_rows["text"]))
     reference = normalise(" ".join(r[5] for r in ref))
     assert len(set(hyp) & set(reference)) >= 0.8 * len(set(reference))
+
+
+def test_word_error_rate_of_the_benchmark():
+    from bench.asr_quality import edit_distance, normalise
+
+    assert normalise("[LAUGHTER] Don't, you?  'Really' - no.") == ["don't", "you", "really", "no"]
+    ref = normalise("and you always want to see it")
+    assert edit_distance(ref, ref) == 0
+    assert edit_distance(ref, normalise("you always want to sea it in")) == 3  # del, sub, ins
+    assert edit_distance([], ["a", "b"]) == 2 and edit_distance(["a"], []) == 1
