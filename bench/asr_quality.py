@@ -134,6 +134,8 @@ def emotion_scores(
             "accuracy": round(100 * accuracy_score(y, preds["predicted"]), 2),
             "weighted_f1": round(100 * f1_score(y, preds["predicted"], average="weighted"), 2),
             "failed_videos": len(summary.failed),
+            # labels the checkpoint cannot predict (trained on another label set): counted wrong
+            "labels_unknown_to_checkpoint": sorted(set(y) - set(summary.label_names)),
         }
     return out
 
