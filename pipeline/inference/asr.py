@@ -85,7 +85,8 @@ SPLIT_PAUSE_S = 1.0  # a silence this long between words ends an utterance (brea
 TINY_WORDS = 2
 TINY_S = 1.0
 MAX_UTTERANCE_S = 20.0  # 99.8% of IEMOCAP's ERC utterances are shorter (median 3.6 s)
-MIN_UTTERANCE_S = 0.1  # a one-word utterance whose word has no duration gets this much
+MIN_UTTERANCE_S = 0.1  # a one-word utterance whose word has no duration gets this much (inside
+# its region where the region is that long: a cut must lie on the speech it came from)
 BEAM_SIZE = (
     5  # beam search: WER 0.46 vs 0.50 greedy on the IEMOCAP clips, no slower (fewer fallbacks)
 )
@@ -407,12 +408,16 @@ def _merge_tiny(groups: list[list[Word]]) -> list[list[Word]]:
     return out
 
 
-def _utterance(group: list[Word]) -> AsrUtterance:
+def _utterance(group: list[Word], regions: list[tuple[float, float]]) -> AsrUtterance:
     start, end = group[0].start_s, max(w.end_s for w in group)
+    if end - start < MIN_UTTERANCE_S:  # a word without duration: widen it inside its region
+        a, b = next(((a, b) for a, b in regions if a <= start <= b), (start, start))
+        start = max(a, min(start, b - MIN_UTTERANCE_S))
+        end = max(end, start + MIN_UTTERANCE_S)
     n = len(group)
     return AsrUtterance(
         round(start, 3),
-        round(max(end, start + MIN_UTTERANCE_S), 3),
+        round(end, 3),
         clean_text("".join(w.text for w in group)),
         round(sum(w.avg_logprob for w in group) / n, 4),
         round(sum(w.no_speech_prob for w in group) / n, 4),
@@ -435,7 +440,7 @@ def utterances(words: list[Word], regions: list[tuple[float, float]]) -> list[As
         else:
             groups[-1].append(w)
     groups = [part for g in _merge_tiny(groups) for part in _split_long(g)]
-    out = [_utterance(g) for g in groups]
+    out = [_utterance(g, regions) for g in groups]
     for a, b in regions:  # regions where nothing was recognised
         if not any(w.start_s < b and w.end_s > a for w in words):
             out.append(AsrUtterance(a, b, "", math.nan, math.nan, "vad"))

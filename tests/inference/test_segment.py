@@ -191,8 +191,8 @@ def _overlap(a, b):
 def _check_found_where_energy(out, df):
     found = list(zip(out["start_s"], out["end_s"], strict=True))
     true = list(zip(df["start_s"], df["end_s"], strict=True))
-    for seg in found:  # every segment lies on generated speech
-        assert max(_overlap(seg, t) for t in true) >= 0.8 * (seg[1] - seg[0])
+    for seg in found:  # every segment lies on generated speech (an utterance may span two turns)
+        assert sum(_overlap(seg, t) for t in true) >= 0.8 * (seg[1] - seg[0])
     for t in true:  # every utterance is mostly covered
         assert sum(_overlap(seg, t) for seg in found) >= 0.8 * (t[1] - t[0])
 
