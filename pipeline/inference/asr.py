@@ -30,13 +30,14 @@ What ``name_or_path`` may be:
   tokenizer.json preprocessor_config.json`` and pass DIR.
 - ``"none"`` (or None): no speech recognition (the caller keeps voice-activity segments only).
 
-Recognition runs on the VAD regions only: their audio is joined into one signal (JOIN_SILENCE_S
-of silence between regions, so a pause stays a pause to the model) and transcribed with word
-timestamps; each word is mapped back to media time (clipped to the region it starts in). Beam search (5, as
-faster-whisper's default): on the 52 IEMOCAP clips WER 0.46 against 0.50 greedy, at the same
-speed (greedy falls back to sampling more often; bench/asr_quality.py, BENCHMARKS.md). No
-conditioning on the previous text: the regions are short turns of different speakers, and a
-hallucination would otherwise carry over into the following 30-s windows.
+Recognition runs on the VAD regions only: their audio is joined into one signal (JOIN_SILENCE_S of
+silence between regions, so a pause stays a pause to the model) and transcribed with word
+timestamps; each word is mapped back to media time (clipped to the region it starts in). Beam search
+(5, as faster-whisper's default): on the 52 IEMOCAP clips WER 0.46 against 0.50 greedy, at the same
+speed, measured under load (greedy's fallbacks to sampling are the likely reason;
+bench/asr_quality.py, BENCHMARKS.md). No conditioning on the previous text: the regions are short
+turns of different speakers, and a hallucination would otherwise carry over into the following 30-s
+windows.
 
 Utterances follow the recognised sentences and pauses, not the VAD blobs:
 1. split after a word that ends a sentence (. ? !) and wherever words are more than
