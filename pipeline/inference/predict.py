@@ -37,6 +37,9 @@ seconds are split evenly over its predicted clips. Files that are whole conversa
 VAD/ASR, or manifests with one media file per dialogue) keep the per-video route above;
 dialogue_context=False forces it for clips too (each clip alone, no context).
 
+An utterance with no words (empty text: a speech region the recogniser found no word in, or
+asr_model="none") has no text modality: support_t NaN, "t" in column `missing`.
+
 Per-modality support (columns support_<m>): softmax of modality m's unimodal class scores
 (Ada2IOutput.unimodal, the eq. 16 scores the modulation uses) taken at the predicted class; NaN when
 the utterance lacks that modality. The report shows each modality's share of the summed support.
@@ -59,6 +62,7 @@ from pipeline.dataset import media
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.assemble import feature_spec
 from pipeline.features.extract import extract_featureset
+from pipeline.features.extract_plan import no_words
 from pipeline.inference.asr import DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr
 from pipeline.inference.predict_dialogue import _safe_name, dialogue_groups, predict_dialogue
 from pipeline.inference.predict_outputs import (
@@ -192,6 +196,10 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     true_labels = seg["label"].tolist()
     work.mkdir(parents=True, exist_ok=True)
     rows = seg.assign(label="")  # labels: not inputs
+    silent = no_words(rows) if "t" in modalities else []
+    if silent:  # their text modality is absent (column `missing`), not a failure
+        log.info("%s: %d of %d utterances have no words: no text for them",
+                 video.name, len(silent), len(rows))  # fmt: skip
     # An output, not an intermediate: the segments as a manifest (`erc extract` or a retrain can
     # use it); extraction below works on the rows in memory and never reads it back.
     manifest = write_manifest(rows, work / "manifest.csv")
