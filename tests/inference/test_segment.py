@@ -191,8 +191,8 @@ def _overlap(a, b):
 def _check_found_where_energy(out, df):
     found = list(zip(out["start_s"], out["end_s"], strict=True))
     true = list(zip(df["start_s"], df["end_s"], strict=True))
-    for seg in found:  # every segment lies on generated speech (an utterance may span two turns)
-        assert sum(_overlap(seg, t) for t in true) >= 0.8 * (seg[1] - seg[0])
+    for seg in found:  # every segment lies on generated speech
+        assert max(_overlap(seg, t) for t in true) >= 0.8 * (seg[1] - seg[0])
     for t in true:  # every utterance is mostly covered
         assert sum(_overlap(seg, t) for seg in found) >= 0.8 * (t[1] - t[0])
 
@@ -210,11 +210,14 @@ def test_automatic_vad_and_tiny_whisper(truth, tmp_path):
     assert len(default) == len(out) and set(default["segment_source"]) <= {"asr", "vad"}
     _check_found_where_energy(default, df)
     # a transformers Whisper folder (random-init), converted to CTranslate2 on first use
+    # (its words and timings are noise, and its fallback decoding samples: only where they may be)
+    regions = list(zip(out["start_s"], out["end_s"], strict=True))
     asr = load_asr(str(build_tiny_whisper(tmp_path / "whisper")), cache_dir=tmp_path / "ct2")
-    out = segment_video(bare, asr=asr)
-    assert set(out["segment_source"]) <= {"asr", "vad"} and len(out) >= 1
-    _check_found_where_energy(out, df)
-    assert all("\ufffd" not in t for t in out["text"])
+    noise = segment_video(bare, asr=asr)
+    assert set(noise["segment_source"]) <= {"asr", "vad"} and len(noise) >= 1
+    for a, b in zip(noise["start_s"], noise["end_s"], strict=True):
+        assert any(s <= a < e for s, e in regions) and a < b <= regions[-1][1] + 1e-6
+    assert all("\ufffd" not in t for t in noise["text"])
 
 
 def test_unreadable_or_silent_media_is_reported(tmp_path, truth):
