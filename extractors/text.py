@@ -5,10 +5,10 @@ The paper uses sBERT (768-d; its predecessor CORECT names
 download (extractors/packaged.py): all-mpnet-base-v2 (768-d, the paper's dimension; the offline
 preset's) and all-MiniLM-L6-v2 (384-d, ~5x cheaper; tests). ``minilm`` and ``mpnet`` name them.
 
-Empty or whitespace-only text is embedded, not masked: the model's vector for "no words" is a
-fixed, meaningful input (a laugh or a sigh transcribed as nothing is still a turn in the
-dialogue), and the text modality stays present for every utterance like in the paper's data.
-A *missing* transcript is the pipeline's business (it can pass no row at all).
+The extractor embeds whatever it is given, "" included; the pipeline never gives it an utterance
+with no words (empty or whitespace text): planning makes no text task for one, so its text
+modality is absent (masked) instead of carrying the model's vector for "" as if it were speech
+(pipeline/features/extract_plan.py).
 
 Batch-invariant: a transcript's vector does not depend on which other transcripts share its
 forward pass. Padding a batch to its longest member changes the attention's reduction lengths,

@@ -35,6 +35,7 @@ from flows.caching import (
 from flows.evaluate import last_trained
 from flows.params import DEFAULT_OUT, Layout, check_dir
 from pipeline.dataset.labels import emotion_name
+from pipeline.inference.asr import DEFAULT_ASR_MODEL
 
 
 @task(name="predict-videos")
@@ -156,7 +157,7 @@ def predict(
     out_dir: str = DEFAULT_OUT,
     predictions_dir: str | None = None,
     store_root: str | None = None,
-    asr_model: str | None = None,
+    asr_model: str | None = DEFAULT_ASR_MODEL,
     vad: str = "auto",
     strict: bool = False,
     refresh: bool = False,
@@ -167,14 +168,17 @@ def predict(
         inputs: video files or folders of videos; default: the demo videos in out_dir.
         checkpoint_dir: a checkpoint folder; default: the first of the last train run in out_dir.
         manifest: utterance timestamps (and transcripts); default: subtitles (.srt/.vtt) next to
-            each video, else voice-activity segments (+ Whisper when asr_model is given).
+            each video, else voice-activity segments + speech recognition (asr_model).
         out_dir: the experiment folder the defaults come from (demo videos, last checkpoint,
             feature store, Prefect cache), as for the other flows.
         predictions_dir: where the predictions are written (per-video CSV/JSONL/HTML, summary,
             index.html); default <out_dir>/predictions.
         store_root: feature store; default: the one extraction used for out_dir (its
             summary.json), else <out_dir>/store, so already extracted features are reused.
-        asr_model: Whisper model name or folder, for videos without manifest rows or subtitles.
+        asr_model: speech recognition for videos without manifest rows or subtitles: a
+            faster-whisper name (small, large-v3, ...: needs a network), a CTranslate2 or
+            transformers Whisper folder, the packaged offline default "tiny.en", or "none" (voice
+            activity only: segments with no words, text absent).
         vad: voice-activity detection for those videos: "auto", "silero" or "energy".
         strict: a failing video fails the run (default: reported and skipped).
         refresh: ignore Prefect's cache.

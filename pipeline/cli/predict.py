@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.inference.asr import DEFAULT_ASR_MODEL, NO_ASR
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="predict an emotion for every utterance of new videos",
         description="Segments each video (manifest rows, else <stem>.srt/.vtt next to it, else "
-        "voice-activity detection + Whisper), extracts exactly the checkpoint's features (cached "
+        "voice-activity detection + speech recognition), extracts exactly the checkpoint's features (cached "
         "in the store), and writes <video>.predictions.csv/.jsonl, <video>.report.html and "
         "summary.csv/.md, index.html and run_info.json (the checkpoint and its training data) "
         "into --out; a manifest with labels also gets metrics.json and confusion.png (scores "
@@ -33,8 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=Path, help="feature store (default: <out>/store)")
     p.add_argument(
         "--asr-model",
-        help="Whisper model name or folder for videos with neither manifest rows nor subtitles "
-        "(e.g. openai/whisper-small); default: voice-activity detection only, empty transcripts",
+        default=DEFAULT_ASR_MODEL,
+        help="speech recognition (faster-whisper) for videos with neither manifest rows nor "
+        "subtitles: a model name (small, medium, large-v3, distil-large-v3: downloaded where a "
+        "network exists), a CTranslate2 folder or a transformers Whisper folder (converted once); "
+        f"default: {DEFAULT_ASR_MODEL}, packaged, offline",
+    )
+    p.add_argument(
+        "--no-asr",
+        action="store_true",
+        help="no speech recognition: voice-activity segments with no words (their text modality "
+        "is absent)",
     )
     p.add_argument(
         "--vad",
@@ -65,7 +76,7 @@ def _predict(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         store_root=args.store,
         device=args.device,
-        asr_model=args.asr_model,
+        asr_model=NO_ASR if args.no_asr else args.asr_model,
         strict=args.strict,
         progress=not args.no_progress,
         dialogue_context=not args.per_clip,

@@ -3,6 +3,9 @@
 Shared by extraction, `status`, `gc` and FeatureSet building, so that all four agree on keys.
 A task's input is:
     text   -> the transcript (its UTF-8 bytes are hashed)           segment None, fps None
+              (an utterance with no words, empty or whitespace text, has no text task: its text
+              modality is absent, like a face not found; not a failure, so strict runs go on;
+              no_words() lists them for reports)
     audio  -> audio_path, else the audio track of video_path         segment (start, end), fps None
     visual -> video_path                                             segment (start, end), fps
 An end_s of NaN means "until the end of the media" and is keyed as such (end None). A row whose
@@ -188,6 +191,8 @@ def plan_tasks(
                 continue
             specs = [ex.spec for ex in extractors[m]]
             if m == "t":
+                if not has_words(row.text):
+                    continue  # no words: text absent (masked), not a feature of ""
                 try:
                     ihash = text_hash(row.text)
                 except UnicodeEncodeError:
@@ -214,6 +219,17 @@ def plan_tasks(
                 key = make_key(ihash, segment, task_fps, ex.spec.config_hash())
                 tasks.append(Task(i, utt, m, ex, key, ihash, source, segment, task_fps))
     return tasks, failures
+
+
+def has_words(text: str) -> bool:
+    """False for empty or whitespace-only text: an utterance nobody transcribed (a laugh, a VAD
+    region the recogniser found no word in) has no text modality rather than the vector of ""."""
+    return bool(str(text).strip())
+
+
+def no_words(df: pd.DataFrame) -> list[str]:
+    """Utterance ids whose text modality is absent because they have no words."""
+    return [u for u, t in zip(df["utterance_id"], df["text"], strict=True) if not has_words(t)]
 
 
 def _hash_media(store: FeatureStore, source: str) -> str | Failure:

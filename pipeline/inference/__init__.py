@@ -4,6 +4,6 @@ In: video/audio files, optionally a manifest or subtitles, and a checkpoint (pip
 Out: utterance segments (from manifest rows, SRT/WebVTT cues, or VAD + ASR), then per-video
 predictions (CSV/JSONL/HTML report), a failures list and a summary across videos.
 
-Contracts owned: segmentation and its per-cue problems (segment.py, subtitles.py, speech.py) and
-the prediction outputs (predict.py, report_html.py).
+Contracts owned: segmentation and its per-cue problems (segment.py, subtitles.py, speech.py,
+asr.py) and the prediction outputs (predict.py, report_html.py).
 """

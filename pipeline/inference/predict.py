@@ -3,7 +3,8 @@
     predict_videos(inputs, checkpoint_dir, out_dir, ...) -> PredictSummary
 
 Per video, named steps (each timed; the seconds go into the summary):
-    1. segment   pipeline.inference.segment: manifest rows, else subtitles, else VAD + Whisper
+    1. segment   pipeline.inference.segment: manifest rows, else subtitles, else VAD + speech
+                 recognition (faster-whisper; offline default: the packaged tiny.en)
     2. extract   exactly the extractors of the checkpoint's feature spec, into the feature store
     3. build     a FeatureSet of the video's utterances; refused unless its spec matches the checkpoint
     4. model     Ada2I -> class probabilities + per-modality support
@@ -36,6 +37,9 @@ seconds are split evenly over its predicted clips. Files that are whole conversa
 VAD/ASR, or manifests with one media file per dialogue) keep the per-video route above;
 dialogue_context=False forces it for clips too (each clip alone, no context).
 
+An utterance with no words (empty text: a speech region the recogniser found no word in, or
+asr_model="none") has no text modality: support_t NaN, "t" in column `missing`.
+
 Per-modality support (columns support_<m>): softmax of modality m's unimodal class scores
 (Ada2IOutput.unimodal, the eq. 16 scores the modulation uses) taken at the predicted class; NaN when
 the utterance lacks that modality. The report shows each modality's share of the summed support.
@@ -58,6 +62,8 @@ from pipeline.dataset import media
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.assemble import feature_spec
 from pipeline.features.extract import extract_featureset
+from pipeline.features.extract_plan import no_words
+from pipeline.inference.asr import DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr
 from pipeline.inference.predict_dialogue import _safe_name, dialogue_groups, predict_dialogue
 from pipeline.inference.predict_outputs import (
     PredictSummary,
@@ -78,7 +84,6 @@ from pipeline.inference.predict_steps import (
 )
 from pipeline.inference.provenance import checkpoint_provenance
 from pipeline.inference.segment import manifest_rows, segment_video
-from pipeline.inference.speech import Asr, load_asr
 from pipeline.inference.subtitles import find_subtitles
 from pipeline.progress_bar import progress_bar
 from pipeline.training.checkpoint import load_checkpoint
@@ -226,6 +231,10 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     true_labels = seg["label"].tolist()
     work.mkdir(parents=True, exist_ok=True)
     rows = seg.assign(label="")  # labels: not inputs
+    silent = no_words(rows) if "t" in modalities else []
+    if silent:  # their text modality is absent (column `missing`), not a failure
+        log.info("%s: %d of %d utterances have no words: no text for them",
+                 video.name, len(silent), len(rows))  # fmt: skip
     # An output, not an intermediate: the segments as a manifest (`erc extract` or a retrain can
     # use it); extraction below works on the rows in memory and never reads it back.
     manifest = write_manifest(rows, work / "manifest.csv")
@@ -269,7 +278,7 @@ def predict_videos(
     manifest: str | Path | pd.DataFrame | None = None,
     store_root: str | Path | None = None,
     device: str = "cpu",
-    asr_model: str | Asr | None = None,
+    asr_model: str | Asr | None = DEFAULT_ASR_MODEL,
     strict: bool = False,
     progress: bool = True,
     extractors: dict[str, Sequence[Extractor]] | None = None,
@@ -281,8 +290,10 @@ def predict_videos(
     dialogue_context: predict clip-per-utterance dialogues (manifest rows of several of the given
     files under one dialogue_id) as whole dialogues; False = every file on its own.
 
-    asr_model: Whisper name or folder (or a loaded Asr) for videos with neither manifest rows nor
-    subtitles; None = VAD segments with empty text. store_root: default <out_dir>/store.
+    asr_model: speech model for videos with neither manifest rows nor subtitles (a name or folder:
+    pipeline.inference.asr; or a loaded Asr); default the packaged tiny.en (offline); "none" or
+    None = VAD segments with empty text (no words: their text modality is absent). store_root:
+    default <out_dir>/store.
     vad: voice-activity detection for automatic segmentation: "auto" (silero-vad, the energy VAD
     when silero keeps far less than it), "silero" or "energy" (pipeline.inference.speech.detect_speech).
     extractors: already built {m: [Extractor]} (reuse across calls); refused unless they match.
@@ -305,7 +316,8 @@ def predict_videos(
         "progress": progress, "store": Path(store_root) if store_root else out_dir / "store",
         "manifest": read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest,
         "asr": asr_model if isinstance(asr_model, Asr) else None,
-        "asr_model": asr_model if isinstance(asr_model, str) else None, "vad": vad,
+        "asr_model": asr_model if isinstance(asr_model, str) and asr_enabled(asr_model) else None,
+        "vad": vad,
         "provenance": checkpoint_provenance(checkpoint_dir, meta),
     }  # fmt: skip
     used: set[str] = set()

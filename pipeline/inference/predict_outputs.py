@@ -32,6 +32,7 @@ from pipeline.inference.report_html import (
     write_index,
     write_video_report,
 )
+from pipeline.inference.segment import ASR_COLUMNS
 from pipeline.training.evaluate import confusion_title, plot_confusion
 
 
@@ -117,6 +118,8 @@ def prediction_table(
             "predicted": pred,
             **{f"p_{c}": probs[:, k] for k, c in enumerate(labels)},
             "segment_source": seg["segment_source"].to_numpy(),
+            # the recogniser's confidence for automatic segments (NaN for the other sources)
+            **{c: seg[c].to_numpy(float) if c in seg else np.nan for c in ASR_COLUMNS},
             **{f"support_{m}": support[m] for m in modalities},
             "missing": [
                 "".join(m for j, m in enumerate(modalities) if not row[j]) for row in present

@@ -1,10 +1,8 @@
-"""Automatic segmentation: voice-activity detection, then Whisper speech recognition.
+"""Voice-activity detection: where in a recording someone speaks (speech recognition inside those
+regions is pipeline/inference/asr.py).
 
     detect_speech(audio, vad="auto") -> list[(start_s, end_s)]  VAD on float32 [S] mono 16 kHz
     detect_speech_silero(audio) / detect_speech_energy(audio)   the two detectors
-    load_asr(name_or_path, device) -> Asr                    a transformers ASR pipeline (Whisper)
-    Asr.transcribe(audio, regions) -> list[AsrUtterance]     text + timestamps per region
-    build_tiny_whisper(out_dir) -> Path                      random-init debug model (tests, offline)
 
 Two VADs, one policy: gaps under 0.3 s are pauses inside a turn (merged), blips under 0.3 s are
 clicks (dropped), regions over 15 s are split (so each fits Whisper's 30 s window with room).
@@ -30,13 +28,9 @@ clicks (dropped), regions over 15 s are split (so each fits Whisper's 30 s windo
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import unicodedata
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -204,148 +198,3 @@ def detect_speech_energy(
         regions += _split_long(a, b, db, max_frames)
     dt = frame / sample_rate
     return [(round(a * dt, 3), round(b * dt, 3)) for a, b in regions]
-
-
-@dataclass(frozen=True)
-class AsrUtterance:
-    start_s: float
-    end_s: float
-    text: str  # cleaned: no control characters or U+FFFD; "" = nothing recognised
-
-
-def clean_text(text: str) -> str:
-    """Drop control characters and replacement characters (a weak model emits byte fragments)."""
-    kept = [ch for ch in text if ch != "\ufffd" and not unicodedata.category(ch).startswith("C")]
-    return re.sub(r"\s+", " ", "".join(kept)).strip()
-
-
-class Asr:
-    """A transformers automatic-speech-recognition pipeline, called once per batch of regions."""
-
-    def __init__(self, pipe, name: str, batch_size: int = 4):
-        self.pipe, self.name, self.batch_size = pipe, name, batch_size
-        tok = getattr(pipe, "tokenizer", None)
-        if tok is not None and tok.pad_token is None:  # batching pads with it
-            tok.pad_token = tok.eos_token
-
-    def transcribe(
-        self, audio: np.ndarray, regions: list[tuple[float, float]]
-    ) -> list[list[AsrUtterance]]:
-        """Per region: its utterances (Whisper segment timestamps, offset to media time).
-
-        Segments are clipped to the region; those starting past its end (a weak model's
-        hallucination) are dropped; a region with no usable segment keeps its VAD bounds with the
-        whole text, so a region never disappears here.
-        """
-        inputs = [
-            {
-                "raw": audio[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)],
-                "sampling_rate": SAMPLE_RATE,
-            }
-            for a, b in regions
-        ]
-        if not inputs:
-            return []
-        outs = self.pipe(inputs, return_timestamps=True, batch_size=self.batch_size)
-        result = []
-        for (a, b), out in zip(regions, outs, strict=True):
-            dur, parts = b - a, []
-            for chunk in out.get("chunks") or []:
-                s, e = chunk.get("timestamp") or (None, None)
-                s = 0.0 if s is None else float(s)
-                e = dur if e is None else min(float(e), dur)
-                text = clean_text(chunk.get("text", ""))
-                if s < dur and e - s >= MIN_SPEECH_S and text:
-                    parts.append(AsrUtterance(round(a + s, 3), round(a + e, 3), text))
-            if not parts:
-                parts = [AsrUtterance(a, b, clean_text(out.get("text", "")))]
-            result.append(parts)
-        return result
-
-
-def load_asr(name_or_path: str, device: str = "cpu", batch_size: int = 4) -> Asr:
-    """Load a Whisper checkpoint by hub name ("openai/whisper-small") or local folder."""
-    from transformers import pipeline  # imported late: loads torch + transformers
-
-    try:
-        pipe = pipeline("automatic-speech-recognition", model=name_or_path, device=device)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot load speech recognition model {name_or_path!r} ({exc})") from exc
-    return Asr(pipe, name_or_path, batch_size)
-
-
-# Special tokens of the English-only Whisper vocabulary, in id order after the byte tokens.
-_SPECIALS = (
-    "<|endoftext|>",
-    "<|startoftranscript|>",
-    "<|en|>",
-    "<|translate|>",
-    "<|transcribe|>",
-    "<|startoflm|>",
-    "<|startofprev|>",
-    "<|nocaptions|>",
-    "<|notimestamps|>",
-)
-_N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|> in 20 ms steps, as in Whisper
-
-
-def build_tiny_whisper(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a random-init tiny Whisper (model, tokenizer, feature extractor) that loads by path.
-
-    Nothing is downloaded: the tokenizer is byte-level BPE with no merges (256 byte tokens + the
-    special and timestamp tokens, so timestamp decoding works as in the real vocabulary). Its
-    transcripts are garbage; its use is to exercise the exact code path of a real model.
-    """
-    import torch
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperTokenizer,
-    )
-
-    out_dir = Path(out_dir)
-    # 256 byte tokens, sorted so that ids do not depend on set order.
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    for tok in _SPECIALS:
-        vocab[tok] = len(vocab)
-    for k in range(_N_TIMESTAMPS):
-        vocab[f"<|{k * 0.02:.2f}|>"] = len(vocab)
-    eot, sot = vocab["<|endoftext|>"], vocab["<|startoftranscript|>"]
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": list(_SPECIALS)})
-    cfg = WhisperConfig(
-        vocab_size=len(vocab),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_target_positions=64,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        decoder_start_token_id=sot,
-    )
-    torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        no_timestamps_token_id=vocab["<|notimestamps|>"],
-        is_multilingual=False,
-        max_initial_timestamp_index=50,
-        max_length=40,  # garbage stops here instead of at 448 tokens
-        begin_suppress_tokens=[],
-        suppress_tokens=[],
-    )
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    WhisperFeatureExtractor().save_pretrained(out_dir)  # 80 mel bins, 16 kHz: the defaults
-    return out_dir

@@ -140,7 +140,7 @@ def test_text_packaged_minilm_spec_and_shapes(minilm):
     assert len(spec.weights_hash) == 64
     assert spec.weights_hash == sha256_files(packaged_minilm_path())
     out = minilm(["I am so happy to see you!", "Leave me alone.", "", "   "])
-    # empty / whitespace text is embedded on purpose (text.py docstring), not masked
+    # the extractor embeds what it is given; the pipeline gives it no empty text (extract_plan)
     assert_vectors(out, 384, [True] * 4)
     assert minilm([]) == []
 

@@ -24,7 +24,6 @@ from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import load_extractors
 from pipeline.features.featureset import FeatureSet
 from pipeline.inference.predict import PredictError, predict_videos
-from pipeline.inference.speech import build_tiny_whisper
 from pipeline.inference.subtitles import parse_subtitles
 from pipeline.training.checkpoint import META_FILE, load_checkpoint, meta_digest
 from pipeline.training.evaluate import predict
@@ -150,21 +149,58 @@ def test_manifest_route_keeps_ids_and_reuses_the_store(demo, checkpoint, extract
     )  # everything came from the store
 
 
-def test_no_subtitles_no_manifest_uses_vad_and_whisper(demo, checkpoint, extractors, tmp_path):
+def test_no_subtitles_no_manifest_uses_vad_and_speech_recognition(
+    demo, checkpoint, extractors, tmp_path
+):
+    """The default route for a bare video: VAD + the packaged tiny.en, offline, no flag."""
     videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
-    whisper = build_tiny_whisper(tmp_path / "whisper")
     summary = predict_videos(
-        videos, checkpoint, tmp_path / "out", asr_model=str(whisper), extractors=extractors,
-        progress=False,
-    )  # fmt: skip
+        videos, checkpoint, tmp_path / "out", extractors=extractors, progress=False
+    )
     res = summary.videos[0]
     assert res.status == "ok", res.reason
-    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+    csv = pd.read_csv(res.outputs["csv"])  # numbers: NaN where empty
+    words = pd.read_csv(res.outputs["csv"], keep_default_na=False, usecols=["text", "missing"])
     assert set(csv["segment_source"]) <= {"asr", "vad"} and set(csv["speaker"]) == {"unknown"}
+    assert {"asr_avg_logprob", "asr_no_speech_prob"} <= set(csv.columns)
+    jsonl = pd.read_json(res.outputs["jsonl"], lines=True)
+    assert {"asr_avg_logprob", "asr_no_speech_prob"} <= set(jsonl.columns)
+    # the generated voice is a tone: where nothing was recognised the text is absent, not ""
+    nowords = words["text"].str.strip() == ""
+    assert nowords.any()
+    assert (csv.loc[nowords, "segment_source"] == "vad").all()
+    assert csv.loc[nowords, "support_t"].isna().all()
+    assert words.loc[nowords, "missing"].eq("t").all()
+    assert csv.loc[~nowords, "support_t"].notna().all()
+    assert csv["support_a"].notna().all()
     truth = read_manifest(demo)
     truth = truth[truth["dialogue_id"] == "demo_d00"]
     for a, b in zip(csv["start_s"], csv["end_s"], strict=True):  # on generated speech
         assert ((truth["start_s"] < b) & (truth["end_s"] > a)).any()
+
+
+def test_an_utterance_without_words_has_no_text(demo, checkpoint, extractors, tmp_path):
+    """Empty or whitespace text is no words: the text modality is absent (masked) for that
+    utterance only, the others keep theirs; a strict run does not count it as a failure."""
+    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    df = read_manifest(demo)
+    df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
+    df = df.reset_index(drop=True)
+    df.loc[1, "text"], df.loc[3, "text"] = "", "   "
+    manifest = write_manifest(df, tmp_path / "in" / "m.csv")
+    summary = predict_videos(
+        videos, checkpoint, tmp_path / "out", manifest=manifest, extractors=extractors,
+        progress=False, strict=True,
+    )  # fmt: skip
+    res = summary.videos[0]
+    assert res.status == "ok", res.reason
+    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False, na_values=[""])
+    absent = np.isin(np.arange(len(csv)), [1, 3])
+    assert csv["support_t"].isna().to_numpy().tolist() == absent.tolist()
+    assert csv["missing"].fillna("").tolist() == ["t" if x else "" for x in absent]
+    assert csv["support_a"].notna().all()
+    probs = csv[[f"p_{c}" for c in summary.label_names]].to_numpy(float)  # [N, C]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_mismatched_checkpoint_is_refused(demo, checkpoint, extractors, tmp_path):

@@ -1,5 +1,6 @@
 """Segmentation: SRT/WebVTT parsing (speakers, malformed files), VAD rules, and the three routes
-(manifest, subtitles, automatic VAD + a tiny random-init Whisper) on a generated demo video."""
+(manifest, subtitles, automatic VAD + speech recognition: the packaged tiny.en and a tiny
+random-init Whisper) on a generated demo video."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import COLUMNS, read_manifest
 from pipeline.dataset.media import MediaError
+from pipeline.inference.asr import build_tiny_whisper, clean_text, load_asr
 from pipeline.inference.segment import SegmentError, segment_video
-from pipeline.inference.speech import build_tiny_whisper, clean_text, detect_speech, load_asr
+from pipeline.inference.speech import detect_speech
 from pipeline.inference.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
 
 SR = 16000
@@ -199,15 +201,23 @@ def test_automatic_vad_and_tiny_whisper(truth, tmp_path):
     df, video = truth
     bare = tmp_path / "bare.mp4"  # no subtitles next to it
     shutil.copy(video, bare)
-    out = segment_video(bare)
+    out = segment_video(bare, asr="none")
     assert set(out["segment_source"]) == {"vad"} and (out["text"] == "").all()
-    assert (out["speaker"] == "unknown").all()
+    assert (out["speaker"] == "unknown").all() and out["asr_avg_logprob"].isna().all()
     _check_found_where_energy(out, df)
-    asr = load_asr(str(build_tiny_whisper(tmp_path / "whisper")))
-    out = segment_video(bare, asr=asr)
-    assert set(out["segment_source"]) <= {"asr", "vad"} and len(out) >= 1
-    _check_found_where_energy(out, df)
-    assert all("\ufffd" not in t for t in out["text"])
+    # the default, the packaged tiny.en: the demo's voice is a generated tone, no words in it
+    default = segment_video(bare)
+    assert len(default) == len(out) and set(default["segment_source"]) <= {"asr", "vad"}
+    _check_found_where_energy(default, df)
+    # a transformers Whisper folder (random-init), converted to CTranslate2 on first use
+    # (its words and timings are noise, and its fallback decoding samples: only where they may be)
+    regions = list(zip(out["start_s"], out["end_s"], strict=True))
+    asr = load_asr(str(build_tiny_whisper(tmp_path / "whisper")), cache_dir=tmp_path / "ct2")
+    noise = segment_video(bare, asr=asr)
+    assert set(noise["segment_source"]) <= {"asr", "vad"} and len(noise) >= 1
+    for a, b in zip(noise["start_s"], noise["end_s"], strict=True):
+        assert any(s <= a < e for s, e in regions) and a < b <= regions[-1][1] + 1e-6
+    assert all("\ufffd" not in t for t in noise["text"])
 
 
 def test_unreadable_or_silent_media_is_reported(tmp_path, truth):
