@@ -135,11 +135,11 @@ def audio_windows(
     order, from one streaming decode (at most two windows in memory). core_end_s is where the next
     window starts (inf for the last). Without a known duration: one window."""
     if duration_s is None or duration_s <= WINDOW_S + OVERLAP_S:
-        windows: list[tuple[float, float | None]] = [(0.0, None)]
+        windows: list[tuple[float, float | None]] = [(0.0, duration_s)]
     else:
         starts = np.arange(0.0, duration_s - OVERLAP_S, WINDOW_S)
         windows = [(float(a), float(a) + WINDOW_S + OVERLAP_S) for a in starts[:-1]]
-        windows.append((float(starts[-1]), None))  # the last one runs to the end of the audio
+        windows.append((float(starts[-1]), duration_s))  # the last one runs to the audio's end
     core_ends = [a for a, _ in windows[1:]] + [math.inf]
     for seg in media.iter_segments(path, windows, want_audio=True, want_frames=False):
         if seg.audio is None:
@@ -172,7 +172,10 @@ def automatic(
     regions: list[tuple[float, float]] = []
     words: list[Word] = []
     last_end = 0.0
-    for t0, core_end, audio in audio_windows(path, info.duration_s):  # audio: [S] per window
+    # The audio track's own length: a picture track that runs longer (40 s of video over 30 s of
+    # audio) made the whole file fail as "past the end" when the container's duration was used.
+    audio_s = info.audio_duration_s or info.duration_s
+    for t0, core_end, audio in audio_windows(path, audio_s):  # audio: [S] per window
         new = _new_regions(detect_speech(audio, vad=vad), t0, core_end, last_end)
         if not new:
             continue

@@ -230,3 +230,18 @@ def test_unreadable_or_silent_media_is_reported(tmp_path, truth):
     silent = write_video(tmp_path / "silent.mp4", [np.zeros((32, 32, 3), np.uint8)] * 10, 10)
     with pytest.raises(SegmentError, match="no audio stream"):
         segment_video(silent)
+
+
+def test_a_picture_track_longer_than_the_audio_is_segmented_over_the_audio(truth, tmp_path):
+    """40 s of video over 30 s of audio failed whole: "segment past the end (0.000-40.000 s)"."""
+    from pipeline.dataset import media
+    from pipeline.dataset.media_writer import write_video
+
+    df, video = truth
+    (seg,) = media.iter_segments(video, [(0.0, None)], want_frames=False)  # the demo's voice
+    frames = [np.full((32, 32, 3), 90, np.uint8)] * int(10 * (len(seg.audio) / SR + 10))
+    long = write_video(tmp_path / "long.mp4", frames, 10, seg.audio)  # 10 s more picture
+    info = media.probe(long)
+    assert info.video_duration_s > info.audio_duration_s + 9
+    out = segment_video(long, asr="none")
+    assert len(out) >= 1 and out["end_s"].max() <= info.audio_duration_s + 0.05
