@@ -18,6 +18,27 @@ torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_home(tmp_path_factory):
+    """The user's cache home holds the default feature store (erc import, erc predict): tests get
+    their own, so no test reads what another run left there. Unpacked models stay shared (their
+    folders are verified on every use)."""
+    from extractors.packaged import cache_home, model_cache_dir
+
+    models = model_cache_dir()
+    home = tmp_path_factory.mktemp("cache-home")
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "ERC_MODEL_CACHE")}
+    os.environ["ERC_MODEL_CACHE"] = str(models)
+    os.environ["XDG_CACHE_HOME"] = str(home)
+    assert cache_home() == home / "ada2i-erc"
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():

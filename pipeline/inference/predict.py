@@ -63,6 +63,7 @@ from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.assemble import feature_spec
 from pipeline.features.extract import extract_featureset
 from pipeline.features.extract_plan import no_words
+from pipeline.features.store import default_store
 from pipeline.inference.asr import DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr
 from pipeline.inference.predict_dialogue import _safe_name, dialogue_groups, predict_dialogue
 from pipeline.inference.predict_outputs import (
@@ -293,7 +294,8 @@ def predict_videos(
     asr_model: speech model for videos with neither manifest rows nor subtitles (a name or folder:
     pipeline.inference.asr; or a loaded Asr); default the packaged tiny.en (offline); "none" or
     None = VAD segments with empty text (no words: their text modality is absent). store_root:
-    default <out_dir>/store.
+    default the user's store (pipeline.features.store.default_store), so a video predicted again,
+    into any folder, reuses its features.
     vad: voice-activity detection for automatic segmentation: "auto" (silero-vad, the energy VAD
     when silero keeps far less than it), "silero" or "energy" (pipeline.inference.speech.detect_speech).
     extractors: already built {m: [Extractor]} (reuse across calls); refused unless they match.
@@ -313,7 +315,7 @@ def predict_videos(
     ctx = {
         "out_dir": out_dir, "model": model, "label_names": labels, "modalities": model.modalities,
         "spec": spec, "fps": fps, "extractors": extractors, "device": device, "strict": strict,
-        "progress": progress, "store": Path(store_root) if store_root else out_dir / "store",
+        "progress": progress, "store": Path(store_root) if store_root else default_store(),
         "manifest": read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest,
         "asr": asr_model if isinstance(asr_model, Asr) else None,
         "asr_model": asr_model if isinstance(asr_model, str) and asr_enabled(asr_model) else None,
