@@ -120,6 +120,12 @@ class Layout:
         return self.out / "demo-data"
 
     @property
+    def unseen_demo_data(self) -> Path:
+        """Demo conversations generated with another seed: what predict shows by default (the
+        training ones would only show the model recalling what it was trained on)."""
+        return self.out / "demo-unseen"
+
+    @property
     def manifest(self) -> Path:
         return self.out / "manifest.csv"
 

@@ -144,6 +144,8 @@ def publish_predictions(result: dict[str, Any]) -> None:
     )
 
 
+UNSEEN_DEMO_SEED = 7  # not the training demo's seed (0)
+
 PREDICTION_FILES = (
     "summary_md", "summary_csv", "index_html", "run_info", "metrics_json", "confusion_png",
 )  # fmt: skip
@@ -165,7 +167,8 @@ def predict(
     """Predict per-utterance emotions for videos (files or folders) with a trained checkpoint.
 
     Args:
-        inputs: video files or folders of videos; default: the demo videos in out_dir.
+        inputs: video files or folders of videos; default: two new demo conversations (another
+            seed than the training ones), generated into <out_dir>/demo-unseen.
         checkpoint_dir: a checkpoint folder; default: the first of the last train run in out_dir.
         manifest: utterance timestamps (and transcripts); default: subtitles (.srt/.vtt) next to
             each video, else voice-activity segments + speech recognition (asr_model).
@@ -186,8 +189,11 @@ def predict(
         out_dir, summary files and one entry per video (status, reason, outputs).
     """
     layout = Layout.at(out_dir)
-    if inputs is None:
-        inputs = [str(layout.demo_data)]
+    if inputs is None:  # new demo conversations, not the ones the demo checkpoint trained on
+        from pipeline.dataset.demo import make_demo_dataset
+
+        make_demo_dataset(layout.unseen_demo_data, n_dialogues=2, seed=UNSEEN_DEMO_SEED)
+        inputs = [str(layout.unseen_demo_data)]
     missing = [p for p in inputs if not Path(p).expanduser().exists()]
     if not inputs or missing:
         raise FileNotFoundError(f"inputs not found: {missing or 'none given'}")

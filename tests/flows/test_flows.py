@@ -269,10 +269,12 @@ def test_failed_video_is_reported_and_others_complete(demo_runs, tmp_path):
 
 def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     out, first, _, _ = demo_runs
-    result = predict(out_dir=str(out))  # defaults: the demo videos, the last train run's checkpoint
+    # defaults: new demo conversations (not the training ones), the last train run's checkpoint
+    result = predict(out_dir=str(out))
     assert result["status"] == "ran"
-    assert [v["status"] for v in result["videos"]] == ["ok"] * 3
-    assert sum(v["utterances"] for v in result["videos"]) == 3 * 4
+    assert [v["status"] for v in result["videos"]] == ["ok"] * 2
+    assert all(Path(v["video"]).is_relative_to(out / "demo-unseen") for v in result["videos"])
+    assert sum(v["utterances"] for v in result["videos"]) == 2 * 8
     for v in result["videos"]:  # readable in the artifact's table: "happy 3, sad 1", not JSON
         counts = [part.rsplit(" ", 1) for part in v["labels"].split(", ")]
         assert sum(int(n) for _, n in counts) == v["utterances"] and "{" not in v["labels"]
@@ -296,8 +298,9 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
         predict(inputs=[str(tmp_path / "none.mp4")], out_dir=str(out))
     # With the demo manifest's labels the run is scored, and names its demo-trained model.
     scored = predict(
-        out_dir=str(out), manifest=first["paths"]["manifest"], predictions_dir=str(tmp_path / "s")
-    )
+        inputs=[str(out / "demo-data")], out_dir=str(out), manifest=first["paths"]["manifest"],
+        predictions_dir=str(tmp_path / "s"),
+    )  # fmt: skip
     metrics = json.loads(Path(scored["metrics_json"]).read_text())
     assert metrics["n"] == 3 * 4 and Path(scored["confusion_png"]).is_file()
     assert scored["model"]["caveat"].startswith("trained on generated demo data")
