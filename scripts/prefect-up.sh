@@ -186,6 +186,6 @@ cat <<MSG
 Prefect UI: http://127.0.0.1:$PORT
 Run the demo end to end:    uv run prefect deployment run extract-and-train/local
   (outside this folder:     PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run extract-and-train/local)
-Predict its videos:         uv run prefect deployment run predict/local
+Predict new demo videos:    uv run prefect deployment run predict/local
 Stop:                       make prefect-down
 MSG

@@ -99,7 +99,11 @@ def test_checkpoint_loads_on_cpu_from_a_copied_folder(checkpoint):
     model, meta = load_checkpoint(checkpoint, device="cpu")
     assert model.modalities == MODALITIES and meta["label_names"] == ["ang", "hap", "neu", "sad"]
     assert all(p.device == torch.device("cpu") for p in model.parameters())
-    assert not (checkpoint.parent / "fs").exists() and len(list(checkpoint.iterdir())) == 2
+    assert not (checkpoint.parent / "fs").exists() and {p.name for p in checkpoint.iterdir()} == {
+        "checkpoint.json",
+        "model.safetensors",
+        "README.md",
+    }
 
 
 def test_subtitled_videos_in_a_folder(demo, checkpoint, tmp_path):
