@@ -34,7 +34,9 @@ dependencies, for pipeline/training/settings.py). How a session with a GPU runs 
         ".gpu-wheels/*.whl && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 "
         "python3 -m bench.gpu_check | tee $OUT/gpu_check.json")
 
-and puts the figures in BENCHMARKS.md ("GPU check").
+and puts the figures in BENCHMARKS.md ("GPU check"). There the text encoder runs random-init
+(the mpnet wheels, ~400 MB, cannot travel) and the speech check reports ``skipped`` (tiny.en's
+model file alone is 75 MB): both time their packaged models on a machine with the full install.
 """
 
 from __future__ import annotations
