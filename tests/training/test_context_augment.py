@@ -186,6 +186,7 @@ def test_training_with_crops_is_reproducible_and_p0_is_the_plain_run(tmp_path):
     _, loss_b = run(fs, tmp_path / "b", **aug)
     assert loss_a == loss_b  # same seed, same crops, same run
     assert a.metrics["weighted_f1"] > 0.5  # chance ~0.25: it still learns the planted signal
+    assert a.metrics["n"] == sum(d.length for d in fs.split("test"))  # test stays whole
     hist = json.loads(a.history_path.read_text())
     assert all(h["modulated"] for h in hist[1:]) and "k" in hist[-1]
     _, plain = run(fs, tmp_path / "plain", micro_batch_utterances=40)
