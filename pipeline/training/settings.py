@@ -134,6 +134,9 @@ RULES: dict[str, Any] = {
     "patience": AT_LEAST_1,
     "modulation_start": AT_LEAST_1,
     "modulation_end": NON_NEGATIVE,  # 0 = until the end
+    "context_augment_p": Range(0, 1),  # 0 = off
+    "context_subset_share": Range(0, 1),
+    "context_subset_max": AT_LEAST_1,
     "seed": Range(0, 2**32 - 1),  # numpy's seed range
     "threads": NON_NEGATIVE,  # 0 = torch's default
     "device": Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),

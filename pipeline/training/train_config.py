@@ -33,6 +33,16 @@ class TrainConfig:
     modulation_start: int = 4  # first modulated epoch, 1-based (authors' code)
     modulation_end: int = 0  # last modulated epoch; 0 = until the end
     noise: bool = True  # the Gaussian term of eq. 19
+    # Context augmentation (ours; the paper trains on whole dialogues only): each epoch, each
+    # training dialogue is, with probability context_augment_p, replaced by a random contiguous
+    # window of it (length uniform in 1..L) or, for a share context_subset_share of those, by a
+    # random ordered subset of at most context_subset_max utterances (pipeline.training.data.
+    # crop_context), so the model also meets the short or sparse dialogues it may be asked to
+    # predict: one clip alone, a few clips of a long dialogue. Dev and test stay whole.
+    # 0 = off (the paper), the default: docs/ada2i.md gives what it cost and bought, measured.
+    context_augment_p: float = 0.0
+    context_subset_share: float = 0.5
+    context_subset_max: int = 10  # the 52 IEMOCAP clips are 2-9 of their dialogue's ~47
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     device: str = "auto"  # "auto" = CUDA when present, else CPU

@@ -21,7 +21,13 @@ from model.modulation import (
     unimodal_score_totals,
 )
 from pipeline.features.featureset import FeatureSet
-from pipeline.training.data import batch_counts, batch_dialogues, collate, micro_batches
+from pipeline.training.data import (
+    batch_counts,
+    batch_dialogues,
+    collate,
+    crop_context,
+    micro_batches,
+)
 from pipeline.training.optim import Adam
 from pipeline.training.train_config import TrainConfig
 
@@ -53,7 +59,16 @@ def train_epoch(
     n_steps = 0
     # Its own stream, so the noise draws leave the batch order of a seed unchanged.
     noise_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
+    # And one for the context crops, so turning them on changes neither order nor noise.
+    context_generator = torch.Generator().manual_seed(generator.initial_seed() + 2)
     for group in batch_dialogues(dialogues, cfg.batch_size, shuffle=True, generator=generator):
+        group = crop_context(
+            group,
+            cfg.context_augment_p,
+            cfg.context_subset_share,
+            cfg.context_subset_max,
+            context_generator,
+        )
         whole = batch_counts(fs, group, model.modalities)
         if not whole.labelled:
             continue
