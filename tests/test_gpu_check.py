@@ -12,6 +12,8 @@ import torch
 
 from bench.gpu_check import WF1_TOLERANCE
 
+pytestmark = pytest.mark.slow  # the benchmark script in a subprocess: ~35 s alone
+
 
 def run_check(*args: str) -> tuple[list[str], str]:
     proc = subprocess.run(

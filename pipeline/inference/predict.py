@@ -82,6 +82,7 @@ from pipeline.inference.predict_steps import (
     _source_label,
     run_model,
     split_bad_segments,
+    true_labels,
 )
 from pipeline.inference.provenance import checkpoint_provenance
 from pipeline.inference.segment import manifest_rows, segment_video
@@ -229,7 +230,7 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
             )
     res.seconds["segment"] = time.perf_counter() - t0
     res.n_utterances, res.segment_source = len(seg), _source_label(seg)
-    true_labels = seg["label"].tolist()
+    labels_true = true_labels(seg)
     work.mkdir(parents=True, exist_ok=True)
     rows = seg.assign(label="")  # labels: not inputs
     silent = no_words(rows) if "t" in modalities else []
@@ -261,8 +262,8 @@ def predict_one(video: Path, name: str, ctx: dict[str, Any]) -> VideoResult:
     # 5. outputs
     t0 = time.perf_counter()
     table = prediction_table(seg, probs, support, present, labels, modalities)
-    if any(true_labels):
-        table["label"] = true_labels
+    if any(labels_true):
+        table["label"] = labels_true
     res.outputs.update(_write_video_outputs(table, name, video, ctx))
     res.predictions = table
     res.outputs.update({"manifest": str(manifest), "failures": str(summary.failures_path)})

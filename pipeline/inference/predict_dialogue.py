@@ -36,6 +36,7 @@ from pipeline.inference.predict_steps import (
     _failure_reason,
     run_model,
     split_bad_segments,
+    true_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def predict_dialogue(
     shared: dict[str, float] = {}
     while parts:  # at most twice: again without clips that got no features at all
         seg = pd.concat(parts).sort_values("_row", kind="stable").reset_index(drop=True)
-        true_labels = seg["label"].tolist()
+        labels_true = true_labels(seg)
         rows = seg.drop(columns=["_clip", "_row"]).assign(label="")
         manifest_path = write_manifest(rows, work / "manifest.csv")  # an output (predict.py)
         # 2. extract (once for the dialogue; cached entries are not recomputed) + 3. build, in
@@ -174,8 +175,8 @@ def predict_dialogue(
     # 5. outputs: per clip (its own rows) + the dialogue
     t0 = time.perf_counter()
     table = prediction_table(seg, probs, support, present, labels, modalities)
-    if any(true_labels):
-        table["label"] = true_labels
+    if any(labels_true):
+        table["label"] = labels_true
     table.insert(0, "video", [str(results[c].video) for c in seg["_clip"]])
     shared["report"] = time.perf_counter() - t0
     predicted = set(seg["_clip"])

@@ -55,6 +55,12 @@ def run_model(model, fs: FeatureSet, device: str = "cpu", batch_size: int = 16):
     )
 
 
+def true_labels(seg: pd.DataFrame) -> list[str]:
+    """The manifest's labels of the segments as text, "" for none: an unlabelled clip read back
+    from a manifest is NaN, which the per-clip path wrote into its CSVs as the label "NaN"."""
+    return ["" if pd.isna(v) else str(v) for v in seg["label"]]
+
+
 def _source_label(df: pd.DataFrame) -> str:
     return "+".join(dict.fromkeys(df["segment_source"]))
 

@@ -306,6 +306,7 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert scored["model"]["caveat"].startswith("trained on generated demo data")
 
 
+@pytest.mark.integration  # a local Dask cluster of two worker processes
 def test_dask_task_runner_fans_out_shards(demo_runs, tmp_path):
     """Two shards on a local Dask cluster of two worker processes."""
     pytest.importorskip("prefect_dask")  # the optional extra `dask` (make install has it)

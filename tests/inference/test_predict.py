@@ -482,3 +482,20 @@ def test_a_local_text_model_folder_is_rebuilt_from_the_checkpoint_spec(tmp_path)
     shutil.rmtree(folder)
     with pytest.raises(PredictError, match=rf"text model {folder}: unavailable"):
         resolve_extractors(spec, "t", "tiny")
+
+
+def test_an_unlabelled_clip_predicted_alone_has_an_empty_label(
+    clips, checkpoint, extractors, tmp_path
+):
+    clips = clips.copy()
+    clips.loc[clips.index[0], "label"] = ""  # a clip outside the label set, as in IEMOCAP's
+    manifest = write_manifest(clips, tmp_path / "clips.csv")
+    video = Path(clips["video_path"].iat[0])
+    summary = predict_videos(
+        [video], checkpoint, tmp_path / "out", manifest=manifest, dialogue_context=False,
+        store_root=tmp_path / "store", extractors=extractors, progress=False,
+    )  # fmt: skip
+    (res,) = summary.videos
+    assert res.status == "ok", res.reason
+    csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
+    assert csv.get("label", pd.Series([""])).tolist() == [""]  # was "NaN": a scorer then counted it as labelled
