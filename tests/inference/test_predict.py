@@ -498,4 +498,6 @@ def test_an_unlabelled_clip_predicted_alone_has_an_empty_label(
     (res,) = summary.videos
     assert res.status == "ok", res.reason
     csv = pd.read_csv(res.outputs["csv"], keep_default_na=False)
-    assert csv.get("label", pd.Series([""])).tolist() == [""]  # was "NaN": a scorer then counted it as labelled
+    assert csv.get("label", pd.Series([""])).tolist() == [
+        ""
+    ]  # was "NaN": a scorer then counted it as labelled
