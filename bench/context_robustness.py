@@ -111,62 +111,27 @@ def score(model, fs, dialogues, only: set[str] | None = None) -> dict[str, float
     return {"n": int(m["n"]), "accuracy": m["accuracy"], "weighted_f1": m["weighted_f1"]}
 
 
-def run_arm(paths: dict[str, Path], work: Path, arm: str, seed: int, epochs: int) -> dict:
+def _train_and_score_dev(
+    features: Path, run_dir: Path, modalities: str, arm: str, seed: int, epochs: int
+) -> tuple[dict, object, object]:
+    """Train one arm on ``features``; its run-summary row (dev views, test, timing), the model and
+    the FeatureSet, so that callers can score further views."""
     from pipeline.features.featureset import FeatureSet
     from pipeline.training.checkpoint import load_checkpoint
     from pipeline.training.train import train_from_featureset
 
     overrides = {**ARMS[arm], "epochs": epochs, "progress": False, "threads": 1}
     t0 = time.perf_counter()
-    run = train_from_featureset(paths["train"], work / "runs" / f"{arm}_s{seed}", "iemocap", "t",
-                                seed=seed, overrides=overrides)  # fmt: skip
-    train_s = time.perf_counter() - t0
-    model, _ = load_checkpoint(run.checkpoint_dir)
-    fs = FeatureSet.load(paths["train"])
-    alone, sparse = sparse_views(fs.split("dev"))
-    row = {
-        "arm": arm,
-        "seed": seed,
-        **ARMS[arm],
-        "epochs": epochs,
-        "best_epoch": run.best_epoch,
-        "epochs_run": run.epochs_run,
-        "dev": score(model, fs, fs.split("dev")),
-        "dev_alone": score(model, fs, alone),
-        "dev_sparse": score(model, fs, sparse),
-    }
-    clip_ids = {u for d in FeatureSet.load(paths["in_dialogue"]).dialogues for u in d.utterance_ids}
-    for view in ("in_dialogue", "per_clip", "full_dialogue"):
-        clip_fs = FeatureSet.load(paths[view])
-        row[view] = score(model, clip_fs, clip_fs.dialogues, only=clip_ids)  # labelled clips
-    row["test"] = {k: run.metrics[k] for k in ("n", "accuracy", "weighted_f1")}
-    row.update(train_seconds=round(train_s, 1), load_average=round(os.getloadavg()[0], 2))
-    return row
-
-
-def run_arm_ta(work: Path, arm: str, seed: int, epochs: int) -> dict:
-    """Text + audio on the whole of IEMOCAP: the dev views and the test split, no clips."""
-    from pipeline.dataset.adapters.shared import find_shared_root
-    from pipeline.features.featureset import FeatureSet
-    from pipeline.features.importers.shared_data import import_dataset
-    from pipeline.training.checkpoint import load_checkpoint
-    from pipeline.training.train import train_from_featureset
-
-    features = work / "fs_iemocap_ta"
-    if not (features / "meta.json").is_file():
-        import_dataset("iemocap-shared", features, data_dir=find_shared_root() / "data")
-    overrides = {**ARMS[arm], "epochs": epochs, "progress": False, "threads": 1}
-    t0 = time.perf_counter()
-    run = train_from_featureset(features, work / "runs_ta" / f"{arm}_s{seed}", "iemocap", "ta",
-                                seed=seed, overrides=overrides)  # fmt: skip
+    run = train_from_featureset(features, run_dir, "iemocap", modalities, seed=seed,
+                                overrides=overrides)  # fmt: skip
     train_s = time.perf_counter() - t0
     model, _ = load_checkpoint(run.checkpoint_dir)
     fs = FeatureSet.load(features)
     alone, sparse = sparse_views(fs.split("dev"))
-    return {
+    row = {
         "arm": arm,
         "seed": seed,
-        "modalities": "ta",
+        "modalities": modalities,
         **ARMS[arm],
         "epochs": epochs,
         "best_epoch": run.best_epoch,
@@ -178,6 +143,33 @@ def run_arm_ta(work: Path, arm: str, seed: int, epochs: int) -> dict:
         "train_seconds": round(train_s, 1),
         "load_average": round(os.getloadavg()[0], 2),
     }
+    return row, model, fs
+
+
+def run_arm(paths: dict[str, Path], work: Path, arm: str, seed: int, epochs: int) -> dict:
+    """Text only: the dev views, the test split and the labelled clips in three views."""
+    from pipeline.features.featureset import FeatureSet
+
+    row, model, _ = _train_and_score_dev(paths["train"], work / "runs" / f"{arm}_s{seed}", "t",
+                                         arm, seed, epochs)  # fmt: skip
+    clip_ids = {u for d in FeatureSet.load(paths["in_dialogue"]).dialogues for u in d.utterance_ids}
+    for view in ("in_dialogue", "per_clip", "full_dialogue"):
+        clip_fs = FeatureSet.load(paths[view])
+        row[view] = score(model, clip_fs, clip_fs.dialogues, only=clip_ids)  # labelled clips
+    return row
+
+
+def run_arm_ta(work: Path, arm: str, seed: int, epochs: int) -> dict:
+    """Text + audio on the whole of IEMOCAP: the dev views and the test split, no clips."""
+    from pipeline.dataset.adapters.shared import find_shared_root
+    from pipeline.features.importers.shared_data import import_dataset
+
+    features = work / "fs_iemocap_ta"
+    if not (features / "meta.json").is_file():
+        import_dataset("iemocap-shared", features, data_dir=find_shared_root() / "data")
+    row, _, _ = _train_and_score_dev(features, work / "runs_ta" / f"{arm}_s{seed}", "ta", arm,
+                                     seed, epochs)  # fmt: skip
+    return row
 
 
 def table(rows: list[dict], baseline: str = "off") -> str:
