@@ -7,7 +7,7 @@ artifact prints its whole URL as visible "Image URL" text, which for a data URL 
 base64. Output paths are file:// links (they open where the UI runs on the worker's machine; the
 link text is the path, to copy otherwise).
 
-The parent `extract-and-train` run gets ``erc-result``: metrics per run and seed, the training
+The parent `extract-and-train` run gets ``erc-summary``: metrics per run and seed, the training
 curves and confusion matrices, what each stage did, and links to the outputs. A `predict` run gets
 ``erc-prediction-files``: the model that predicted (checkpoint, weights hash, training data, and
 in bold the caveat of one trained on generated data), a labelled run's scores with its confusion
