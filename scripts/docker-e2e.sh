@@ -99,7 +99,7 @@ STACK_UP=1
 t_up=$(($(date +%s) - t0))
 log "stack $PROJECT up in ${t_up} s (UI http://127.0.0.1:$port)"
 
-# extract-and-train on tiny parameters (tests/test_prefect_integration.py's PARAMS).
+# extract-and-train on tiny parameters (tests/flows/test_prefect_integration.py's PARAMS).
 t0=$(date +%s)
 "${COMPOSE[@]}" run --rm -T deploy prefect deployment run extract-and-train/local \
     --param preset=tiny --param modalities=ta --param model_preset=tiny \
