@@ -11,6 +11,10 @@ clips end to end on one time axis, in manifest order. The index scores a labelle
 unknown labels, confusion matrix, per dialogue or video), and its chart has one horizontal bar per
 dialogue (or video), its height growing with their number, so 50+ names stay readable.
 
+The markup lives in Jinja2 templates (pipeline/inference/templates/*.html.j2, shipped with the
+package), rendered with autoescaping: every value is escaped except the provenance fragment, which
+is HTML already. This module computes what the pages show and draws their figures.
+
 The per-video figure has three panels on one time axis:
     1. utterance spans, one lane per speaker, coloured by the predicted emotion
     2. per-class probability of each utterance: a step over the utterance's span with a marker at
@@ -25,7 +29,6 @@ predicted, p_<label>, support_<m>, segment_source).
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
 from pathlib import Path
@@ -33,12 +36,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from pipeline.dataset.labels import emotion_name
 from pipeline.files import atomic_write_text
 
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 MODALITY_COLORS = {"t": "#4c72b0", "a": "#dd8452", "v": "#55a868"}
+
+
+def _score(value: Any) -> str:
+    """A score to three decimals; "–" where there is none (no scored utterance)."""
+    return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else "–"
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("pipeline.inference", "templates"),
+    autoescape=True,  # every value is text; the one HTML fragment (provenance) is marked |safe
+    undefined=StrictUndefined,  # a misspelt name fails the render instead of printing nothing
+    trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line behind
+    lstrip_blocks=True,
+)
+_TEMPLATES.filters["score"] = _score
 
 
 def _colors(label_names: list[str]) -> dict[str, tuple]:
@@ -126,28 +145,13 @@ def timeline_png(
     return _png(fig)
 
 
-_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em;max-width:1500px}"
-    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-    "th{background:#eee}img{max-width:100%}.failed{color:#b00}.missing{color:#888;font-style:italic}"
-    ".caveat{background:#fde2e1;border:2px solid #b00;padding:0.6em 1em;font-size:1.15em}"
-    "#provenance{font-size:13px;color:#333}code{font-size:12px}"
-)
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
-    )
-
-
-def _cell(column: str, value) -> str:
+def _cell(column: str, value) -> str | None:
+    """A table cell's text; None for a modality the utterance lacks (shown as "missing")."""
     if column.startswith("support_") and not (isinstance(value, float) and np.isfinite(value)):
-        return "<td class='missing'>missing</td>"
+        return None
     if column == "predicted" or column == "label":
-        return f"<td>{html.escape(emotion_name(str(value)))}</td>"
-    return f"<td>{f'{value:.3f}' if isinstance(value, float) else html.escape(str(value))}</td>"
+        return emotion_name(str(value))
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _header(column: str) -> str:
@@ -166,34 +170,20 @@ def _utterance_columns(table: pd.DataFrame, label_names: list[str], modalities: 
             *[f"p_{c}" for c in label_names], *[f"support_{m}" for m in modalities]]  # fmt: skip
 
 
-def _utterance_table(table: pd.DataFrame, cols: list[str], links: list[str] | None = None) -> str:
-    """<table id='utterances'>: one row per utterance; ``links``: a first cell per row (HTML)."""
-    head = ("<th>clip</th>" if links else "") + "".join(
-        f"<th>{html.escape(_header(c))}</th>" for c in cols
-    )
-    rows = []
-    for k, row in enumerate(table[cols].itertuples(index=False)):
-        first = f"<td>{links[k]}</td>" if links else ""
-        cells = "".join(_cell(c, v) for c, v in zip(cols, row, strict=True))
-        rows.append(f"<tr>{first}{cells}</tr>")
-    return f"<table id='utterances'><tr>{head}</tr>{''.join(rows)}</table>"
+def _utterance_table(table: pd.DataFrame, cols: list[str]) -> dict[str, Any]:
+    """The utterance_report template's table: its headers and one row of cells per utterance."""
+    rows = [
+        [_cell(c, v) for c, v in zip(cols, row, strict=True)]
+        for row in table[cols].itertuples(index=False)
+    ]
+    return {"headers": [_header(c) for c in cols], "rows": rows}
 
 
 def _predicted_line(table: pd.DataFrame, label_names: list[str]) -> str:
     counts = table["predicted"].value_counts()
     dist = ", ".join(f"{emotion_name(c)}: {int(counts.get(c, 0))}" for c in label_names)
     sources = ", ".join(dict.fromkeys(table["segment_source"]))
-    return (
-        f"{len(table)} utterances; segments from: {html.escape(sources)}; "
-        f"predicted: {html.escape(dist)}"
-    )
-
-
-SHARE_NOTE = (
-    "<p>Modality share: each modality's unimodal probability of the predicted class, "
-    "normalised over the modalities the utterance has; <em>missing</em>: the utterance has "
-    "no such input (marked x in the chart).</p>"
-)
+    return f"{len(table)} utterances; segments from: {sources}; predicted: {dist}"
 
 
 def write_video_report(
@@ -208,17 +198,17 @@ def write_video_report(
     """One video's report: its timeline figure and one table row per utterance; ``index_href``
     is the link back to the index of all videos (written next to the reports); ``provenance``
     the model's HTML fragment (pipeline.inference.provenance)."""
-    cols = _utterance_columns(table, label_names, modalities)
-    png = timeline_png(table, label_names, modalities)
-    body = (
-        f"<p><a id='index' href='{html.escape(index_href)}'>&larr; all videos</a></p>"
-        f"{provenance}"
-        f"<h1>{html.escape(Path(title).name)}</h1><p>{html.escape(title)}<br>"
-        f"{_predicted_line(table, label_names)}</p>"
-        f"<img alt='timeline' src='data:image/png;base64,{png}'>"
-        f"{SHARE_NOTE}{_utterance_table(table, cols)}"
+    page = _TEMPLATES.get_template("video_report.html.j2").render(
+        name=Path(title).name,
+        title=title,
+        predicted_line=_predicted_line(table, label_names),
+        index_href=index_href,
+        provenance=provenance,
+        timeline_png=timeline_png(table, label_names, modalities),
+        clips=None,
+        **_utterance_table(table, _utterance_columns(table, label_names, modalities)),
     )
-    atomic_write_text(path, _page(Path(title).name, body))
+    atomic_write_text(path, page)
     return path
 
 
@@ -254,27 +244,21 @@ def write_dialogue_report(
 ) -> Path:
     """A clip-per-utterance dialogue's report: the timeline of its clips laid end to end, and one
     row per utterance linking to its clip's report (``clip_reports``: video -> href)."""
-    cols = _utterance_columns(table, label_names, modalities)
     png = timeline_png(
         dialogue_timeline(table), label_names, modalities,
         xlabel="time in the dialogue (s): its clips end to end, in manifest order",
     )  # fmt: skip
-    links = [
-        f"<a href='{html.escape(clip_reports[v])}'>{html.escape(Path(v).name)}</a>"
-        if v in clip_reports
-        else html.escape(Path(v).name)
-        for v in table["video"]
-    ]
-    n_clips = table["video"].nunique()
-    body = (
-        f"<p><a id='index' href='{html.escape(index_href)}'>&larr; all videos</a></p>"
-        f"{provenance}"
-        f"<h1>Dialogue {html.escape(dialogue_id)}</h1><p>{n_clips} clip(s), predicted together "
-        f"as one conversation; {_predicted_line(table, label_names)}</p>"
-        f"<img alt='timeline' src='data:image/png;base64,{png}'>"
-        f"{SHARE_NOTE}{_utterance_table(table, cols, links)}"
+    page = _TEMPLATES.get_template("dialogue_report.html.j2").render(
+        dialogue_id=dialogue_id,
+        n_clips=table["video"].nunique(),
+        predicted_line=_predicted_line(table, label_names),
+        index_href=index_href,
+        provenance=provenance,
+        timeline_png=png,
+        clips=[{"name": Path(v).name, "href": clip_reports.get(v)} for v in table["video"]],
+        **_utterance_table(table, _utterance_columns(table, label_names, modalities)),
     )
-    atomic_write_text(path, _page(f"dialogue {dialogue_id}", body))
+    atomic_write_text(path, page)
     return path
 
 
@@ -314,54 +298,6 @@ def distribution_png(
     return _png(fig)
 
 
-def _num(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else "–"
-
-
-def _scores_html(scores: dict[str, Any], confusion_png: Path | None) -> str:
-    """The index's scores of a labelled run: overall metrics, what was not scored and why, the
-    confusion matrix."""
-    head = (
-        "<tr><th>scored utterances</th><th>accuracy</th><th>weighted F1</th><th>macro F1</th></tr>"
-    )
-    row = (
-        f"<tr><td>{scores['n']} of {scores['n_predicted']}</td><td>{_num(scores['accuracy'])}</td>"
-        f"<td>{_num(scores['weighted_f1'])}</td><td>{_num(scores['macro_f1'])}</td></tr>"
-    )
-    notes = []
-    if scores.get("n_unlabelled"):
-        notes.append(f"{scores['n_unlabelled']} utterance(s) have no label and are not scored.")
-    if scores.get("unknown_labels"):
-        listed = ", ".join(f"{html.escape(k)} ({v})" for k, v in scores["unknown_labels"].items())
-        notes.append(
-            f"<span class='failed' id='unknown-labels'>{scores['n_unknown']} utterance(s) carry "
-            f"labels the checkpoint does not know: {listed}; they are not scored.</span>"
-        )
-    out = f"<h2>Scores</h2><table id='scores'>{head}{row}</table>"
-    out += "".join(f"<p>{n}</p>" for n in notes)
-    if confusion_png is not None and Path(confusion_png).is_file():
-        data = base64.b64encode(Path(confusion_png).read_bytes()).decode("ascii")
-        out += f"<p><img alt='confusion matrix' src='data:image/png;base64,{data}'></p>"
-    return out
-
-
-def _groups_html(groups: list[dict[str, Any]], scored: bool) -> str:
-    """One row per dialogue (or video): its report, size and, for a labelled run, its scores."""
-    kind = "dialogue" if any(g["kind"] == "dialogue" for g in groups) else "video"
-    head = f"<tr><th>{kind}</th><th>clips</th><th>utterances</th>"
-    head += "<th>scored</th><th>accuracy</th><th>weighted F1</th></tr>" if scored else "</tr>"
-    rows = []
-    for g in groups:
-        name = html.escape(g["name"])
-        link = f"<a href='{html.escape(g['report'])}'>{name}</a>" if g.get("report") else name
-        cells = f"<td>{link}</td><td>{g['n_videos']}</td><td>{g['n_utterances']}</td>"
-        if scored:
-            cells += f"<td>{g.get('n', 0)}</td><td>{_num(g.get('accuracy'))}</td>"
-            cells += f"<td>{_num(g.get('weighted_f1'))}</td>"
-        rows.append(f"<tr>{cells}</tr>")
-    return f"<h2>Per {kind}</h2><table id='groups'>{head}{''.join(rows)}</table>"
-
-
 def write_index(
     summary: pd.DataFrame,
     label_names: list[str],
@@ -378,31 +314,7 @@ def write_index(
     groups: [{name, kind "dialogue" | "video", report (href), n_videos, n_utterances, counts
     {label: n}, and for a scored run n, accuracy, weighted_f1}]."""
     groups = groups or []
-    head = "<tr><th>video</th><th>status</th><th>utterances</th><th>source</th>"
-    head += (
-        "".join(f"<th>{html.escape(emotion_name(c))}</th>" for c in label_names)
-        + "<th>report / reason</th></tr>"
-    )
-    rows = []
-    for r in summary.to_dict("records"):
-        link = (
-            f"<a href='{html.escape(r['report'])}'>{html.escape(r['report'])}</a>"
-            if r["report"]
-            else f"<span class='failed'>{html.escape(r['reason'])}</span>"
-        )
-        counts = "".join(f"<td>{r.get(f'n_{c}', 0)}</td>" for c in label_names)
-        rows.append(
-            f"<tr><td>{html.escape(Path(r['video']).name)}</td><td>{r['status']}</td>"
-            f"<td>{r['n_utterances']}</td><td>{html.escape(r['segment_source'])}</td>"
-            f"{counts}<td>{link}</td></tr>"
-        )
-    body = f"<h1>Predictions: {len(summary)} videos</h1>{provenance}"
-    if scores:
-        body += _scores_html(scores, confusion_png)
     by_dialogue = any(g["kind"] == "dialogue" for g in groups)
-    if groups and (scores or by_dialogue):
-        body += _groups_html(groups, scored=bool(scores))
-    body += f"<h2>Videos</h2><table id='videos'>{head}{''.join(rows)}</table>"
     if by_dialogue:  # one bar per dialogue: a clip alone is one utterance
         names = [g["name"] for g in groups]
         counts = np.array([[g["counts"].get(c, 0) for c in label_names] for g in groups])
@@ -413,9 +325,29 @@ def write_index(
         png = distribution_png(names, ok[[f"n_{c}" for c in label_names]].to_numpy(), label_names)
     else:
         png = ""
-    if png:
-        body += f"<img alt='distribution' src='data:image/png;base64,{png}'>"
-    atomic_write_text(path, _page("predictions", body))
+    videos = [
+        {"name": Path(r["video"]).name, "status": r["status"], "n_utterances": r["n_utterances"],
+         "segment_source": r["segment_source"], "counts": [r.get(f"n_{c}", 0) for c in label_names],
+         "report": r["report"], "reason": r["reason"]}
+        for r in summary.to_dict("records")
+    ]  # fmt: skip
+    confusion = Path(confusion_png) if confusion_png is not None else None
+    page = _TEMPLATES.get_template("index.html.j2").render(
+        provenance=provenance,
+        scores=scores,
+        confusion_png=(
+            base64.b64encode(confusion.read_bytes()).decode("ascii")
+            if scores and confusion is not None and confusion.is_file()
+            else ""
+        ),
+        # per dialogue for clip-per-utterance runs, else per video where there are scores
+        groups=groups if scores or by_dialogue else [],
+        group_kind="dialogue" if by_dialogue else "video",
+        emotion_names=[emotion_name(c) for c in label_names],
+        videos=videos,
+        distribution_png=png,
+    )
+    atomic_write_text(path, page)
     return path
 
 

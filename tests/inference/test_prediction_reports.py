@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import struct
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ from pipeline.inference.report_html import (
     CLIP_GAP_S,
     dialogue_timeline,
     distribution_png,
+    write_dialogue_report,
     write_index,
+    write_video_report,
 )
 from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE, meta_digest
 
@@ -245,3 +248,72 @@ def test_dialogue_timeline_lays_clips_end_to_end():
     np.testing.assert_allclose(out["start_s"], [0.0, 2 + g, 3.5 + g, 5 + 2 * g])
     np.testing.assert_allclose(out["end_s"], [2.0, 3 + g, 5 + g, 5.5 + 2 * g])
     assert t["start_s"].tolist() == [0.0, 0.0, 1.5, 0.0]  # the input is left as it was
+
+
+class _ParsedPage(HTMLParser):
+    """A page as an HTML parser reads it: its start tags, link targets and text (entities
+    decoded)."""
+
+    def __init__(self, path: Path):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.hrefs, self.chunks = [], [], []
+        self.feed(path.read_text())
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.hrefs += [value for name, value in attrs if name == "href"]
+
+    def handle_data(self, data):
+        self.chunks.append(data)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+def test_names_and_texts_are_shown_as_text_in_every_page(tmp_path):
+    """Utterance texts, speakers, dialogue and clip names, sources, reasons and labels come from
+    user files: each page shows them as written and none becomes markup; a link keeps its target
+    even with a quote in it. The model's provenance is HTML and stays HTML."""
+    evil = "<script>alert('x & y')</script> & co"
+    clip = "<b>Tom & Jerry's.mp4"  # a file name: no slash, so no closing tag
+    labels = ["hap", "sad"]
+    table = pd.DataFrame({
+        "video": [f"/clips/{clip}", "/clips/plain.mp4"], "start_s": [0.0, 0.0],
+        "end_s": [1.0, 1.5], "speaker": [evil, "B"], "text": [evil, "fine"], "label": [evil, "sad"],
+        "predicted": ["hap", "sad"], "p_hap": [0.7, 0.2], "p_sad": [0.3, 0.8],
+        "support_t": [0.6, 0.4], "support_a": [0.4, np.nan], "segment_source": [evil, evil],
+    })  # fmt: skip
+    provenance = "<div id='provenance'><code>/ck/best</code></div>"
+    clip_href = "../clips/Tom's.report.html"
+    pages = {
+        "video": write_video_report(table, labels, "ta", tmp_path / "v.html", f"/clips/{clip}",
+                                    index_href="../it's index.html", provenance=provenance),
+        "dialogue": write_dialogue_report(table, labels, "ta", tmp_path / "d.html", evil,
+                                          {f"/clips/{clip}": clip_href}, provenance=provenance),
+    }  # fmt: skip
+    summary = pd.DataFrame([
+        {"video": f"/clips/{clip}", "status": "ok", "reason": "", "n_utterances": 2,
+         "segment_source": evil, "report": f"{clip}.report.html", "n_hap": 1, "n_sad": 1},
+        {"video": "/clips/broken.mp4", "status": "failed", "reason": evil, "n_utterances": 0,
+         "segment_source": "", "report": "", "n_hap": 0, "n_sad": 0},
+    ])  # fmt: skip
+    scores = {"n": 1, "n_predicted": 2, "accuracy": 1.0, "weighted_f1": 1.0, "macro_f1": 1.0,
+              "n_unlabelled": 0, "n_unknown": 1, "unknown_labels": {evil: 1}}  # fmt: skip
+    groups = [{"name": evil, "kind": "dialogue", "report": "dialogues/it's.report.html",
+               "n_videos": 2, "n_utterances": 2, "counts": {"hap": 1, "sad": 1}, "n": 1,
+               "accuracy": 1.0, "weighted_f1": 1.0}]  # fmt: skip
+    pages["index"] = write_index(summary, labels, tmp_path / "index.html", provenance=provenance,
+                                 scores=scores, groups=groups)  # fmt: skip
+
+    parsed = {name: _ParsedPage(path) for name, path in pages.items()}
+    for name, page in parsed.items():
+        assert "script" not in page.tags and "b" not in page.tags, name
+        assert evil in page.text, name
+        assert "code" in page.tags and "/ck/best" in page.text, name  # provenance as HTML
+    assert clip in parsed["video"].text and clip in parsed["dialogue"].text
+    assert f"{evil} (1)" in parsed["index"].text  # the unknown label, counted
+    assert parsed["video"].hrefs == ["../it's index.html"]
+    assert parsed["dialogue"].hrefs == ["../index.html", clip_href]
+    assert parsed["index"].hrefs == ["dialogues/it's.report.html", f"{clip}.report.html"]
