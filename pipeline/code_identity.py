@@ -9,7 +9,8 @@ hand-kept list of "the files training depends on" drifts from the code: two such
 disagreed, so an edit to the optimiser changed one and not the other. The closure is found
 statically (ast): every ``import``/``from ... import`` of a project module anywhere in a file,
 function-level imports included (the extractors are imported lazily), followed transitively,
-with each package's ``__init__.py``. Nothing is executed, so the answer does not depend on what
+with each package's ``__init__.py`` and the files of a ``templates/`` folder beside an imported
+module (the HTML reports read them). Nothing is executed, so the answer does not depend on what
 happens to be imported in this process. Third-party code is not hashed: the lock file pins it.
 """
 
@@ -22,6 +23,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Top-level packages whose code is part of a stage's identity.
 PROJECT_PACKAGES = ("pipeline", "extractors", "model", "flows")
+# A package folder's data that its code reads at run time (report templates): part of the identity
+# of every stage that imports a module of that folder, so an edited template is not served stale.
+DATA_FOLDER = "templates"
 # The module(s) each stage runs: its identity is their import closure. The flows' caches and the
 # training run folders both use it, so a flow never serves a result `erc train` would refuse.
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
@@ -79,7 +83,10 @@ def _closure(entries: tuple[str, ...], root: Path) -> tuple[str, ...]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
         todo += sorted(_imported_names(path, name))
-    return tuple(sorted(p.relative_to(root).as_posix() for p in seen.values()))
+    files = set(seen.values())
+    for folder in {p.parent for p in seen.values()}:  # data a module reads: HTML templates
+        files.update(f for f in (folder / DATA_FOLDER).rglob("*") if f.is_file())
+    return tuple(sorted(p.relative_to(root).as_posix() for p in files))
 
 
 def import_closure(*entries: str, root: Path = PROJECT_ROOT) -> list[str]:

@@ -88,3 +88,18 @@ def test_editing_training_code_changes_the_train_identity_and_not_the_manifest_o
         f.write("\n# an edit\n")
     assert stage_identity("train", root) != train
     assert stage_identity("manifest", root) == manifest
+
+
+def test_an_edited_report_template_changes_the_predict_identity(tmp_path):
+    root = _project_copy(tmp_path)
+    templates = sorted((root / "pipeline/inference/templates").glob("*.html.j2"))
+    assert templates, "the HTML reports are rendered from templates"
+    closure = import_closure("pipeline.inference.predict", root=root)
+    assert "pipeline/inference/templates/index.html.j2" in closure
+    before = stage_identity("predict", root=root)
+    index = root / "pipeline/inference/templates/index.html.j2"
+    index.write_text(index.read_text() + "\n")
+    assert stage_identity("predict", root=root) != before
+    assert "pipeline/inference/templates/index.html.j2" not in import_closure(
+        "pipeline.training.train", root=root
+    )  # training does not read the report templates
