@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -50,6 +51,23 @@ def _stack_processes(home: Path) -> list[int]:
     return [p for p in found if p != os.getpid()]
 
 
+def _zombie_state(home: Path, run_id: str) -> dict:
+    """What the server's database says of ``run_id``'s heartbeats: the heartbeat events stored and
+    whether the zombie automation holds a bucket (the armed proactive trigger) for the run."""
+    with contextlib.closing(sqlite3.connect(f"file:{home / 'prefect.db'}?mode=ro", uri=True,
+                                            timeout=30)) as con:  # fmt: skip
+        resource = f"prefect.flow-run.{run_id}"
+        beats = con.execute(
+            "SELECT COUNT(*) FROM events WHERE event = 'prefect.flow-run.heartbeat' "
+            "AND resource_id = ?",
+            (resource,),
+        ).fetchone()[0]
+        buckets = con.execute(
+            "SELECT COUNT(*) FROM automation_bucket WHERE bucketing_key LIKE ?", (f"%{resource}%",)
+        ).fetchone()[0]
+    return {"heartbeats": beats, "buckets": buckets, "armed": beats > 0 and buckets > 0}
+
+
 def test_server_killed_mid_run(tmp_path):
     home = tmp_path / "prefect-home"
     home.mkdir()
@@ -67,7 +85,12 @@ def test_server_killed_mid_run(tmp_path):
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
         report = lambda: _logs(home)  # noqa: E731
         _wait_for("the run Running", lambda: _state(api, run_id) == "RUNNING", 600, report)
-        time.sleep(40)  # past the first heartbeat
+        # The automation can only end a run whose heartbeat the server has seen: wait until the
+        # server's database holds the trigger's bucket for this run (a fixed sleep was not enough
+        # under load: the first heartbeat comes 30 s in, then goes through the event pipeline).
+        db = lambda: _zombie_state(home, run_id)  # noqa: E731
+        _wait_for("the run's heartbeat seen by the automation", lambda: db()["armed"], 300,
+                  lambda: f"{db()}\n{report()}")  # fmt: skip
 
         server = int((home / "erc-server.pid").read_text())
         os.killpg(server, signal.SIGKILL)  # the server dies; the worker and the run do not know
