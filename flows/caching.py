@@ -1,14 +1,21 @@
-"""Cache keys from file contents, and running a task so that finished work is skipped.
+"""Prefect's cache for the flows' stages: keys from file contents, stale results recomputed.
 
-A stage's fingerprint hashes what its output depends on: the bytes of its input files (manifest,
-featureset, checkpoint), a stat fingerprint of the media files (path, size, mtime: hashing hours of
-video on every run would cost more than the cache saves; the feature store hashes media bytes
-itself), the code that computes it (the import closure of the stage's module: a changed extractor,
-optimiser or model reruns the stage), and its parameters. The flow
-passes the fingerprint to the task, and the task's cache policy (INPUTS + TASK_SOURCE) keys on it.
+A stage's task declares ``cache_policy=StageCache(stage, content={parameter: digest})``. Its key
+hashes what the output depends on: the content of the input files its parameters name (manifest
+bytes, featureset and checkpoint bytes), a stat fingerprint of the media files (path, size, mtime:
+hashing hours of video on every run would cost more than the cache saves; the feature store hashes
+media bytes itself), the code that computes it (the import closure of the stage's module,
+pipeline/code_identity.py: a changed extractor, optimiser or model reruns the stage), the task's own
+source, and every other parameter as given. The same digest, without the output folder, names that
+folder (``content_name``), so other inputs never write into a finished run's folder.
+
+A key is known before the task runs, so it cannot say whether the files a cached result points at
+are still there. Each task therefore returns its value ``stamped`` with the state of the files it
+wrote (path, size, mtime, inode of each), and ``run_cached`` recomputes a cached result whose files
+are gone or were written since (another prediction into the same folder).
 
 Prefect keeps the results and keys under ``<out>/.prefect-cache``: deleting the output folder resets
-the cache with it. A cached result that points at files that are gone is recomputed.
+the cache with it.
 """
 
 from __future__ import annotations
@@ -17,30 +24,25 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import Task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
 
-from pipeline.code_identity import stage_identity
+from pipeline.code_identity import STAGE_MODULES, stage_identity
 from pipeline.files import sha256_file
-
-# Cache policy of every cached task: the fingerprint and parameters, and the task's own code.
-CACHE_POLICY = INPUTS + TASK_SOURCE
 
 file_digest = sha256_file  # the name flows/ uses for a file's sha256 (pipeline/files.py)
 
 
 def tree_digest(directory: str | Path) -> str:
     """Hash of every file under ``directory`` (relative names + contents; hidden files skipped)."""
-    root = Path(directory)
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        h.update(rel.as_posix().encode() + b"\0" + file_digest(path).encode() + b"\n")
+    for rel, path in _visible_files(directory):
+        h.update(rel.encode() + b"\0" + file_digest(path).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -65,11 +67,6 @@ def manifest_fingerprint(manifest: str | Path) -> str:
     return combine(file_digest(manifest), media_fingerprint(media))
 
 
-def code_digest(stage: str) -> str:
-    """Hash of the code a stage runs (pipeline/code_identity.py), the one a run folder records."""
-    return stage_identity(stage)
-
-
 def combine(*parts: Any) -> str:
     """One hex digest of any JSON-able parts."""
     payload = json.dumps(parts, sort_keys=True, default=str)
@@ -80,10 +77,75 @@ def short(digest: str) -> str:
     return digest[:10]
 
 
+# --- the key ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Cache key of a stage's task: its code, the content of the files its parameters name, its
+    parameters. ``content`` maps a parameter to the digest of what it names (tree_digest for a
+    folder, manifest_fingerprint for a manifest, ...); an empty value (no manifest) is skipped."""
+
+    stage: str = ""  # by keyword: CachePolicy's own fields come first
+    content: dict[str, Callable[[Any], str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGE_MODULES:
+            raise ValueError(f"StageCache(stage={self.stage!r}): one of {', '.join(STAGE_MODULES)}")
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str:
+        # The task's own source (what it passes to the pipeline) is not in the stage's closure.
+        source = TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        return combine(self.digest(inputs), source)
+
+    def digest(self, inputs: dict[str, Any]) -> str:
+        """Hash of the stage's code, the content named by ``inputs`` and ``inputs`` themselves."""
+        contents = {
+            name: digest(inputs[name]) for name, digest in self.content.items() if inputs.get(name)
+        }
+        return combine(stage_identity(self.stage), contents, inputs)
+
+
+def content_name(task: Task, **inputs: Any) -> str:
+    """Short digest of ``task``'s inputs without its output folder: names that folder, so a run
+    with other inputs (or other code) writes elsewhere."""
+    return short(task.cache_policy.digest(inputs))
+
+
+# --- stale results ----------------------------------------------------------------------------
+
+
+def written(path: str | Path) -> str:
+    """The state of what a task wrote at ``path`` (a file or a folder): (name, size, mtime_ns,
+    inode) of every visible file; an atomic rewrite gets a new inode even within one mtime tick."""
+    if not Path(path).exists():
+        return "missing"
+    h = hashlib.sha256()
+    for rel, p in _visible_files(path):
+        st = p.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+    return h.hexdigest()
+
+
+def stamped(value: Any, *outputs: str | Path) -> dict[str, Any]:
+    """A task's result: its ``value`` and the state of the ``outputs`` it wrote (see run_cached)."""
+    return {"value": value, "written": {str(p): written(p) for p in outputs}}
+
+
+def still_written(result: dict[str, Any]) -> bool:
+    """The files a stamped result points at are there and unchanged since its task wrote them."""
+    return all(written(p) == state for p, state in result["written"].items())
+
+
 def cached_task(task: Task, cache_dir: Path, refresh: bool = False) -> Task:
     """``task`` with results and cache keys under ``cache_dir`` (the run's output folder)."""
     return task.with_options(
-        cache_policy=CACHE_POLICY,
         persist_result=True,
         result_storage=cache_dir,
         result_serializer="json",
@@ -92,32 +154,30 @@ def cached_task(task: Task, cache_dir: Path, refresh: bool = False) -> Task:
 
 
 def run_cached(
-    task: Task,
-    cache_dir: Path,
-    still_valid: Callable[[Any], bool],
-    refresh: bool = False,
-    **parameters: Any,
+    task: Task, cache_dir: Path, refresh: bool = False, **parameters: Any
 ) -> tuple[Any, bool]:
-    """Run ``task`` (or take its cached result) -> (result, whether it came from the cache).
+    """Run ``task`` (or take its cached result) -> (its value, whether it came from the cache).
 
-    A cached result for which ``still_valid(result)`` is False (its files were deleted) is
-    recomputed. A failure raises, which fails the flow.
+    ``task`` returns ``stamped(value, *outputs)``; a cached result whose outputs were since
+    deleted or written again is recomputed. A failure raises, which fails the flow.
     """
     state = cached_task(task, cache_dir, refresh)(**parameters, return_state=True)
-    result = state.result()
-    cached = state.name == "Cached"
-    if cached and not still_valid(result):
+    result, cached = state.result(), state.name == "Cached"
+    if cached and not still_written(result):
         state = cached_task(task, cache_dir, refresh=True)(**parameters, return_state=True)
         result, cached = state.result(), False
-    return result, cached
+    return result["value"], cached
 
 
-def exists(*keys: str) -> Callable[[Any], bool]:
-    """still_valid check: the paths at ``result[key]`` (or the result itself) all exist."""
-
-    def check(result: Any) -> bool:
-        if not keys:
-            return bool(result) and Path(result).exists()
-        return all(result.get(k) and Path(result[k]).exists() for k in keys)
-
-    return check
+def _visible_files(root: str | Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files under ``root`` (``root`` itself if a file), sorted;
+    hidden names skipped (temp files of atomic writes, caches)."""
+    root = Path(root)
+    if root.is_file():
+        return [(root.name, root)]
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts):
+            out.append((rel.as_posix(), path))
+    return out

@@ -14,28 +14,36 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import artifacts
-from flows.caching import code_digest, combine, exists, run_cached, short, tree_digest
+from flows.caching import StageCache, content_name, run_cached, stamped, tree_digest
 from flows.params import DEFAULT_OUT, Layout, Split, check_choice, check_dir, run_name
 from flows.train import LATEST, jsonable
 
 SPLITS = ("train", "dev", "test")
 
 
-@task(name="evaluate-checkpoint")
+@task(
+    name="evaluate-checkpoint",
+    cache_policy=StageCache(
+        stage="evaluate",
+        content={"checkpoint_dir": tree_digest, "featureset_dir": tree_digest},
+    ),
+)
 def evaluate_model(
-    checkpoint_dir: str, featureset_dir: str, split: str, out_dir: str, fingerprint: str
+    checkpoint_dir: str, featureset_dir: str, split: str, out_dir: str
 ) -> dict[str, Any]:
-    """One checkpoint on one split -> its report (metrics + paths of the report files)."""
+    """One checkpoint on one split -> its report (metrics + paths of the report files), stamped
+    with the state of ``out_dir``."""
     from pipeline.training.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(checkpoint_dir, featureset_dir, split, out_dir)
-    return {
+    result = {
         "checkpoint_dir": checkpoint_dir,
         "featureset_dir": featureset_dir,
         "split": split,
         "out_dir": out_dir,
         "report": jsonable(report),
     }
+    return stamped(result, out_dir)
 
 
 def last_trained(layout: Layout) -> list[dict[str, Any]]:
@@ -89,21 +97,13 @@ def evaluate(
             for r in last_trained(layout)
         ]
 
-    code = code_digest("evaluate")
     reports = []
     for checkpoint, featureset in jobs:
-        fp = combine(tree_digest(checkpoint), tree_digest(featureset), split, code)
+        inputs = dict(checkpoint_dir=checkpoint, featureset_dir=featureset, split=split)
         name = run_name(checkpoint)
+        out = layout.eval / f"{name}-{split}-{content_name(evaluate_model, **inputs)}"
         result, cached = run_cached(
-            evaluate_model,
-            layout.cache,
-            exists("out_dir"),
-            refresh,
-            checkpoint_dir=checkpoint,
-            featureset_dir=featureset,
-            split=split,
-            out_dir=str(layout.eval / f"{name}-{split}-{short(fp)}"),
-            fingerprint=fp,
+            evaluate_model, layout.cache, refresh, out_dir=str(out), **inputs
         )
         result = {**result, "status": "cached" if cached else "ran"}
         logger.info("%s on %s (%s): %s", name, split, result["status"], result["out_dir"])

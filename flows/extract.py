@@ -20,14 +20,14 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, progress
 from flows.caching import (
+    StageCache,
     cached_task,
-    code_digest,
-    combine,
-    exists,
+    content_name,
     file_digest,
     manifest_fingerprint,
     run_cached,
     short,
+    stamped,
 )
 from flows.params import (
     DEFAULT_OUT,
@@ -49,14 +49,16 @@ SHARDS_FOR_REMOTE_CLUSTER = 8  # when the Dask cluster's size is not known up fr
 # --- tasks: each returns paths or small JSON summaries, never tensors --------------------------
 
 
-@task(name="make-demo-data")
-def make_demo_data(out_dir: str, n_dialogues: int, utterances: int, fingerprint: str) -> str:
-    """Generate the demo conversations (real face image, generated audio, written transcripts)."""
+@task(name="make-demo-data", cache_policy=StageCache(stage="demo"))
+def make_demo_data(out_dir: str, n_dialogues: int, utterances: int) -> dict[str, Any]:
+    """Generate the demo conversations (real face image, generated audio, written transcripts)
+    -> the manifest path, stamped with the state of ``out_dir``."""
     from pipeline.dataset.demo import make_demo_dataset
 
-    return str(
-        make_demo_dataset(out_dir, n_dialogues=n_dialogues, utterances_per_dialogue=utterances)
+    manifest = make_demo_dataset(
+        out_dir, n_dialogues=n_dialogues, utterances_per_dialogue=utterances
     )
+    return stamped(str(manifest), out_dir)
 
 
 @task(name="build-manifest", retries=2, retry_delay_seconds=5)  # reads the raw dataset: I/O
@@ -93,19 +95,23 @@ def write_shards(manifest: str, shard_dir: str, n_shards: int) -> list[str]:
     return paths
 
 
-@task(name="extract-shard")
+@task(
+    name="extract-shard",
+    cache_policy=StageCache(stage="extract", content={"manifest": manifest_fingerprint}),
+)
 def extract_shard(
     manifest: str,
     store_root: str,
     preset: str,
     modalities: str,
     strict: bool,
-    fingerprint: str,
     index: bool = True,
 ) -> dict[str, Any]:
     """Extract every utterance of one manifest shard into the store -> counts + failures path.
 
-    ``index`` False: write entry files only (the flow's process ingests them into the index)."""
+    ``index`` False: write entry files only (the flow's process ingests them into the index).
+    Not stamped: the store is shared and grows with other runs; a deleted store refreshes the
+    shards instead (see extract)."""
     from pipeline.features.extract import extract_features
 
     report = progress.extraction(f"extract {Path(manifest).stem}", progress.run_logger())
@@ -130,14 +136,17 @@ def extract_shard(
     }
 
 
-@task(name="build-featureset")
+@task(
+    name="build-featureset",
+    cache_policy=StageCache(stage="featureset", content={"manifest": manifest_fingerprint}),
+)
 def build_featureset(
-    manifest: str, store_root: str, preset: str, modalities: str, out_dir: str, fingerprint: str
-) -> str:
-    """Store entries of a manifest -> the FeatureSet folder that training reads."""
+    manifest: str, store_root: str, preset: str, modalities: str, out_dir: str
+) -> dict[str, Any]:
+    """Store entries of a manifest -> the FeatureSet folder that training reads, stamped."""
     from pipeline.features.extract import build_featureset as build
 
-    return str(build(manifest, store_root, preset, modalities, out_dir))
+    return stamped(str(build(manifest, store_root, preset, modalities, out_dir)), out_dir)
 
 
 # --- fan-out -----------------------------------------------------------------------------------
@@ -178,7 +187,6 @@ def make_task_runner(choice: str, address: str | None, n_workers: int) -> TaskRu
 @flow(name="extract-shards")
 def extract_shards(
     shards: list[str],
-    fingerprints: list[str],
     store_root: str,
     preset: str,
     modalities: str,
@@ -196,10 +204,9 @@ def extract_shards(
             preset=preset,
             modalities=modalities,
             strict=strict,
-            fingerprint=fp,
             index=index,
         )
-        for shard, fp in zip(shards, fingerprints, strict=True)
+        for shard in shards
     ]
     return [
         # .result() raises the shard's error (strict mode): fails the run
@@ -254,12 +261,10 @@ def prepare_manifest(
         return run_cached(
             make_demo_data,
             layout.cache,
-            exists(),
             refresh,
             out_dir=str(layout.demo_data),
             n_dialogues=demo_size[0],
             utterances=demo_size[1],
-            fingerprint=code_digest("demo"),
         )
     root = str(Path(root).expanduser().resolve()) if root else None
     return build_manifest(dataset, root, str(layout.manifest)), False
@@ -338,21 +343,15 @@ def extract(
         manifest, dataset, root, layout, (demo_dialogues, demo_utterances), refresh
     )
     stages["manifest"] = "given" if manifest else "cached" if cached else "ran"
-    manifest_fp = manifest_fingerprint(manifest_path)  # manifest bytes + media stat fingerprint
-    logger.info("manifest %s (%s)", manifest_path, short(manifest_fp))
+    manifest_name = short(file_digest(manifest_path))
+    logger.info("manifest %s (%s)", manifest_path, manifest_name)
 
     n_shards = auto_shards(shards, task_runner, dask_address, dask_workers)
-    shard_dir = layout.shards / f"{short(file_digest(manifest_path))}-{n_shards}"
+    shard_dir = layout.shards / f"{manifest_name}-{n_shards}"
     shard_paths = write_shards(manifest_path, str(shard_dir), n_shards)
-    extract_code = code_digest("extract")
-    fingerprints = [
-        combine(manifest_fingerprint(p), extract_code, store, preset, modalities, strict)
-        for p in shard_paths
-    ]
     runner = make_task_runner(task_runner, dask_address, dask_workers)
     results = extract_shards.with_options(task_runner=runner)(
         shards=shard_paths,
-        fingerprints=fingerprints,
         store_root=store,
         preset=preset,
         modalities=modalities,
@@ -374,19 +373,12 @@ def extract(
         if strict:
             raise RuntimeError(f"strict mode: {failed} utterance(s) failed extraction")
 
-    fs_fp = combine(manifest_fp, extract_code, code_digest("featureset"), store, preset, modalities)
-    fs_dir = layout.featuresets / f"{preset}-{modalities}-{short(fs_fp)}"
+    inputs = dict(manifest=manifest_path, store_root=store, preset=preset, modalities=modalities)
+    fs_dir = (
+        layout.featuresets / f"{preset}-{modalities}-{content_name(build_featureset, **inputs)}"
+    )
     featureset, cached = run_cached(
-        build_featureset,
-        layout.cache,
-        exists(),
-        refresh,
-        manifest=manifest_path,
-        store_root=store,
-        preset=preset,
-        modalities=modalities,
-        out_dir=str(fs_dir),
-        fingerprint=fs_fp,
+        build_featureset, layout.cache, refresh, out_dir=str(fs_dir), **inputs
     )
     stages["featureset"] = "cached" if cached else "ran"
     counts = {k: sum(r[k] for r in results) for k in ("computed", "from_store", "from_cache")}

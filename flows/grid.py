@@ -4,7 +4,8 @@ extract-and-train trains its seeds one after the other in one process. `grid` in
 run of a deployment (default train/local) per seed and waits for them all, so every worker of that
 deployment's pool trains seeds at the same time: two workers, two seeds at a time. It then gathers
 each seed's checkpoint and test metrics, with the worker that ran it, into <out>/grid/summary.json
-and the erc-grid table artifact, with the mean and spread over seeds.
+and the erc-grid table artifact, with the mean and sample standard deviation over seeds (the
+summary of `erc grid`, pipeline/training/grid.py).
 
     prefect deployment run extract-and-train/local            # once: the featureset
     prefect deployment run grid/local --param seeds='[0,1,2,3]'
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,10 @@ from flows.params import (
 )
 from flows.train import LATEST, find_featureset
 from pipeline.files import atomic_write_text
+from pipeline.training.grid import summarise
 
 DEPLOYMENTS = ("train/local", "train/gpu")  # prefect.yaml: the train flow on the two pools
-SUMMARY_METRICS = ("weighted_f1", "accuracy", "macro_f1")  # mean and spread over seeds
+VARIANT = "ada2i"  # the variant column of pipeline/training/grid.py's table: no baseline here
 
 
 def seed_dir(layout: Layout, seed: int) -> Path:
@@ -96,15 +97,16 @@ def seed_row(seed: int, run: Any, layout: Layout) -> dict[str, Any]:
     return row
 
 
-def spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """{metric: {mean, std, n}} over the seeds that completed (std 0 for a single seed)."""
-    out = {}
-    for name in SUMMARY_METRICS:
-        values = [r["metrics"][name] for r in rows if name in r.get("metrics", {})]
-        if values:
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[name] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-    return out
+def spread(rows: list[dict[str, Any]], modalities: str) -> dict[str, Any]:
+    """The row `erc grid` writes for these seeds (pipeline.training.grid.summarise): over the seeds
+    that completed, test W-F1, macro F1 and accuracy in %, mean and sample std (None for one
+    seed); {} when none completed."""
+    runs = [
+        {**r["metrics"], "variant": VARIANT, "subset": modalities, "seed": r["seed"]}
+        for r in rows
+        if "metrics" in r
+    ]
+    return summarise(runs)[0] if runs else {}
 
 
 @flow(name="grid", log_prints=True)
@@ -134,7 +136,7 @@ def grid(
     Returns:
         The grid summary (also <out_dir>/grid/summary.json): one row per seed (state, flow run,
         worker, start and end time, checkpoint_dir, test metrics) and "spread": mean and standard
-        deviation of the test metrics over seeds.
+        deviation of the test metrics over seeds (pipeline.training.grid.summarise's row).
     """
     # Every parameter is checked before any run is submitted.
     modalities = check_modalities(modalities)
@@ -182,7 +184,7 @@ def grid(
         "featureset_dir": featureset,
         "out_dir": str(layout.out),
         "seeds": rows,
-        "spread": spread(rows),
+        "spread": spread(rows, modalities),
     }
     (layout.out / "grid").mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.out / "grid" / "summary.json", json.dumps(summary, indent=2))

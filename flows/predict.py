@@ -2,15 +2,16 @@
 
 One `predict-videos` task over pipeline.inference.predict.predict_videos (segment -> extract exactly the
 checkpoint's extractors -> Ada2I -> CSV/JSONL/HTML per video + a summary), cached on the videos'
-stat fingerprint, the checkpoint's content and the manifest. With its defaults it predicts the demo
-videos with the checkpoint of the last train run in runs/demo: run extract-and-train/local first.
+stat fingerprint (subtitles beside them included), the checkpoint's content and the manifest. With
+its defaults it predicts the demo videos with the checkpoint of the last train run in runs/demo:
+run extract-and-train/local first.
 
 Where things go: predictions are written to ``predictions_dir`` itself (default
-``<out_dir>/predictions``), not to a hashed folder; the folder records the fingerprint of what it
-holds (``.fingerprint``), so Prefect's cached result is used only while the folder still holds
-that prediction. The default feature store is the one extraction filled for ``out_dir`` (the
-``feature store`` of its summary.json, else ``<out_dir>/store``), so features already extracted
-are reused rather than computed again.
+``<out_dir>/predictions``), not to a hashed folder; Prefect's cached result is used only while the
+folder is as that prediction left it (flows/caching.py: a prediction of other videos into the same
+folder, or an edit, makes the next one run again). The default feature store is the one
+extraction filled for ``out_dir`` (the ``feature store`` of its summary.json, else
+``<out_dir>/store``), so features already extracted are reused rather than computed again.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import artifacts
 from flows.caching import (
-    code_digest,
-    combine,
-    exists,
+    StageCache,
     file_digest,
     media_fingerprint,
     run_cached,
+    stamped,
     tree_digest,
 )
 from flows.evaluate import last_trained
@@ -38,7 +38,24 @@ from pipeline.dataset.labels import emotion_name
 from pipeline.inference.asr import DEFAULT_ASR_MODEL
 
 
-@task(name="predict-videos")
+def videos_fingerprint(videos: list[str]) -> str:
+    """Stat fingerprint of the videos and of the files beside them with the same stem: subtitles
+    (.srt/.vtt) there decide the segments."""
+    siblings = [str(p) for v in videos for p in Path(v).parent.glob(Path(v).stem + ".*")]
+    return media_fingerprint([*videos, *siblings])
+
+
+@task(
+    name="predict-videos",
+    cache_policy=StageCache(
+        stage="predict",
+        content={
+            "inputs": videos_fingerprint,
+            "checkpoint_dir": tree_digest,
+            "manifest": file_digest,
+        },
+    ),
+)
 def predict_videos(
     inputs: list[str],
     checkpoint_dir: str,
@@ -47,11 +64,10 @@ def predict_videos(
     store_root: str | None,
     asr_model: str | None,
     strict: bool,
-    fingerprint: str,
     vad: str = "auto",
 ) -> dict[str, Any]:
-    """Every utterance of every video -> predictions files; one failing video is skipped.
-    ``out_dir/.fingerprint`` records what the folder holds (see still_holds)."""
+    """Every utterance of every video -> predictions files; one failing video is skipped. The
+    result is stamped with the state of ``out_dir``."""
     from pipeline.inference.predict import predict_videos as predict_all
 
     s = predict_all(
@@ -65,8 +81,7 @@ def predict_videos(
         progress=False,
         vad=vad,
     )
-    (Path(s.out_dir) / FINGERPRINT).write_text(fingerprint)
-    return {
+    result = {
         "out_dir": str(s.out_dir),
         "summary_csv": str(s.summary_csv),
         "summary_md": str(s.summary_md),
@@ -89,22 +104,7 @@ def predict_videos(
             for v in s.videos
         ],
     }
-
-
-FINGERPRINT = ".fingerprint"
-
-
-def still_holds(fingerprint: str):
-    """still_valid check: the summary exists and the folder was not since written by another
-    prediction (same predictions_dir, other videos or checkpoint)."""
-
-    def check(result: dict[str, Any]) -> bool:
-        stamp = Path(result.get("out_dir", ""), FINGERPRINT)
-        return (
-            exists("summary_csv")(result) and stamp.is_file() and stamp.read_text() == fingerprint
-        )
-
-    return check
+    return stamped(result, s.out_dir)
 
 
 def extraction_store(layout: Layout) -> str:
@@ -214,26 +214,14 @@ def predict(
     if not videos:
         raise FileNotFoundError(f"no videos in {inputs}")
     manifest_path = str(Path(manifest).expanduser().resolve()) if manifest else None
-    fp = combine(
-        media_fingerprint(videos),
-        # subtitles next to the videos decide the segments
-        media_fingerprint(str(p) for v in videos for p in Path(v).parent.glob(Path(v).stem + ".*")),
-        tree_digest(checkpoint),
-        file_digest(manifest_path) if manifest_path else "",
-        code_digest("predict"),
-        asr_model,
-        vad,
-    )
     target = str(
         Path(predictions_dir).expanduser().resolve() if predictions_dir else layout.predictions
     )
-    fp = combine(fp, target)
     store = extraction_store(layout)
     logger.info("predictions into %s, feature store %s", target, store_root or store)
     result, cached = run_cached(
         predict_videos,
         layout.cache,
-        still_holds(fp),
         refresh,
         inputs=videos,
         checkpoint_dir=checkpoint,
@@ -242,7 +230,6 @@ def predict(
         store_root=str(Path(store_root).expanduser().resolve()) if store_root else store,
         asr_model=asr_model,
         strict=strict,
-        fingerprint=fp,
         vad=vad,
     )
     result = {**result, "status": "cached" if cached else "ran"}

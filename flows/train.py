@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import artifacts, progress
-from flows.caching import code_digest, combine, exists, run_cached, short, tree_digest
+from flows.caching import StageCache, content_name, run_cached, stamped, tree_digest
 from flows.params import (
     DEFAULT_MODEL_PRESET,
     DEFAULT_OUT,
@@ -46,7 +46,10 @@ def _to_json(value: Any) -> Any:
     return str(value)
 
 
-@task(name="train-model")
+@task(
+    name="train-model",
+    cache_policy=StageCache(stage="train", content={"featureset_dir": tree_digest}),
+)
 def train_model(
     featureset_dir: str,
     out_dir: str,
@@ -54,9 +57,9 @@ def train_model(
     modalities: str,
     seed: int,
     overrides: dict[str, Any],
-    fingerprint: str,
 ) -> dict[str, Any]:
-    """Train one seed -> checkpoint folder, history file and best-epoch metrics."""
+    """Train one seed into ``out_dir`` -> checkpoint folder, history file and best-epoch
+    metrics, stamped with the state of ``out_dir``."""
     from pipeline.training.train import train_from_featureset
 
     # No progress bar in flow logs (the run's state and logs show progress); not part of the key.
@@ -68,7 +71,7 @@ def train_model(
         featureset_dir, out_dir, model_preset, modalities, seed, settings, on_progress=report
     )
     report.finish()
-    return {
+    result = {
         "seed": seed,
         "modalities": modalities,
         "model_preset": model_preset,
@@ -79,6 +82,7 @@ def train_model(
         # diagnostics plots (the paper's Figures 4-5) and the best checkpoint's test report
         "report_paths": jsonable(getattr(r, "report_paths", {}) or {}),
     }
+    return stamped(result, out_dir)
 
 
 def find_featureset(layout: Layout, preset: str, modalities: str) -> str:
@@ -135,24 +139,19 @@ def train(
         if featureset_dir
         else find_featureset(layout, preset, modalities)
     )
-    base_fp = combine(tree_digest(featureset), code_digest("train"), model_preset, overrides)
-
     runs = []
     for seed in seeds:
-        fp = combine(base_fp, modalities, seed)
-        run_dir = layout.train / f"{model_preset}-{modalities}-seed{seed}-{short(fp)}"
-        result, cached = run_cached(
-            train_model,
-            layout.cache,
-            exists("checkpoint_dir"),
-            refresh,
+        inputs = dict(
             featureset_dir=featureset,
-            out_dir=str(run_dir),
             model_preset=model_preset,
             modalities=modalities,
             seed=seed,
             overrides=overrides,
-            fingerprint=fp,
+        )
+        name = content_name(train_model, **inputs)
+        run_dir = layout.train / f"{model_preset}-{modalities}-seed{seed}-{name}"
+        result, cached = run_cached(
+            train_model, layout.cache, refresh, out_dir=str(run_dir), **inputs
         )
         result = {**result, "status": "cached" if cached else "ran"}
         logger.info("seed %d %s: %s", seed, result["status"], result["checkpoint_dir"])

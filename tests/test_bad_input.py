@@ -198,7 +198,7 @@ def test_inf_row_in_the_extract_flow_shards(media_dir, extractors, store_root, t
     manifest = write_manifest(_rows(media_dir, [bad]), tmp_path / "m.csv")
     (shard,) = write_shards.fn(str(manifest), str(tmp_path / "shards"), 1)
     assert math.isinf(read_manifest(shard).set_index("utterance_id").at["u_inf", "end_s"])
-    out = extract_shard.fn(shard, str(store_root), "tiny", MODALITIES, False, "fp")
+    out = extract_shard.fn(shard, str(store_root), "tiny", MODALITIES, False)
     assert out["failed"] == 2  # two audio extractors for the one row
     assert_reports(Path(out["failures_path"]).parent, "u_inf", "non-finite timestamp")
     assert_store_intact(store_root)

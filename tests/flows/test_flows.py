@@ -281,6 +281,8 @@ def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     assert Path(result["index_html"]).is_file() and Path(result["summary_csv"]).is_file()
     assert Path(result["out_dir"]) == out / "predictions"  # where the user said: not hashed
     assert predict(out_dir=str(out))["status"] == "cached"
+    Path(result["index_html"]).unlink()  # an edited predictions folder is predicted again
+    assert predict(out_dir=str(out))["status"] == "ran" and Path(result["index_html"]).is_file()
     # the store extraction filled is the default: no feature was extracted again
     entries = len(list((out / "store").rglob("*.safetensors")))
     mine = tmp_path / "mine"
