@@ -69,7 +69,7 @@ from pipeline.features.store_index import (  # re-exported: the store's public n
     guard_index,
     rebuild_index,  # noqa: F401
 )
-from pipeline.files import sha256_file
+from pipeline.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -183,22 +183,10 @@ class FeatureStore(StoreAdmin, EntryFiles):
 
     @guard_index
     def file_hash(self, path: str | Path) -> str:
-        """sha256 of a file's bytes, cached by (path, size, mtime) so big videos are read once."""
-        path = Path(path).resolve()
-        st = path.stat()  # FileNotFoundError names the path
-        row = self._db.execute(
-            "SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path = ?", (str(path),)
-        ).fetchone()
-        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
-            return row[2]
-        sha = sha256_file(path)
-        if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
-            with self._tx():
-                self._db.execute(
-                    "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                    (str(path), st.st_size, st.st_mtime_ns, sha),
-                )
-        return sha
+        """sha256 of a file's bytes, remembered in the index by path and stat key
+        (pipeline.files.file_sha256) so big videos are read once. FileNotFoundError names the
+        path."""
+        return file_sha256(path, _IndexedDigests(self))
 
     # ---- read --------------------------------------------------------------------------------
 
@@ -354,3 +342,32 @@ class FeatureStore(StoreAdmin, EntryFiles):
 
     def _tx(self) -> ix.Transaction:
         return ix.Transaction(self._db)
+
+
+class _IndexedDigests:
+    """The index's file_digests table as the memo of pipeline.files.file_sha256. A read-only
+    store only reads it (it hashes again next time; nothing is wrong), and one whose index
+    predates the table remembers nothing."""
+
+    def __init__(self, store: FeatureStore):
+        self.store = store
+
+    def recall(self, path: str, key: list[int]) -> str | None:
+        try:
+            row = self.store._db.execute(
+                "SELECT stat, sha256 FROM file_digests WHERE path = ?", (path,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc) and self.store.read_only:
+                return None
+            raise
+        return row[1] if row and json.loads(row[0]) == key else None
+
+    def remember(self, path: str, key: list[int], sha256: str) -> None:
+        if self.store.read_only:
+            return
+        with self.store._tx():
+            self.store._db.execute(
+                "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?)",
+                (path, json.dumps(key), sha256),
+            )

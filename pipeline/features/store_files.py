@@ -38,7 +38,7 @@ from pipeline.features.store_index import (
     StoreReadOnlyError,
     StoreWriteError,
 )
-from pipeline.files import atomic_write_bytes, sha256_file
+from pipeline.files import MemoryDigests, atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class UnindexedWriter(EntryFiles):
         super().__init__(root)
         (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         self.stored: list[str] = []
-        self._hashes: dict[tuple[str, int, int], str] = {}  # this process's file-hash cache
+        self._digests = MemoryDigests()  # this process's file-hash memo
 
     def close(self) -> None:
         pass
@@ -225,12 +225,7 @@ class UnindexedWriter(EntryFiles):
         self.close()
 
     def file_hash(self, path: str | Path) -> str:
-        path = Path(path).resolve()
-        st = path.stat()  # FileNotFoundError names the path
-        memo = (str(path), st.st_size, st.st_mtime_ns)
-        if memo not in self._hashes:
-            self._hashes[memo] = sha256_file(path)
-        return self._hashes[memo]
+        return file_sha256(path, self._digests)
 
     def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
         """The keys whose entry file is sound (always read: there is no index size to compare)."""

@@ -62,9 +62,11 @@ CREATE TABLE IF NOT EXISTS refs (    -- last key computed per (utterance, extrac
     key TEXT NOT NULL,
     PRIMARY KEY (utterance_id, extractor)
 );
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+-- file sha256 by path and stat key (JSON [size, mtime_ns, ctime_ns, inode]: pipeline.files.stat_key)
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL
 );
+DROP TABLE IF EXISTS file_hashes;    -- its key was size and mtime only: file_digests replaces it
 CREATE TABLE IF NOT EXISTS claims (  -- keys a writer is computing now (FeatureStore.claim)
     key TEXT PRIMARY KEY,
     owner TEXT NOT NULL,             -- one id per FeatureStore instance
