@@ -6,7 +6,7 @@
     atomic_symlink(link, target)     point ``link`` at ``target``, replacing an old link at once
     jsonable(value)                  numpy scalars/arrays, Paths -> plain JSON values
     sha256_file, stat_key, file_sha256, MemoryDigests
-                                     file hashing and its stat-keyed memo (extractors/file_digest.py)
+                                     file hashing, remembered by stat (extractors/file_digest.py)
 
 A reader sees the old file, the new one, or none, never a partial one; a crash or an error at any
 point leaves no temp file behind (it is removed before the error propagates). The temp file lives
