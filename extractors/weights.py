@@ -14,13 +14,14 @@ from typing import TypeVar
 
 import torch
 
+from extractors.file_digest import stat_key, update_from_file
+
 T = TypeVar("T")
 
 # Files that hold weights in a Hugging Face / sentence-transformers folder. ONNX / OpenVINO exports
 # are other backends' copies of the same weights and are not loaded by the torch backend.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 SKIPPED_DIRS = {"onnx", "openvino", ".git", ".cache"}
-CHUNK = 1 << 20  # bytes read at a time while hashing files
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -48,22 +49,18 @@ def sha256_files(folder: str | Path) -> str:
     files = weight_files(root)
     if not files:
         return ""
-    stats = tuple(
-        (f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files
-    )
+    stats = tuple((f.relative_to(root).as_posix(), *stat_key(f)) for f in files)
     return _sha256_files_cached(str(root), stats)
 
 
 @lru_cache(maxsize=32)
-def _sha256_files_cached(root: str, stats: tuple[tuple[str, int, int], ...]) -> str:
-    # Keyed on (path, size, mtime) so re-creating an extractor in the same process (one per
+def _sha256_files_cached(root: str, stats: tuple[tuple[str | int, ...], ...]) -> str:
+    # Keyed on each file's stat_key so re-creating an extractor in the same process (one per
     # Prefect task, say) does not re-read hundreds of MB, yet an edited file is re-hashed.
     digest = hashlib.sha256()
-    for rel, _, _ in stats:
-        digest.update(rel.encode())
-        with open(Path(root) / rel, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
+    for rel, *_ in stats:
+        digest.update(str(rel).encode())
+        update_from_file(digest, Path(root) / str(rel))
     return digest.hexdigest()
 
 

@@ -1,10 +1,12 @@
-"""Writing files atomically and hashing them: the one implementation every stage uses.
+"""Writing files atomically, hashing them, and plain JSON of numpy values: one implementation each.
 
     atomic_write(path, write)        write(tmp) into a temp file beside ``path``, fsync, rename
     atomic_write_bytes(path, data)   the same for bytes in memory
     atomic_write_text(path, text)    the same for text (UTF-8, newlines as given)
     atomic_symlink(link, target)     point ``link`` at ``target``, replacing an old link at once
-    sha256_file(path) -> hex         sha256 of a file's bytes, streamed
+    jsonable(value)                  numpy scalars/arrays, Paths -> plain JSON values
+    sha256_file, stat_key, file_sha256, MemoryDigests
+                                     file hashing, remembered by stat (extractors/file_digest.py)
 
 A reader sees the old file, the new one, or none, never a partial one; a crash or an error at any
 point leaves no temp file behind (it is removed before the error propagates). The temp file lives
@@ -13,17 +15,25 @@ atomic). It gets the ordinary umask mode (0o666 & ~umask), as an open() would: m
 it 0600 and the rename keeps that, while checkpoints, manifests and feature sets are meant to be
 copied to other machines and users.
 
-A shared helper (pipeline/ top level): it imports no stage. model/ and extractors/ cannot import
-pipeline; extractors/weights.py calls hashlib.file_digest itself.
+A shared helper (pipeline/ top level): it imports no stage. File hashing lives in extractors/
+(which cannot import pipeline, and hashes weights) and is re-exported here for pipeline's stages.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from extractors.file_digest import (  # re-exported: pipeline's stages hash files through here
+    MemoryDigests,  # noqa: F401
+    file_sha256,  # noqa: F401
+    sha256_file,  # noqa: F401
+    stat_key,  # noqa: F401
+)
 
 
 def atomic_write(
@@ -74,7 +84,17 @@ def atomic_symlink(link: str | Path, target: str | Path) -> None:
         raise
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of the file's bytes, streamed (bounded memory on big videos and weights)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON values: numpy scalars and arrays -> numbers and lists, Paths ->
+    str, anything else without a JSON form -> its str; nested dicts and lists throughout."""
+    return json.loads(json.dumps(value, default=_to_json))
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

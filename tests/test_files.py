@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.files import (
@@ -13,6 +15,7 @@ from pipeline.files import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
+    jsonable,
     sha256_file,
 )
 
@@ -71,3 +74,22 @@ def test_sha256_file_is_the_sha256_of_the_bytes(tmp_path):
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
     (tmp_path / "empty").write_bytes(b"")
     assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_jsonable_turns_numpy_and_paths_into_plain_json():
+    value = {
+        "n": np.int64(3),
+        "acc": np.float32(0.5),
+        "confusion": np.array([[1, 0], [2, 3]]),
+        "path": Path("/runs/a"),
+        "nested": [np.bool_(True), {"x": np.float64(1.25)}],
+    }
+    out = jsonable(value)
+    assert out == {
+        "n": 3,
+        "acc": 0.5,
+        "confusion": [[1, 0], [2, 3]],
+        "path": "/runs/a",
+        "nested": [True, {"x": 1.25}],
+    }
+    assert type(out["n"]) is int and type(out["acc"]) is float

@@ -6,7 +6,7 @@ Layout under ``root``:
                                         empty audio): cached as masked, never recomputed. Each file
                                         describes itself (pipeline/features/store_entry.py): its key, a
                                         sha256 of its payload and its full provenance
-    index.sqlite                        SQLite (WAL): provenance per entry, file-hash cache, the
+    index.sqlite                        SQLite (WAL): provenance per entry, file-hash memo, the
                                         last key computed per (utterance, extractor) for `status`,
                                         and claims of keys being computed. Derived data: `erc store
                                         rebuild-index` rebuilds it from the entry files
@@ -25,7 +25,16 @@ by path and treated as not cached, so extraction recomputes it), ``gc`` deletes 
 damaged index says how to rebuild it, a read-only store can be read, and a full disk is reported as
 such with nothing half-written left.
 
-Status counts, gc and listing are in pipeline/features/store_admin.py (FeatureStore inherits them).
+Two handles on a store and their shared base, all in this module: ``EntryFiles`` is what both
+share (the path of a key, reading an entry, checked, and writing one atomically);
+``FeatureStore`` adds the index (lookups, claims, ``ingest``, status counts, gc and listing);
+``UnindexedWriter`` never opens index.sqlite, for extraction on hosts that cannot share it (SQLite
+over a network filesystem is unsafe: its locks are not reliable there). It looks entries up by
+their files, hashes inputs without the index's memo, writes entry files only and claims nothing;
+the one process that keeps the index then adds the new entries with ``FeatureStore.ingest``
+(docs/architecture.md, "The feature store across machines"). Two writers computing one key write
+identical payloads, and the rename makes one of them the file. The entry file format is
+pipeline/features/store_entry.py, the SQLite index pipeline/features/store_index.py.
 
 Readable without torch or Prefect: ``erc store list --store S``.
 Only safetensors, JSON and SQLite on disk: never pickle.
@@ -33,45 +42,42 @@ Only safetensors, JSON and SQLite on disk: never pickle.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.features import store_entry
 from pipeline.features import store_index as ix
-from pipeline.features.store_admin import (  # re-exported: the store's public names live here
-    STALE_TMP_SECONDS,  # noqa: F401
-    GcReport,  # noqa: F401
-    StatusCounts,  # noqa: F401
-    StoreAdmin,
-)
-from pipeline.features.store_entry import COLUMNS, DamagedEntryError
-from pipeline.features.store_files import (  # re-exported: the store's public names live here
-    PIPELINE_VERSION,  # noqa: F401
-    Entry,
-    EntryFiles,
-    UnindexedWriter,  # noqa: F401
-)
+from pipeline.features.store_entry import DamagedEntryError
 from pipeline.features.store_index import (  # re-exported: the store's public names live here
     INDEX_FILE,
     OBJECTS_DIR,
     TMP_PREFIX,
     StoreError,  # noqa: F401
     StoreReadOnlyError,
-    StoreWriteError,  # noqa: F401
+    StoreWriteError,
     guard_index,
     rebuild_index,  # noqa: F401
 )
-from pipeline.files import sha256_file
+from pipeline.files import MemoryDigests, atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
+
+STALE_TMP_SECONDS = 3600  # gc removes temp files older than this (left by killed writers)
 
 
 def default_store() -> Path:
@@ -89,6 +95,28 @@ class IngestReport:
     already: int = 0  # already indexed
     absent: list[str] = field(default_factory=list)  # keys asked for that have no file
     damaged: list[str] = field(default_factory=list)  # "path: problem": no row given
+
+
+@dataclass
+class StatusCounts:
+    cached: int = 0
+    missing: int = 0  # not cached and never computed for this utterance
+    stale: int = 0  # not cached, but an entry exists from another spec/input of this utterance
+    invalid: int = 0  # no key can be made (missing file, bad row)
+    damaged: int = 0  # indexed, but its file fails verification (treated as not cached)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class GcReport:
+    objects_deleted: int = 0
+    rows_deleted: int = 0
+    bytes_freed: int = 0
+    dry_run: bool = False
+    kept: int = 0
+    damaged: list[str] = field(default_factory=list)  # "path: problem" of each damaged entry
 
 
 def text_hash(text: str) -> str:
@@ -122,7 +150,166 @@ def make_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-class FeatureStore(StoreAdmin, EntryFiles):
+def _pipeline_version() -> str:
+    try:
+        return importlib.metadata.version("ada2i-erc")
+    except importlib.metadata.PackageNotFoundError:  # running from a plain checkout
+        return "unknown"
+
+
+PIPELINE_VERSION = _pipeline_version()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One vector to store and where it came from. ``vector`` None = extractor returned None."""
+
+    key: str
+    vector: np.ndarray | None  # float32 [dim] | None
+    spec: Any  # extractors.base.ExtractorSpec (duck-typed: name, version, kind, dim, ...)
+    utterance_id: str
+    input_hash: str
+    input_path: str = ""
+    segment: tuple[float, float | None] | None = None
+    fps: float | None = None
+    refs: tuple[str, ...] = ()  # every utterance id that resolved to this key (for 'stale')
+
+
+class EntryFiles:
+    """The entry files under ``root``/objects: what a store handle does without its index."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.damaged: list[tuple[Path, str]] = []  # found by present/get in this session
+        self.read_only = False
+        self._host = socket.gethostname()
+        self._owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def object_path(self, key: str) -> Path:
+        return self.root / OBJECTS_DIR / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored vector float32 [dim], or None for a cached "extractor returned None".
+
+        KeyError when absent; DamagedEntryError (a KeyError) naming the file when it fails its
+        checks, so a reader that treats "absent" as "not cached" never reads damage as good.
+        """
+        path = self.object_path(key)
+        try:
+            return store_entry.check(path, key).vector
+        except FileNotFoundError:
+            raise KeyError(f"{key}: not in feature store {self.root}") from None
+        except DamagedEntryError as exc:
+            self._note_damaged(exc)
+            raise
+
+    def verify(self) -> tuple[int, list[str]]:
+        """Check every entry file: (number sound, ["path: problem" for each damaged one])."""
+        sound, damaged = 0, []
+        for path in self._iter_objects():
+            if path.name.startswith(TMP_PREFIX):
+                continue
+            try:
+                store_entry.check(path)
+                sound += 1
+            except DamagedEntryError as exc:
+                damaged.append(f"{path}: {exc.problem}")
+            except FileNotFoundError:  # deleted meanwhile (gc, a rewrite)
+                continue
+        return sound, damaged
+
+    def _file_sound(self, key: str) -> bool:
+        """The key's entry file exists and passes its checks (a damaged one is noted)."""
+        try:
+            store_entry.check(self.object_path(key), key)
+        except FileNotFoundError:
+            return False
+        except DamagedEntryError as exc:
+            self._note_damaged(exc)
+            return False
+        return True
+
+    def _note_damaged(self, exc: DamagedEntryError) -> None:
+        if (exc.path, exc.problem) in self.damaged:  # said once per session
+            return
+        self.damaged.append((exc.path, exc.problem))
+        log.warning("%s; treated as not cached: extraction recomputes it, gc deletes it", exc)
+
+    def _iter_objects(self) -> Iterator[Path]:
+        return ix.iter_objects(self.root)
+
+    # ---- write -------------------------------------------------------------------------------
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write {what}")
+
+    def _row(self, e: Entry, now: str) -> dict[str, Any]:
+        spec = e.spec
+        seg = e.segment or (None, None)
+        return {
+            "key": e.key,
+            "status": "missing" if e.vector is None else "ok",
+            "extractor": spec.name,
+            "version": spec.version,
+            "config_hash": spec.config_hash(),
+            "kind": spec.kind,
+            "model": spec.model,
+            "weights": spec.weights,
+            "weights_hash": spec.weights_hash,
+            "spec_json": json.dumps(spec.to_dict(), sort_keys=True),
+            "dim": spec.dim,
+            "utterance_id": e.utterance_id,
+            "input_path": e.input_path,
+            "input_hash": e.input_hash,
+            "start_s": seg[0],
+            "end_s": seg[1],
+            "fps": e.fps,
+            "nbytes": 0,
+            "created_at": now,
+            "host": self._host,
+            "pipeline_version": PIPELINE_VERSION,
+        }
+
+    def _write_entries(
+        self, entries: Sequence[Entry], written: list | None = None
+    ) -> list[tuple[dict[str, Any], list[str]]]:
+        """Write each entry file atomically -> its (index row, refs), appended to ``written`` as
+        each file lands (so a caller interrupted mid-batch still knows what reached the disk)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        written = [] if written is None else written
+        for e in entries:
+            row = self._row(e, now)
+            refs = list(dict.fromkeys(e.refs or (e.utterance_id,)))
+            row["nbytes"] = self._write_object(e, row, refs)
+            written.append((row, refs))
+        return written
+
+    def _write_object(self, e: Entry, row: dict[str, Any], refs: list[str]) -> int:
+        x = None
+        if e.vector is not None:
+            x = np.asarray(e.vector, dtype=np.float32).reshape(-1)  # [dim]
+            if x.shape[0] != e.spec.dim or not np.isfinite(x).all():
+                raise ValueError(
+                    f"extractor {e.spec.name} returned shape {x.shape} (finite={np.isfinite(x).all()})"
+                    f" for utterance {e.utterance_id!r}; expected finite [{e.spec.dim}]"
+                )
+        blob = store_entry.encode(e.key, x, row, refs)
+        path = self.object_path(e.key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # readers see the old file, the new one, or none; TMP_PREFIX: scans skip the temp file
+            atomic_write_bytes(path, blob, prefix=TMP_PREFIX, suffix=".part")
+        except OSError as exc:
+            if exc.errno in ix.FULL_ERRNOS:
+                raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
+            if exc.errno in (errno.EROFS, errno.EACCES):
+                raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
+            raise
+        return len(blob)
+
+
+class FeatureStore(EntryFiles):
     """A directory of content-addressed feature vectors with a SQLite provenance index.
 
     ``create``: make the store if absent; it also says the caller means to write, so a read-only
@@ -183,22 +370,10 @@ class FeatureStore(StoreAdmin, EntryFiles):
 
     @guard_index
     def file_hash(self, path: str | Path) -> str:
-        """sha256 of a file's bytes, cached by (path, size, mtime) so big videos are read once."""
-        path = Path(path).resolve()
-        st = path.stat()  # FileNotFoundError names the path
-        row = self._db.execute(
-            "SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path = ?", (str(path),)
-        ).fetchone()
-        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
-            return row[2]
-        sha = sha256_file(path)
-        if not self.read_only:  # a read-only store hashes again next time; nothing is wrong
-            with self._tx():
-                self._db.execute(
-                    "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                    (str(path), st.st_size, st.st_mtime_ns, sha),
-                )
-        return sha
+        """sha256 of a file's bytes, remembered in the index by path and stat key
+        (pipeline.files.file_sha256) so big videos are read once. FileNotFoundError names the
+        path."""
+        return file_sha256(path, _IndexedDigests(self))
 
     # ---- read --------------------------------------------------------------------------------
 
@@ -250,13 +425,7 @@ class FeatureStore(StoreAdmin, EntryFiles):
         self._index_rows(written)
 
     def _index_rows(self, written: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
-        rows = [tuple(row[c] for c in COLUMNS) for row, _ in written]
-        refs = [(u, row["extractor"], row["key"]) for row, rs in written for u in rs]
-        with self._tx():
-            self._db.executemany(ix.INSERT_ENTRY, rows)
-            self._db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
-            # stored: no longer anyone's work in progress
-            self._db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
+        ix.add_rows(self._db, written)
 
     @guard_index
     def ingest(self, keys: Iterable[str] | None = None) -> IngestReport:
@@ -276,26 +445,13 @@ class FeatureStore(StoreAdmin, EntryFiles):
             ]
         else:
             candidates = list(dict.fromkeys(keys))
-        report = IngestReport()
-        found = []
-        for key in candidates:
-            if key in indexed:
-                report.already += 1
-                continue
-            path = self.object_path(key)
-            try:
-                checked = store_entry.check(path, key)
-            except FileNotFoundError:
-                report.absent.append(key)
-                continue
-            except DamagedEntryError as exc:
-                report.damaged.append(f"{path}: {exc.problem}")
-                continue
-            found.append(store_entry.index_row(checked))
-        found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # the newest ref wins
-        if found:
-            self._index_rows(found)
-        report.added = len(found)
+        report = IngestReport(already=sum(k in indexed for k in candidates))
+        scan = ix.scan_entries(self.object_path(k) for k in candidates if k not in indexed)
+        report.absent = [p.name.removesuffix(".safetensors") for p in scan.absent]
+        report.damaged = scan.damaged
+        if scan.found:
+            self._index_rows(scan.found)
+        report.added = len(scan.found)
         return report
 
     # ---- claims: one computation per key across concurrent writers ---------------------------
@@ -354,3 +510,179 @@ class FeatureStore(StoreAdmin, EntryFiles):
 
     def _tx(self) -> ix.Transaction:
         return ix.Transaction(self._db)
+
+    # ---- status and gc -----------------------------------------------------------------------
+
+    @guard_index
+    def status(
+        self, wanted: Iterable[tuple[str, str, str | None]], verify: bool = False
+    ) -> dict[str, StatusCounts]:
+        """Counts per extractor for (utterance_id, extractor name, key | None = no key possible).
+
+        ``verify``: read every entry file (else a same-size overwrite is counted as cached).
+        """
+        wanted = list(wanted)
+        have = self.present((k for _, _, k in wanted if k), verify=verify)
+        damaged_keys = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
+        last = dict(
+            ((u, x), k)
+            for u, x, k in self._db.execute("SELECT utterance_id, extractor, key FROM refs")
+        )
+        counts: dict[str, StatusCounts] = {}
+        for utt, name, key in wanted:
+            c = counts.setdefault(name, StatusCounts())
+            if key is None:
+                c.invalid += 1
+            elif key in have:
+                c.cached += 1
+            elif key in damaged_keys:
+                c.damaged += 1
+            elif last.get((utt, name), key) != key:
+                c.stale += 1
+            else:
+                c.missing += 1
+        return counts
+
+    @guard_index
+    def gc(self, keep: set[str] | None = None, dry_run: bool = False) -> GcReport:
+        """Delete every object and index row whose key is not in ``keep``, and every damaged
+        entry (each file is read and checked); report bytes freed.
+
+        ``keep`` None keeps every sound indexed entry and removes only debris and damage: objects
+        without an index row, index rows without an object, temp files left by killed writers.
+        """
+        if not dry_run:
+            self._writable("(gc deletes entries)")
+        report = GcReport(dry_run=dry_run)
+        rows = [k for (k,) in self._db.execute("SELECT key FROM entries").fetchall()]
+        if keep is None:
+            keep = set(rows)
+        stale_cutoff = time.time() - STALE_TMP_SECONDS
+        sound: set[str] = set()
+        for path in self._iter_objects():
+            name = path.name
+            if name.startswith(TMP_PREFIX):
+                # A live writer's temp file is seconds old; only killed writers leave old ones.
+                if path.stat().st_mtime >= stale_cutoff:
+                    continue
+            elif (key := name.removesuffix(".safetensors")) in keep:
+                try:
+                    store_entry.check(path, key)
+                    report.kept += 1
+                    sound.add(key)
+                    continue
+                except DamagedEntryError as exc:
+                    report.damaged.append(f"{path}: {exc.problem}")
+                except FileNotFoundError:
+                    continue
+            report.objects_deleted += 1
+            report.bytes_freed += path.stat().st_size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+        drop_rows = [k for k in rows if k not in sound]
+        report.rows_deleted = len(drop_rows)
+        if not dry_run and drop_rows:
+            with self._tx():
+                self._db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in drop_rows))
+                self._db.execute("DELETE FROM refs WHERE key NOT IN (SELECT key FROM entries)")
+        return report
+
+    # ---- listing -----------------------------------------------------------------------------
+
+    @guard_index
+    def entries(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT * FROM entries ORDER BY created_at, key")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
+    @guard_index
+    def summary(self) -> dict[str, Any]:
+        """Entries and bytes per extractor/version/config: what `erc status` prints per store."""
+        rows = self._db.execute(
+            "SELECT extractor, version, config_hash, weights, status, COUNT(*), SUM(nbytes) "
+            "FROM entries GROUP BY extractor, version, config_hash, weights, status"
+        ).fetchall()
+        out: dict[str, Any] = {}
+        for name, version, chash, weights, status, n, nbytes in rows:
+            d = out.setdefault(
+                f"{name}@{version}#{chash}",
+                {"weights": weights, "ok": 0, "missing": 0, "bytes": 0},
+            )
+            d[status] += n
+            d["bytes"] += int(nbytes or 0)
+        return out
+
+
+class _IndexedDigests:
+    """The index's file_digests table as the memo of pipeline.files.file_sha256. A read-only
+    store only reads it (it hashes again next time; nothing is wrong), and one whose index
+    predates the table remembers nothing."""
+
+    def __init__(self, store: FeatureStore):
+        self.store = store
+
+    def recall(self, path: str, key: list[int]) -> str | None:
+        try:
+            row = self.store._db.execute(
+                "SELECT stat, sha256 FROM file_digests WHERE path = ?", (path,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc) and self.store.read_only:
+                return None
+            raise
+        return row[1] if row and json.loads(row[0]) == key else None
+
+    def remember(self, path: str, key: list[int], sha256: str) -> None:
+        if self.store.read_only:
+            return
+        with self.store._tx():
+            self.store._db.execute(
+                "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?)",
+                (path, json.dumps(key), sha256),
+            )
+
+
+class UnindexedWriter(EntryFiles):
+    """A store handle for a writer that must not touch index.sqlite (another host).
+
+    Same interface as FeatureStore for extraction (file_hash, present, get, claim, release,
+    claims_alive, put_many); ``stored`` lists the keys written, for the index keeper's ingest.
+    """
+
+    def __init__(self, root: str | Path):
+        super().__init__(root)
+        (self.root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        self.stored: list[str] = []
+        self._digests = MemoryDigests()  # this process's file-hash memo
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> UnindexedWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def file_hash(self, path: str | Path) -> str:
+        return file_sha256(path, self._digests)
+
+    def present(self, keys: Iterable[str], verify: bool = True) -> set[str]:
+        """The keys whose entry file is sound (always read: there is no index size to compare)."""
+        return {k for k in dict.fromkeys(keys) if self._file_sound(k)}
+
+    def put_many(self, entries: Sequence[Entry]) -> None:
+        self._writable(f"{len(entries)} entries")
+        self._write_entries(entries)
+        self.stored.extend(e.key for e in entries)
+
+    # No shared index, no claims: the plan gives each writer its own keys, and a key computed
+    # twice is written twice with the same payload.
+    def claim(self, keys: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def release(self, keys: Iterable[str]) -> None:
+        pass
+
+    def claims_alive(self, keys: Iterable[str]) -> set[str]:
+        return set()

@@ -3,7 +3,7 @@ what its errors mean for a user, key claims, and rebuilding it from the entry fi
 
 The index is derived data: every entry file carries its key and provenance
 (pipeline/features/store_entry.py), so a damaged or lost index.sqlite is rebuilt by ``rebuild_index``
-and only the file-hash cache (media are hashed again once) is lost.
+and only the file-hash memo (media are hashed again once) is lost.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline.features import store_entry
 from pipeline.features.store_entry import COLUMNS, DamagedEntryError
@@ -62,9 +63,11 @@ CREATE TABLE IF NOT EXISTS refs (    -- last key computed per (utterance, extrac
     key TEXT NOT NULL,
     PRIMARY KEY (utterance_id, extractor)
 );
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+-- file sha256 by path and stat key (JSON [size, mtime_ns, ctime_ns, inode]: pipeline.files.stat_key)
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL
 );
+DROP TABLE IF EXISTS file_hashes;    -- its key was size and mtime only: file_digests replaces it
 CREATE TABLE IF NOT EXISTS claims (  -- keys a writer is computing now (FeatureStore.claim)
     key TEXT PRIMARY KEY,
     owner TEXT NOT NULL,             -- one id per FeatureStore instance
@@ -194,7 +197,7 @@ def rebuild_index(root: str | Path) -> RebuildReport:
     """Rebuild index.sqlite from the entry files (each carries its key and provenance).
 
     The old index files are renamed aside (``index.sqlite.old-<time>``), not deleted. Run it
-    while no extraction writes to the store. The file-hash cache starts empty (media are hashed
+    while no extraction writes to the store. The file-hash memo starts empty (media are hashed
     again once); damaged entry files get no row, so the next ``gc`` deletes them.
     """
     root = Path(root)
@@ -210,29 +213,53 @@ def rebuild_index(root: str | Path) -> RebuildReport:
             aside = root / f"{INDEX_FILE}.old-{stamp}{suffix}"
             os.replace(old, aside)
             report.moved_aside.append(str(aside))
-    found = []
-    for path in iter_objects(root):
-        if path.name.startswith(TMP_PREFIX):
-            continue
-        try:
-            checked = store_entry.check(path)
-        except DamagedEntryError as exc:
-            report.damaged.append(f"{path}: {exc.problem}")
-            continue
-        found.append(store_entry.index_row(checked))
-    found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))  # the newest ref wins below
+    scan = scan_entries(p for p in iter_objects(root) if not p.name.startswith(TMP_PREFIX))
+    report.damaged = scan.damaged
     db = connect(root / INDEX_FILE)
     try:
-        with Transaction(db):
-            db.executemany(INSERT_ENTRY, (tuple(row[c] for c in COLUMNS) for row, _ in found))
-            db.executemany(
-                "INSERT OR REPLACE INTO refs VALUES (?, ?, ?)",
-                ((u, row["extractor"], row["key"]) for row, refs in found for u in refs),
-            )
+        add_rows(db, scan.found)
     finally:
         db.close()
-    report.entries = len(found)
+    report.entries = len(scan.found)
     return report
+
+
+@dataclass
+class EntryScan:
+    # Index row (every COLUMN) and refs of each sound file, oldest first: added in this order,
+    # the newest entry's refs win.
+    found: list[tuple[dict[str, Any], list[str]]] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # "path: problem": no row given
+    absent: list[Path] = field(default_factory=list)  # no such file (never written, deleted)
+
+
+def scan_entries(paths: Iterable[Path]) -> EntryScan:
+    """Read and check entry files for indexing (rebuild_index, FeatureStore.ingest): a damaged
+    one gets no row, so the index never points at damage."""
+    scan = EntryScan()
+    for path in paths:
+        try:
+            checked = store_entry.check(path)
+        except FileNotFoundError:
+            scan.absent.append(path)
+            continue
+        except DamagedEntryError as exc:
+            scan.damaged.append(f"{path}: {exc.problem}")
+            continue
+        scan.found.append(store_entry.index_row(checked))
+    scan.found.sort(key=lambda r: (r[0]["created_at"], r[0]["key"]))
+    return scan
+
+
+def add_rows(db: sqlite3.Connection, found: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
+    """Index rows and refs of stored entries, in one transaction. Their claims go in the same
+    transaction (stored: no longer anyone's work in progress)."""
+    rows = [tuple(row[c] for c in COLUMNS) for row, _ in found]
+    refs = [(u, row["extractor"], row["key"]) for row, rs in found for u in rs]
+    with Transaction(db):
+        db.executemany(INSERT_ENTRY, rows)
+        db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", refs)
+        db.executemany("DELETE FROM claims WHERE key = ?", ((r[0],) for r in rows))
 
 
 def retry(fn, attempts: int = 50):

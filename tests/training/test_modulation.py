@@ -15,7 +15,7 @@ from model.ada2i import Ada2I
 from model.config import preset
 from model.losses import IGNORE, ada2i_loss
 from pipeline.training.optim import Adam
-from pipeline.training.train_epoch import modulated_step
+from pipeline.training.train import modulated_step
 
 DIMS = {"t": 12, "a": 8, "v": 10}
 

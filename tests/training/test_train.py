@@ -299,6 +299,16 @@ def test_micro_batch_plan_respects_the_budget():
     assert [len(p) for p in micro_batches(batch, longest - 1)][0] == 1  # too long: alone
 
 
+def test_weighted_f1_by_hand():
+    # class 0: TP 1, support 2, predicted 2 -> F1 2/4; class 1: TP 2, support 2, predicted 3 ->
+    # F1 4/5; class 2: never predicted -> F1 0. Weighted by support: (0.5*2 + 0.8*2 + 0*1) / 5.
+    y_true = np.array([0, 0, 1, 1, 2, -1])  # -1: unlabelled, ignored
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    m = selection_metrics(y_true, y_pred, 3)
+    assert m["n"] == 5 and m["accuracy"] == pytest.approx(0.6)
+    assert m["weighted_f1"] == pytest.approx(0.52) and m["macro_f1"] == pytest.approx(1.3 / 3)
+
+
 def test_metrics_equal_scikit_learn():
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
