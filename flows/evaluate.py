@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger, task
 from flows import artifacts
 from flows.caching import StageCache, content_name, run_cached, stamped, tree_digest
 from flows.params import DEFAULT_OUT, Layout, Split, check_choice, check_dir, run_name
-from flows.train import LATEST, jsonable
+from flows.train import LATEST
+from pipeline.files import jsonable
 
 SPLITS = ("train", "dev", "test")
 

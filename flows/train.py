@@ -27,23 +27,9 @@ from flows.params import (
     check_seeds,
     check_training,
 )
+from pipeline.files import jsonable
 
 LATEST = "latest.json"  # <out>/train/latest.json: the last train run's checkpoints, for `evaluate`
-
-
-def jsonable(value: Any) -> Any:
-    """Metrics as plain JSON (numpy scalars/arrays -> numbers/lists, Paths -> str)."""
-    return json.loads(json.dumps(value, default=_to_json))
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 @task(
