@@ -20,7 +20,7 @@ class TrainConfig:
     # similar-length dialogues whose gradients add up to the batch's (pipeline.training.data.micro_batches),
     # so peak memory is bounded whatever the dialogue lengths. 480 on IEMOCAP-sized data: 70-90
     # MiB less peak RSS than whole batches at the same speed within run-to-run noise (less padding
-    # pays for more passes; 240-360 were slower, BENCHMARKS.md). 0 = the whole batch in one pass.
+    # pays for more passes; BENCHMARKS.md, Training). 0 = the whole batch in one pass.
     micro_batch_utterances: int = 480
     epochs: int = 50  # paper Table 2
     weight_decay: float = 1e-8  # authors' code
