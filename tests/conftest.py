@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,59 @@ def _own_cache_home(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """manifest.csv of a small demo set: 3 dialogues of 5 utterances (seed 0), their mp4s and SRTs
+    beside it. Generated once per session and shared: read-only (a test that changes a file works
+    on a copy)."""
+    from pipeline.dataset.demo import make_demo_dataset
+
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo"), n_dialogues=3, utterances_per_dialogue=5
+    )
+
+
+@pytest.fixture(scope="session")
+def extractors():
+    """The tiny preset's text and audio extractors ({"t": [...], "a": [...]}): packaged MiniLM,
+    a random-init tiny wav2vec2 and openSMILE, no download. Built once per session and shared
+    (extractors are stateless). The visual extractor is the slow one and has its own tests."""
+    from pipeline.features.extract_plan import load_extractors
+
+    return load_extractors("tiny", "ta")
+
+
+@pytest.fixture(scope="session")
+def voice():
+    """voice(seconds) -> float32 [S] at the pipeline's sample rate: a buzz whose pitch glides around
+    140 Hz under a syllable-rate envelope, so openSMILE finds voicing in it."""
+    from pipeline.dataset.media import SAMPLE_RATE as SR
+
+    def make(seconds: float) -> np.ndarray:
+        t = np.arange(int(seconds * SR)) / SR
+        f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)  # a gliding pitch: openSMILE finds voicing
+        x = 0.3 * np.sin(2 * np.pi * np.cumsum(f0) / SR) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+        return x.astype(np.float32)  # [S]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def write_wav():
+    """write_wav(path, x): x (float in [-1, 1], shape [S]) as a mono 16-bit WAV file at the
+    pipeline's sample rate (what the audio extractors read without resampling)."""
+    from pipeline.dataset.media import SAMPLE_RATE
+
+    def write(path: Path, x: np.ndarray) -> None:
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes((x * 32767).astype("<i2").tobytes())
+
+    return write
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sqlite3
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from pipeline.dataset import media, media_writer
 from pipeline.dataset.labels import IEMOCAP, MELD
 from pipeline.dataset.manifest import ManifestError, read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features, feature_spec
-from pipeline.features.extract_plan import load_extractors, store_status
+from pipeline.features.extract_plan import store_status
 from pipeline.features.featureset import FeatureSet, FeatureSetError
 from pipeline.features.store import FeatureStore
 
@@ -47,31 +46,18 @@ def _voice(seconds: float, f0: float = 150.0) -> np.ndarray:
     )  # [S]
 
 
-def _write_wav(path: Path, x: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-
-
 @pytest.fixture(scope="module")
-def media_dir(tmp_path_factory) -> Path:
+def media_dir(tmp_path_factory, write_wav) -> Path:
     root = tmp_path_factory.mktemp("media")
     frames = [np.full((32, 32, 3), 90 + 10 * k, np.uint8) for k in range(int(DURATION_S * 5))]
     media_writer.write_video(root / "talk.mp4", frames, 5, audio=_voice(DURATION_S))
     media_writer.write_video(root / "silent_film.mp4", frames, 5)  # no audio stream
-    _write_wav(root / "speech.wav", _voice(2.0, 180.0))
+    write_wav(root / "speech.wav", _voice(2.0, 180.0))
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     (root / "empty.wav").write_bytes(b"")
     os.mkfifo(root / "pipe.wav")
     (root / "a_folder.wav").mkdir()
     return root
-
-
-@pytest.fixture(scope="module")
-def extractors():
-    return load_extractors("tiny", MODALITIES)
 
 
 @pytest.fixture(scope="module")

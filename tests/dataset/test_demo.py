@@ -14,7 +14,9 @@ from pipeline.dataset.media import SAMPLE_RATE, iter_segments, probe
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def timed_demo(tmp_path_factory):
+    """(manifest path, seconds to generate) of a 6-dialogue demo set, larger than the session's
+    shared one: every split, and enough rows per class to measure the class signal."""
     out = tmp_path_factory.mktemp("demo")
     t0 = time.perf_counter()
     path = make_demo_dataset(out, n_dialogues=6, utterances_per_dialogue=8, seed=0)
@@ -29,8 +31,8 @@ def _f0(audio: np.ndarray) -> float:
     return SAMPLE_RATE / (lo + int(np.argmax(ac[lo:hi])))
 
 
-def test_manifest_is_valid(demo):
-    path, seconds = demo
+def test_manifest_is_valid(timed_demo):
+    path, seconds = timed_demo
     df = read_manifest(path)
     assert seconds < 30  # "a few seconds" on a free core; generous for a shared machine
     assert len(df) == 48 and df["dialogue_id"].nunique() == 6
@@ -46,8 +48,8 @@ def test_manifest_is_valid(demo):
         assert (rows["start_s"].iloc[1:].to_numpy() >= rows["end_s"].iloc[:-1].to_numpy()).all()
 
 
-def test_media_reads_back(demo):
-    df = read_manifest(demo[0])
+def test_media_reads_back(timed_demo):
+    df = read_manifest(timed_demo[0])
     f0 = {label: [] for label in LABELS}
     for video, rows in df.groupby("video_path"):
         info = probe(video)
@@ -74,8 +76,8 @@ def test_media_reads_back(demo):
     assert means["hap"] > means["neu"] > means["sad"] and means["ang"] > means["neu"], means
 
 
-def test_text_carries_the_label(demo):
-    df = read_manifest(demo[0])
+def test_text_carries_the_label(timed_demo):
+    df = read_manifest(timed_demo[0])
     vocab = {w: label for label, words in WORDS.items() for w in words}
 
     def guess(text):
@@ -83,7 +85,9 @@ def test_text_carries_the_label(demo):
         return votes.value_counts().idxmax()
 
     accuracy = np.mean([guess(t) == y for t, y in zip(df["text"], df["label"], strict=True)])
-    assert accuracy >= 0.8  # learnable from the words alone (noise words blur some)
+    # A strong cue, not a perfect one (demo.py: a word from another class in 30% of sentences):
+    # the vote is right for ~94% of sentences, >= 0.85 of 48 rows for 99% of seeds (0.92 here).
+    assert 0.85 <= accuracy < 1.0
 
 
 def test_deterministic_and_reused(demo, tmp_path):
@@ -98,5 +102,5 @@ def test_deterministic_and_reused(demo, tmp_path):
         make_demo_dataset(tmp_path / "a", n_dialogues=2, utterances_per_dialogue=3, seed=1) == first
     )
     assert time.perf_counter() - t0 < 1.0  # reused, not regenerated
-    assert first.read_text() != demo[0].read_text()  # other seed, other content
+    assert first.read_text() != demo.read_text()  # other seed, other content
     assert len(read_manifest(first)) == 6

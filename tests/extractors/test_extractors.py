@@ -55,20 +55,6 @@ def noise(seconds: float, seed: int = 0, amp: float = 0.1) -> np.ndarray:
     return (amp * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # [H, W, 3] uint8
-
-
-def grace_hopper() -> np.ndarray:
-    from matplotlib import cbook
-
-    return read_rgb(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-
-
 def read_wav(path: Path) -> np.ndarray:
     import soundfile
 
@@ -351,8 +337,8 @@ def test_similarity_transform_recovers_a_known_one():
     )
 
 
-def test_visual_face_photo_gives_a_feature_and_stats(face):
-    img = grace_hopper()  # [600, 512, 3]
+def test_visual_face_photo_gives_a_feature_and_stats(face, grace_hopper):
+    img = grace_hopper  # [600, 512, 3]
     dets = face.detect_faces([img])
     assert len(dets[0]) == 1 and dets[0].probs[0] > 0.95
     # the aligned crop puts the detected landmarks on the template
@@ -376,10 +362,10 @@ def test_visual_face_photo_gives_a_feature_and_stats(face):
     assert (spec.kind, spec.dim, spec.weights) == ("visual", 1024, "random-init")
 
 
-def test_visual_batch_equals_single_and_downscale_maps_back(face):
+def test_visual_batch_equals_single_and_downscale_maps_back(face, grace_hopper):
     import cv2
 
-    img = cv2.resize(grace_hopper(), (546, 640))  # long side = max_side: detected as is
+    img = cv2.resize(grace_hopper, (546, 640))  # long side = max_side: detected as is
     big = cv2.resize(img, (2 * 546, 2 * 640))  # downscaled back to [640, 546] for detection
     small_det, big_det = face.detect_faces([img, big])
     # full-res pixels; a few px of MTCNN jitter from resampling (an unmapped box would be ~2x off)
@@ -390,11 +376,11 @@ def test_visual_batch_equals_single_and_downscale_maps_back(face):
     np.testing.assert_allclose(face(utterances[:1])[0], batched[0], atol=1e-4)
 
 
-def test_visual_downscaled_detection_is_in_full_res_pixels(face):
+def test_visual_downscaled_detection_is_in_full_res_pixels(face, grace_hopper):
     """Detection on a copy with long side 300 (half of the 600 px photo): boxes and landmarks come
     back in full-resolution pixels and match detection at full resolution; min_face_size stays in
     full-resolution pixels (halved for the half-size copy, never below P-Net's 12 px)."""
-    img = grace_hopper()  # [600, 512, 3]
+    img = grace_hopper  # [600, 512, 3]
     small = FaceVisualExtractor(max_side=300)  # same seed: same weights
     (full,), (down,) = face.detect_faces([img]), small.detect_faces([img])
     assert len(full) == 1 and len(down) == 1
@@ -404,7 +390,7 @@ def test_visual_downscaled_detection_is_in_full_res_pixels(face):
     assert FaceVisualExtractor(max_side=300, min_face_size=80).detect_min_size(0.5) == 40.0
 
 
-def test_visual_crop_and_face_size_are_in_the_key():
+def test_visual_crop_and_face_size_are_in_the_key(grace_hopper):
     """160 px crops and a 40 px minimum face (the settings the offline preset had before it moved
     to the FER network) are recorded in the spec config, so the cache key differs from the
     paper's 224 px default; same weights, same 1024-d output."""
@@ -415,12 +401,12 @@ def test_visual_crop_and_face_size_are_in_the_key():
     assert (default.spec.config["crop_size"], default.spec.config["min_face_size"]) == (224, 20)
     assert fast.spec.weights_hash == default.spec.weights_hash
     assert fast.spec.config_hash() != default.spec.config_hash()
-    out = fast([[grace_hopper()]])
+    out = fast([[grace_hopper]])
     assert_vectors(out, 1024, [True])
     assert fast.last_stats.frames_with_face == 1
 
 
-def test_visual_own_densenet_weights_file(tmp_path, face):
+def test_visual_own_densenet_weights_file(tmp_path, face, grace_hopper):
     """A fine-tuned DenseNet121 from a file: safetensors or a weights_only state_dict, whole
     network or features only; provenance says "file" and hashes what was loaded."""
     from safetensors.torch import save_file
@@ -436,7 +422,7 @@ def test_visual_own_densenet_weights_file(tmp_path, face):
     assert a.spec.weights == "file" and "ft.safetensors" in a.spec.model
     assert a.spec.weights_hash == b.spec.weights_hash != face.spec.weights_hash
     assert a.spec.weights_hash == sha256_state_dict(a.mtcnn, net.features.eval())
-    np.testing.assert_allclose(a([[grace_hopper()]])[0], b([[grace_hopper()]])[0], atol=1e-5)
+    np.testing.assert_allclose(a([[grace_hopper]])[0], b([[grace_hopper]])[0], atol=1e-5)
     # errors name the file: missing, wrong format, code in a pickle, not a DenseNet121
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         FaceVisualExtractor(weights_path=tmp_path / "nope.pt")
@@ -465,7 +451,7 @@ def test_visual_random_init_is_seeded():
 
 @pytest.mark.shared
 @needs_shared
-def test_visual_real_faces(face):
+def test_visual_real_faces(face, read_rgb):
     names = ["skimage_astronaut.png", "pyfeat_BWPictureHuman.jpg", "pyfeat_multi_face.jpg"]
     dets = face.detect_faces([read_rgb(FACES / n) for n in names])
     # min_face_size is 20 full-resolution px: on these large photos (2560 and 1000 px wide,

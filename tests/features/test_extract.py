@@ -7,7 +7,6 @@ signal, a faceless video without audio, a wav (audio, no video), a corrupt file 
 from __future__ import annotations
 
 import dataclasses
-import wave
 from pathlib import Path
 
 import matplotlib.cbook
@@ -16,14 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.dataset import media, media_writer
+from pipeline.dataset import media_writer
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import ExtractionError, plan_tasks, store_status
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import FeatureStore
 
-SR = media.SAMPLE_RATE
 DURATION_S = 4.0
 
 
@@ -33,23 +31,10 @@ def _face_frames(n: int) -> list[np.ndarray]:
     return [face] * n
 
 
-def _voice(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)  # a gliding pitch, so openSMILE finds voicing
-    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f0) / SR) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    return x.astype(np.float32)  # [S]
-
-
-def _write_wav(path: Path, x: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-
-
 @pytest.fixture(scope="module")
 def extractors():
+    """Replaces the session's tiny set: the real packaged MiniLM, openSMILE and the face extractor
+    (MTCNN + a random-init DenseNet121), every modality end to end."""
     from extractors.opensmile_audio import OpenSmileExtractor
     from extractors.text import SentenceTextExtractor
     from extractors.visual import FaceVisualExtractor
@@ -62,14 +47,14 @@ def extractors():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(tmp_path_factory, voice, write_wav) -> Path:
     root = tmp_path_factory.mktemp("data")
     fps = 10
     frames = _face_frames(int(DURATION_S * fps))
-    media_writer.write_video(root / "good.mp4", frames, fps, audio=_voice(DURATION_S))
+    media_writer.write_video(root / "good.mp4", frames, fps, audio=voice(DURATION_S))
     blank = [np.full_like(frames[0], 128)] * len(frames)  # no face: visual is masked, not failed
     media_writer.write_video(root / "silent_film.mp4", blank, fps)  # and no audio stream
-    _write_wav(root / "speech.wav", _voice(2.0))  # no video stream
+    write_wav(root / "speech.wav", voice(2.0))  # no video stream
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
     rows = [  # dialogue, utt, speaker, start, end, text, label, video
         ("d1", "ok1", "A", 0.0, 1.5, "I can't believe it.", "ang", "good.mp4"),

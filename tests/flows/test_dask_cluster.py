@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~3-5 min on 2 shared cores
 
@@ -52,12 +52,6 @@ kw = json.loads(sys.argv[1])
 r = extract(**kw)
 print("RESULT " + json.dumps({k: r[k] for k in ("featureset_dir", "failed", "counts", "shards")}))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:
@@ -119,7 +113,7 @@ def cluster(tmp_path_factory):
     from distributed import Client
 
     tmp = tmp_path_factory.mktemp("dask-cluster")
-    api_port, sched_port = _free_port(), _free_port()
+    api_port, sched_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}/api"
     env = {
         **os.environ,

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_prefect_integration import PARAMS, PREFECT, _free_port, _logs, running_stack, stack_env
+from _stack import PARAMS, PREFECT, ROOT, free_port, logs, running_stack, stack_env
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state(api: str, run_id: str) -> str:
@@ -71,7 +69,7 @@ def _zombie_state(home: Path, run_id: str) -> dict:
 def test_server_killed_mid_run(tmp_path):
     home = tmp_path / "prefect-home"
     home.mkdir()
-    env = stack_env(home, _free_port())
+    env = stack_env(home, free_port())
     api = env["PREFECT_API_URL"]
     params = {**PARAMS, "out_dir": str(tmp_path / "out"), "overrides": {"epochs": 5000}}
     with running_stack(env) as stack:
@@ -83,7 +81,7 @@ def test_server_killed_mid_run(tmp_path):
                                  timeout=300)  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
-        report = lambda: _logs(home)  # noqa: E731
+        report = lambda: logs(home)  # noqa: E731
         _wait_for("the run Running", lambda: _state(api, run_id) == "RUNNING", 600, report)
         # The automation can only end a run whose heartbeat the server has seen: wait until the
         # server's database holds the trigger's bucket for this run (a fixed sleep was not enough

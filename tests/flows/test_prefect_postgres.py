@@ -19,24 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from glob import glob
 from pathlib import Path
 
 import pytest
-from test_prefect_integration import (
-    PARAMS,
-    _alive,
-    _free_port,
-    _ours,
-    deployment_run,
-    running_stack,
-    stack_env,
-)
+from _stack import PARAMS, ROOT, alive, deployment_run, free_port, ours, running_stack, stack_env
 
-ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 SEEDS = [0, 1, 2, 3]
 
 
@@ -93,7 +82,7 @@ def postgres():
             capture_output=True,
             timeout=120,
         )
-        if pid and _alive(pid):  # pg_ctl could not stop it: end it (it is our postmaster)
+        if pid and alive(pid):  # pg_ctl could not stop it: end it (it is our postmaster)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -103,7 +92,7 @@ def stack(postgres, tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-pg-home")
     env = stack_env(
         home,
-        _free_port(),
+        free_port(),
         ERC_PREFECT_DB_URL=postgres["ERC_PREFECT_DB_URL"],
         ERC_WORKERS="2",
         ERC_WORKER_LIMIT="3",  # 4 seeds + the grid run in one wave; no worker takes all
@@ -160,6 +149,11 @@ def test_extract_and_train_then_a_grid_of_seeds_on_both_workers(stack, tmp_path_
         own = json.loads((Path(r["checkpoint_dir"]).parent / "test" / "metrics.json").read_text())
         assert r["metrics"]["weighted_f1"] == pytest.approx(own["weighted_f1"])
     assert len({r["checkpoint_dir"] for r in rows}) == len(SEEDS)
+    # Seed 0 of the grid trains the same featureset with the same settings as extract-and-train's
+    # seed 0, on another worker: CPU training is deterministic, so its test scores are the same.
+    [seed0] = [r for r in rows if r["seed"] == 0]
+    for name in ("accuracy", "weighted_f1"):
+        assert seed0["metrics"][name] == pytest.approx(row[name], abs=1e-6), (seed0, row)
     spread = summary["spread"]  # the row `erc grid` tables: percent, rounded to 0.01
     values = [r["metrics"]["weighted_f1"] for r in rows]
     assert spread["seeds"] == len(SEEDS)
@@ -198,7 +192,7 @@ def test_everything_stops(stack):
     assert down.returncode == 0, down.stdout + down.stderr
     for what in ("worker: stopped", "worker 2: stopped", "server: stopped"):
         assert what in down.stdout, down.stdout
-    assert not any(_alive(pid) and _ours(pid) for pid in stack["pids"])
+    assert not any(alive(pid) and ours(pid) for pid in stack["pids"])
     assert not list(stack["home"].glob("*.pid"))
 
     pg_dir, pg_pid = stack["db"]["ERC_PG_DIR"], stack["db"]["pid"]
@@ -209,7 +203,7 @@ def test_everything_stops(stack):
         timeout=120,
     )
     assert stop.returncode == 0, stop.stderr
-    assert pg_pid and not _alive(pg_pid) and not Path(pg_dir).exists()
+    assert pg_pid and not alive(pg_pid) and not Path(pg_dir).exists()
     for port in (stack["env"]["ERC_PREFECT_PORT"], stack["db"]["ERC_PG_PORT"]):
         with socket.socket() as s, pytest.raises(ConnectionRefusedError):  # nothing listens
             s.connect(("127.0.0.1", int(port)))

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import COLUMNS, read_manifest
 from pipeline.dataset.media import MediaError
 from pipeline.inference.asr import build_tiny_whisper, clean_text, load_asr
@@ -141,16 +140,11 @@ def test_clean_text_drops_control_and_replacement_characters():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return make_demo_dataset(
-        tmp_path_factory.mktemp("demo"), n_dialogues=1, utterances_per_dialogue=5
-    )
-
-
-@pytest.fixture(scope="module")
 def truth(demo):
+    """The shared demo set's first video and its own manifest rows."""
     df = read_manifest(demo)
-    return df, Path(df["video_path"].iat[0])
+    video = df["video_path"].iat[0]
+    return df[df["video_path"] == video].reset_index(drop=True), Path(video)
 
 
 def test_manifest_rows_win(truth, tmp_path):
