@@ -1,9 +1,11 @@
 """What batch inference writes: per-video results, the predictions table and the summary.
 
 prediction_table(segments, probs [N, C], support {m: [N]}, present [N, M]) -> DataFrame
-<name>.predictions.csv / .jsonl, <name>.report.html, <name>.failures.csv
-dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance dialogues)
-summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
+PredictionWriter(out_dir, label_names, modalities, provenance), one per run, writes:
+    .video      <name>.predictions.csv / .jsonl, <name>.report.html
+    .failed     <name>.failures.csv
+    .dialogue   dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance)
+    .summary    summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
 metrics.json, confusion.png (when the manifest's labels allow scoring: predict_scores.py)
 
 Every report names the model that made the predictions (pipeline.inference.provenance), and
@@ -138,47 +140,60 @@ def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
     return csv_path, jsonl_path
 
 
-def _provenance_html(ctx: dict[str, Any]) -> str:
-    prov = ctx.get("provenance")
-    return prov.html() if prov is not None else ""
-
-
-def _write_video_outputs(
-    table: pd.DataFrame, name: str, video: Path, ctx: dict[str, Any]
-) -> dict[str, str]:
-    out_dir = ctx["out_dir"]
-    csv_path, jsonl_path = _write_table(table, out_dir / name)
-    html = write_video_report(
-        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video),
-        provenance=_provenance_html(ctx),
-    )  # fmt: skip
-    return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
-
-
-def _write_dialogue_outputs(
-    table: pd.DataFrame, stem: Path, dialogue_id: str, clip_reports: dict[str, str], ctx
-) -> dict[str, str]:
-    """A clip-per-utterance dialogue's table (column `video` = the clip) -> its CSV, JSONL and
-    report under dialogues/; ``clip_reports``: video -> the clip's report file."""
-    stem.parent.mkdir(exist_ok=True)
-    csv_path, jsonl_path = _write_table(table, stem)
-    html = write_dialogue_report(
-        table, ctx["label_names"], ctx["modalities"], stem.with_name(stem.name + ".report.html"),
-        dialogue_id, {v: relative_href(p, stem.parent) for v, p in clip_reports.items()},
-        index_href=relative_href(ctx["out_dir"] / "index.html", stem.parent),
-        provenance=_provenance_html(ctx),
-    )  # fmt: skip
-    return {"dialogue_csv": str(csv_path), "dialogue_jsonl": str(jsonl_path),
-            "dialogue_html": str(html)}  # fmt: skip
-
-
 FAILED_FIELDS = ("utterance_id", "start_s", "end_s", "reason", "cue")
 
 
-def _write_failed(failed: list[dict[str, Any]], path: Path) -> str:
-    frame = pd.DataFrame(failed, columns=list(FAILED_FIELDS))
-    atomic_write(path, lambda p: frame.to_csv(p, index=False))
-    return str(path)
+@dataclass(frozen=True)
+class PredictionWriter:
+    """Writes one prediction run's files into out_dir: per video, per clip-per-utterance dialogue,
+    the failed utterances, and the summary over all videos. Every report names the model
+    (provenance; None: reports without it)."""
+
+    out_dir: Path
+    label_names: list[str]
+    modalities: str
+    provenance: Provenance | None = None
+
+    def _provenance_html(self) -> str:
+        return self.provenance.html() if self.provenance is not None else ""
+
+    def video(self, table: pd.DataFrame, name: str, video: Path) -> dict[str, str]:
+        """<name>.predictions.csv / .jsonl and <name>.report.html -> {csv, jsonl, html}."""
+        csv_path, jsonl_path = _write_table(table, self.out_dir / name)
+        html = write_video_report(
+            table, self.label_names, self.modalities, self.out_dir / f"{name}.report.html",
+            str(video), provenance=self._provenance_html(),
+        )  # fmt: skip
+        return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
+
+    def dialogue(
+        self, table: pd.DataFrame, name: str, dialogue_id: str, clip_reports: dict[str, str]
+    ) -> dict[str, str]:
+        """A clip-per-utterance dialogue's table (column `video` = the clip) -> its CSV, JSONL and
+        report dialogues/<name>.*; ``clip_reports``: video -> the clip's report file."""
+        stem = self.out_dir / "dialogues" / name
+        stem.parent.mkdir(exist_ok=True)
+        csv_path, jsonl_path = _write_table(table, stem)
+        html = write_dialogue_report(
+            table, self.label_names, self.modalities, stem.with_name(stem.name + ".report.html"),
+            dialogue_id, {v: relative_href(p, stem.parent) for v, p in clip_reports.items()},
+            index_href=relative_href(self.out_dir / "index.html", stem.parent),
+            provenance=self._provenance_html(),
+        )  # fmt: skip
+        return {"dialogue_csv": str(csv_path), "dialogue_jsonl": str(jsonl_path),
+                "dialogue_html": str(html)}  # fmt: skip
+
+    def failed(self, failed: list[dict[str, Any]], name: str) -> str:
+        """<name>.failures.csv: the utterances of a file that were not predicted (FAILED_FIELDS)."""
+        path = self.out_dir / f"{name}.failures.csv"
+        frame = pd.DataFrame(failed, columns=list(FAILED_FIELDS))
+        atomic_write(path, lambda p: frame.to_csv(p, index=False))
+        return str(path)
+
+    def summary(self, results: list[VideoResult]) -> PredictSummary:
+        """summary.csv / .md, index.html, run_info.json (and a labelled run's metrics.json and
+        confusion.png) over every video's result, in the order given."""
+        return _write_summary(self.out_dir, results, self.label_names, self.provenance)
 
 
 def _groups(out_dir: Path, results: list[VideoResult]) -> list[tuple[str, str, str, pd.DataFrame]]:
