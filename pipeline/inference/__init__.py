@@ -5,5 +5,6 @@ Out: utterance segments (from manifest rows, SRT/WebVTT cues, or VAD + ASR), the
 predictions (CSV/JSONL/HTML report), a failures list and a summary across videos.
 
 Contracts owned: segmentation and its per-cue problems (segment.py, subtitles.py, speech.py,
-asr.py) and the prediction outputs (predict.py, report_html.py).
+asr.py), the prediction run (predict.py: a PredictJob and its steps) and its outputs
+(predict_outputs.py, predict_scores.py, report_html.py).
 """

@@ -1,9 +1,11 @@
 """What batch inference writes: per-video results, the predictions table and the summary.
 
 prediction_table(segments, probs [N, C], support {m: [N]}, present [N, M]) -> DataFrame
-<name>.predictions.csv / .jsonl, <name>.report.html, <name>.failures.csv
-dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance dialogues)
-summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
+PredictionWriter(out_dir, label_names, modalities, provenance), one per run, writes:
+    .video      <name>.predictions.csv / .jsonl, <name>.report.html
+    .failed     <name>.failures.csv
+    .dialogue   dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance)
+    .summary    summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
 metrics.json, confusion.png (when the manifest's labels allow scoring: predict_scores.py)
 
 Every report names the model that made the predictions (pipeline.inference.provenance), and
@@ -138,47 +140,160 @@ def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
     return csv_path, jsonl_path
 
 
-def _provenance_html(ctx: dict[str, Any]) -> str:
-    prov = ctx.get("provenance")
-    return prov.html() if prov is not None else ""
-
-
-def _write_video_outputs(
-    table: pd.DataFrame, name: str, video: Path, ctx: dict[str, Any]
-) -> dict[str, str]:
-    out_dir = ctx["out_dir"]
-    csv_path, jsonl_path = _write_table(table, out_dir / name)
-    html = write_video_report(
-        table, ctx["label_names"], ctx["modalities"], out_dir / f"{name}.report.html", str(video),
-        provenance=_provenance_html(ctx),
-    )  # fmt: skip
-    return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
-
-
-def _write_dialogue_outputs(
-    table: pd.DataFrame, stem: Path, dialogue_id: str, clip_reports: dict[str, str], ctx
-) -> dict[str, str]:
-    """A clip-per-utterance dialogue's table (column `video` = the clip) -> its CSV, JSONL and
-    report under dialogues/; ``clip_reports``: video -> the clip's report file."""
-    stem.parent.mkdir(exist_ok=True)
-    csv_path, jsonl_path = _write_table(table, stem)
-    html = write_dialogue_report(
-        table, ctx["label_names"], ctx["modalities"], stem.with_name(stem.name + ".report.html"),
-        dialogue_id, {v: relative_href(p, stem.parent) for v, p in clip_reports.items()},
-        index_href=relative_href(ctx["out_dir"] / "index.html", stem.parent),
-        provenance=_provenance_html(ctx),
-    )  # fmt: skip
-    return {"dialogue_csv": str(csv_path), "dialogue_jsonl": str(jsonl_path),
-            "dialogue_html": str(html)}  # fmt: skip
-
-
 FAILED_FIELDS = ("utterance_id", "start_s", "end_s", "reason", "cue")
 
 
-def _write_failed(failed: list[dict[str, Any]], path: Path) -> str:
-    frame = pd.DataFrame(failed, columns=list(FAILED_FIELDS))
-    atomic_write(path, lambda p: frame.to_csv(p, index=False))
-    return str(path)
+@dataclass(frozen=True)
+class PredictionWriter:
+    """Writes one prediction run's files into out_dir: per video, per clip-per-utterance dialogue,
+    the failed utterances, and the summary over all videos. Every report names the model
+    (provenance; None: reports without it)."""
+
+    out_dir: Path
+    label_names: list[str]
+    modalities: str
+    provenance: Provenance | None = None
+
+    def _provenance_html(self) -> str:
+        return self.provenance.html() if self.provenance is not None else ""
+
+    def video(self, table: pd.DataFrame, name: str, video: Path) -> dict[str, str]:
+        """<name>.predictions.csv / .jsonl and <name>.report.html -> {csv, jsonl, html}."""
+        csv_path, jsonl_path = _write_table(table, self.out_dir / name)
+        html = write_video_report(
+            table, self.label_names, self.modalities, self.out_dir / f"{name}.report.html",
+            str(video), provenance=self._provenance_html(),
+        )  # fmt: skip
+        return {"csv": str(csv_path), "jsonl": str(jsonl_path), "html": str(html)}
+
+    def dialogue(
+        self, table: pd.DataFrame, name: str, dialogue_id: str, clip_reports: dict[str, str]
+    ) -> dict[str, str]:
+        """A clip-per-utterance dialogue's table (column `video` = the clip) -> its CSV, JSONL and
+        report dialogues/<name>.*; ``clip_reports``: video -> the clip's report file."""
+        stem = self.out_dir / "dialogues" / name
+        stem.parent.mkdir(exist_ok=True)
+        csv_path, jsonl_path = _write_table(table, stem)
+        html = write_dialogue_report(
+            table, self.label_names, self.modalities, stem.with_name(stem.name + ".report.html"),
+            dialogue_id, {v: relative_href(p, stem.parent) for v, p in clip_reports.items()},
+            index_href=relative_href(self.out_dir / "index.html", stem.parent),
+            provenance=self._provenance_html(),
+        )  # fmt: skip
+        return {"dialogue_csv": str(csv_path), "dialogue_jsonl": str(jsonl_path),
+                "dialogue_html": str(html)}  # fmt: skip
+
+    def failed(self, failed: list[dict[str, Any]], name: str) -> str:
+        """<name>.failures.csv: the utterances of a file that were not predicted (FAILED_FIELDS)."""
+        path = self.out_dir / f"{name}.failures.csv"
+        frame = pd.DataFrame(failed, columns=list(FAILED_FIELDS))
+        atomic_write(path, lambda p: frame.to_csv(p, index=False))
+        return str(path)
+
+    def summary(self, results: list[VideoResult]) -> PredictSummary:
+        """summary.csv / .md, index.html, run_info.json (and a labelled run's metrics.json and
+        confusion.png) over every video's result, in the order given."""
+        out_dir, labels, provenance = self.out_dir, self.label_names, self.provenance
+        rows = []
+        for r in results:
+            rows.append(
+                {
+                    "video": r.video,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "n_utterances": r.n_utterances,
+                    "segment_source": r.segment_source,
+                    "dialogue": r.dialogue,
+                    "n_failed_utterances": len(r.failed_utterances),
+                    "media_seconds": round(r.media_seconds, 3),
+                    **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
+                    "report": Path(r.outputs["html"]).name if "html" in r.outputs else "",
+                }
+            )
+        df = pd.DataFrame(rows)
+        csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
+        atomic_write(csv_path, lambda p: df.to_csv(p, index=False))
+        # Scores of a labelled run: over every predicted utterance, and per dialogue (or video).
+        groups = _groups(out_dir, results)
+        metrics = score_predictions(groups, labels)
+        metrics_path = confusion_path = None
+        for stale in ("metrics.json", "confusion.png"):  # an earlier run's, into the same folder
+            (out_dir / stale).unlink(missing_ok=True)
+        if metrics is not None and "confusion" in metrics:  # (not when every label was unknown)
+            confusion_path = out_dir / "confusion.png"
+            where = (
+                f"{Path(provenance.checkpoint).parent.name}/{Path(provenance.checkpoint).name}"
+                if provenance
+                else "predictions"
+            )
+            title = confusion_title(f"{where} on {len(groups)} {groups[0][1]}(s)", metrics)
+            plot_confusion(np.asarray(metrics["confusion"]), labels, confusion_path, title)
+        if metrics is not None:
+            metrics_path = out_dir / "metrics.json"
+            body = {
+                **metrics,
+                "checkpoint": provenance.checkpoint if provenance else "",
+                "weights_sha256": provenance.weights_sha256 if provenance else "",
+                "caveat": provenance.caveat if provenance else "",
+            }
+            atomic_write_text(metrics_path, json.dumps(_no_nan(body), indent=1))
+        md = ["# Predictions", ""]
+        if provenance is not None:
+            md += [provenance.markdown()]
+        if metrics is not None:
+            md += _scores_markdown(metrics, confusion_path)
+        md += [
+            "## Videos",
+            "",
+            "| video | status | utterances | failed utterances | source | labels | reason |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            dist = " ".join(f"{c}:{r.label_counts[c]}" for c in labels if r.label_counts.get(c))
+            md.append(
+                f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | "
+                f"{len(r.failed_utterances)} | {r.segment_source} | {dist} | "
+                f"{r.reason.replace('|', '/')} |"
+            )
+        n_bad = sum(len(r.failed_utterances) for r in results)
+        if n_bad:
+            md += [
+                "",
+                f"{n_bad} utterance(s) not predicted (bad segments): see <video>.failures.csv",
+            ]
+        atomic_write_text(md_path, "\n".join(md) + "\n")
+        scored = {g["name"]: g for g in (metrics or {}).get("groups", [])}
+        index_groups = [
+            {
+                "name": name,
+                "kind": kind,
+                "report": href,
+                "n_videos": int(t["video"].nunique()) if "video" in t.columns else 1,
+                "n_utterances": len(t),
+                "counts": t["predicted"].value_counts().to_dict(),
+                **{k: scored[name][k] for k in ("n", "accuracy", "weighted_f1") if name in scored},
+            }
+            for name, kind, href, t in groups
+        ]
+        index = write_index(
+            df, labels, out_dir / "index.html", provenance=provenance.html() if provenance else "",
+            scores=metrics, groups=index_groups, confusion_png=confusion_path,
+        )  # fmt: skip
+        info_path = out_dir / "run_info.json"
+        outputs = {"summary_csv": csv_path, "summary_md": md_path, "index_html": index,
+                   "metrics_json": metrics_path, "confusion_png": confusion_path}  # fmt: skip
+        info = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": provenance.to_dict() if provenance else None,
+            "videos": len(results),
+            "videos_ok": sum(r.status == "ok" for r in results),
+            "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
+        }
+        atomic_write_text(info_path, json.dumps(info, indent=1))
+        return PredictSummary(
+            out_dir, results, labels, csv_path, md_path, index, info_path, provenance, metrics,
+            metrics_path, confusion_path,
+        )  # fmt: skip
 
 
 def _groups(out_dir: Path, results: list[VideoResult]) -> list[tuple[str, str, str, pd.DataFrame]]:
@@ -240,111 +355,6 @@ def _no_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [_no_nan(v) for v in value]
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _write_summary(
-    out_dir: Path,
-    results: list[VideoResult],
-    labels: list[str],
-    provenance: Provenance | None = None,
-) -> PredictSummary:
-    rows = []
-    for r in results:
-        rows.append(
-            {
-                "video": r.video,
-                "status": r.status,
-                "reason": r.reason,
-                "n_utterances": r.n_utterances,
-                "segment_source": r.segment_source,
-                "dialogue": r.dialogue,
-                "n_failed_utterances": len(r.failed_utterances),
-                "media_seconds": round(r.media_seconds, 3),
-                **{f"n_{c}": r.label_counts.get(c, 0) for c in labels},
-                "report": Path(r.outputs["html"]).name if "html" in r.outputs else "",
-            }
-        )
-    df = pd.DataFrame(rows)
-    csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
-    atomic_write(csv_path, lambda p: df.to_csv(p, index=False))
-    # Scores of a labelled run: over every predicted utterance, and per dialogue (or video).
-    groups = _groups(out_dir, results)
-    metrics = score_predictions(groups, labels)
-    metrics_path = confusion_path = None
-    for stale in ("metrics.json", "confusion.png"):  # an earlier run's, into the same folder
-        (out_dir / stale).unlink(missing_ok=True)
-    if metrics is not None and "confusion" in metrics:  # (not when every label was unknown)
-        confusion_path = out_dir / "confusion.png"
-        where = (
-            f"{Path(provenance.checkpoint).parent.name}/{Path(provenance.checkpoint).name}"
-            if provenance
-            else "predictions"
-        )
-        title = confusion_title(f"{where} on {len(groups)} {groups[0][1]}(s)", metrics)
-        plot_confusion(np.asarray(metrics["confusion"]), labels, confusion_path, title)
-    if metrics is not None:
-        metrics_path = out_dir / "metrics.json"
-        body = {
-            **metrics,
-            "checkpoint": provenance.checkpoint if provenance else "",
-            "weights_sha256": provenance.weights_sha256 if provenance else "",
-            "caveat": provenance.caveat if provenance else "",
-        }
-        atomic_write_text(metrics_path, json.dumps(_no_nan(body), indent=1))
-    md = ["# Predictions", ""]
-    if provenance is not None:
-        md += [provenance.markdown()]
-    if metrics is not None:
-        md += _scores_markdown(metrics, confusion_path)
-    md += [
-        "## Videos",
-        "",
-        "| video | status | utterances | failed utterances | source | labels | reason |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        dist = " ".join(f"{c}:{r.label_counts[c]}" for c in labels if r.label_counts.get(c))
-        md.append(
-            f"| {Path(r.video).name} | {r.status} | {r.n_utterances} | "
-            f"{len(r.failed_utterances)} | {r.segment_source} | {dist} | "
-            f"{r.reason.replace('|', '/')} |"
-        )
-    n_bad = sum(len(r.failed_utterances) for r in results)
-    if n_bad:
-        md += ["", f"{n_bad} utterance(s) not predicted (bad segments): see <video>.failures.csv"]
-    atomic_write_text(md_path, "\n".join(md) + "\n")
-    scored = {g["name"]: g for g in (metrics or {}).get("groups", [])}
-    index_groups = [
-        {
-            "name": name,
-            "kind": kind,
-            "report": href,
-            "n_videos": int(t["video"].nunique()) if "video" in t.columns else 1,
-            "n_utterances": len(t),
-            "counts": t["predicted"].value_counts().to_dict(),
-            **{k: scored[name][k] for k in ("n", "accuracy", "weighted_f1") if name in scored},
-        }
-        for name, kind, href, t in groups
-    ]
-    index = write_index(
-        df, labels, out_dir / "index.html", provenance=provenance.html() if provenance else "",
-        scores=metrics, groups=index_groups, confusion_png=confusion_path,
-    )  # fmt: skip
-    info_path = out_dir / "run_info.json"
-    outputs = {"summary_csv": csv_path, "summary_md": md_path, "index_html": index,
-               "metrics_json": metrics_path, "confusion_png": confusion_path}  # fmt: skip
-    info = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": provenance.to_dict() if provenance else None,
-        "videos": len(results),
-        "videos_ok": sum(r.status == "ok" for r in results),
-        "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
-    }
-    atomic_write_text(info_path, json.dumps(info, indent=1))
-    return PredictSummary(
-        out_dir, results, labels, csv_path, md_path, index, info_path, provenance, metrics,
-        metrics_path, confusion_path,
-    )  # fmt: skip
 
 
 def stage_seconds(results: Sequence[VideoResult]) -> dict[str, float]:

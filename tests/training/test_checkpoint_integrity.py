@@ -18,7 +18,7 @@ import torch
 
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.importers.synthetic import make_synthetic
-from pipeline.inference.predict_steps import run_model
+from pipeline.inference.predict import run_model
 from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
 from pipeline.training.evaluate import evaluate_checkpoint
 from pipeline.training.evaluate import predict as evaluate_predict
