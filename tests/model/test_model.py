@@ -267,7 +267,7 @@ def test_checkpoint_with_wrong_weights_is_refused(tmp_path):
 
 
 def test_config_validation_and_paper_presets():
-    with pytest.raises(ValueError, match="subset of 'tav'"):
+    with pytest.raises(ValueError, match="modalities='tx': expected a non-empty subset"):
         tiny("tx")
     with pytest.raises(ValueError, match="beta"):
         tiny(beta=2.0)
