@@ -122,7 +122,7 @@ class ModalityLetters(Rule):
     def __call__(self, value: str) -> str:
         problem = modalities_problem(value)
         if problem:
-            raise ValueError(problem)
+            raise ValueError(problem)  # the expectation alone: callers name the field
         return parse_modalities(value)
 
     def describe(self) -> str:
