@@ -28,12 +28,14 @@ modality's feature, and the modality is present only when every one of them retu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from extractors.base import Extractor
 from extractors.packaged import PACKAGED_MINILM, PACKAGED_MPNET
 from extractors.weights import WeightsUnavailableError
 
-MODALITIES = ("t", "a", "v")
+# What each modality letter means to extractors. Parsing user input (case, order, repeats) is
+# the pipeline's, with model.config.parse_modalities; here a letter is only looked up.
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 
 
@@ -87,6 +89,9 @@ _PRESETS: dict[str, Callable[..., list[Extractor]]] = {
     "offline": _offline,
     "tiny": _tiny,
 }
+# The preset names as a type (argparse choices, flow parameter hints), in documented order.
+ExtractorPreset = Literal[tuple(_PRESETS)]
+EXTRACTOR_PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 class PresetUnavailableError(WeightsUnavailableError, ValueError):
@@ -96,25 +101,17 @@ class PresetUnavailableError(WeightsUnavailableError, ValueError):
 
 def preset_names() -> list[str]:
     """Valid preset names, in the order they are documented."""
-    return list(_PRESETS)
-
-
-def parse_modalities(modalities: str) -> list[str]:
-    """ "tav", "at", "v" ... -> letters in canonical t, a, v order; ValueError on anything else."""
-    letters = list(modalities.lower()) if isinstance(modalities, str) else []
-    bad = sorted(set(letters) - set(MODALITIES))
-    if not letters or bad:
-        raise ValueError(
-            f"modalities must be a non-empty string of the letters {''.join(MODALITIES)} "
-            f"({', '.join(f'{k}={v}' for k, v in MODALITY_NAMES.items())}); got {modalities!r}"
-        )
-    return [m for m in MODALITIES if m in letters]
+    return list(EXTRACTOR_PRESETS)
 
 
 def build_extractors(
-    preset: str, modalities: str = "tav", device: str = "cpu", visual_weights: str | None = None
+    preset: ExtractorPreset,
+    modalities: str = "tav",
+    device: str = "cpu",
+    visual_weights: str | None = None,
 ) -> dict[str, list[Extractor]]:
-    """``{modality letter: [extractor, ...]}`` for ``preset`` (``preset_names()``).
+    """``{modality letter: [extractor, ...]}`` for ``preset`` and each letter of ``modalities``
+    (already parsed: distinct letters of ``MODALITY_NAMES``, in the order wanted).
 
     Models load here, once; call this once per worker. Within a modality the pipeline
     concatenates the extractors' vectors in list order (module docstring). ``visual_weights``:
@@ -124,8 +121,13 @@ def build_extractors(
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESETS)}")
     if visual_weights and preset != "paper":
         raise ValueError(f"visual_weights is for the 'paper' preset's DenseNet, not {preset!r}")
+    unknown = [m for m in modalities if m not in MODALITY_NAMES]
+    if not modalities or unknown or len(set(modalities)) != len(modalities):
+        raise ValueError(
+            f"modalities {modalities!r}: expected distinct letters of {''.join(MODALITY_NAMES)}"
+        )
     out = {}
-    for m in parse_modalities(modalities):
+    for m in modalities:
         try:
             if preset == "paper":
                 out[m] = _paper(m, device, visual_weights)

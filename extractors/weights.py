@@ -10,9 +10,10 @@ import hashlib
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the preset names need no torch
+    import torch
 
 from extractors.file_digest import stat_key, update_from_file
 
@@ -69,6 +70,8 @@ def sha256_state_dict(*modules: torch.nn.Module) -> str:
 
     Exactly the weights in memory, whatever file format they came from.
     """
+    import torch
+
     digest = hashlib.sha256()
     for index, module in enumerate(modules):
         for name, tensor in sorted(module.state_dict().items()):

@@ -24,35 +24,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
+
+from pipeline.dataset import SPLITS, Split
+from pipeline.features.extract_plan import ExtractorPreset, parse_modalities
+from pipeline.training.train_config import Modalities, ModelPreset
+
+# The vocabulary is declared once, below flows (model.config: Modalities, ModelPreset;
+# extractors.presets: ExtractorPreset; pipeline.dataset: Split). As flow parameter type hints,
+# Prefect validates them with pydantic before a run starts.
+__all__ = ["ExtractorPreset", "Modalities", "ModelPreset", "SPLITS", "Split"]
 
 Dataset = Literal["demo", "iemocap", "meld", "mosei", "shared"]
-Preset = Literal["offline", "paper", "tiny"]  # extractor presets (extractors/presets.py)
-Split = Literal["train", "dev", "test"]
+Preset = ExtractorPreset  # the name the flows use for the extractor preset
 TaskRunnerChoice = Literal["default", "dask"]
 # Who writes the store index: every shard ("shared", one host) or this flow only ("keeper": shard
 # tasks write entry files, the flow ingests them; for workers on other hosts). auto = keeper with
 # a dask_address (a remote cluster may span hosts), shared otherwise.
 StoreIndexChoice = Literal["auto", "shared", "keeper"]
 
-DATASETS: tuple[str, ...] = Dataset.__args__
-PRESETS: tuple[str, ...] = Preset.__args__
-MODALITY_ORDER = "tav"  # canonical order, as in model/config.py and pipeline/features/featureset.py
+DATASETS: tuple[str, ...] = get_args(Dataset)
+PRESETS: tuple[str, ...] = get_args(ExtractorPreset)
 DEFAULT_OUT = "runs/demo"  # relative to the working directory: the project root for deployments
 DEFAULT_MODEL_PRESET = "tiny"  # the demo data is small; "tiny" trains in seconds on a CPU
 
 
 def check_modalities(modalities: str) -> str:
-    """'vat' -> 'tav'; anything but a non-empty subset of t, a, v raises ValueError."""
-    letters = modalities.strip().lower()
-    unknown = sorted(set(letters) - set(MODALITY_ORDER))
-    if not letters or unknown or len(set(letters)) != len(letters):
-        raise ValueError(
-            f"modalities {modalities!r}: expected a non-empty subset of the letters "
-            f"'t' (text), 'a' (audio), 'v' (visual) without repeats, e.g. 'tav' or 'ta'"
-            + (f"; unknown letter(s) {', '.join(unknown)}" if unknown else "")
-        )
-    return "".join(m for m in MODALITY_ORDER if m in letters)
+    """'vat' -> 'tav'; anything but a non-empty subset of t, a, v raises ValueError
+    (model.config.parse_modalities, the one parser)."""
+    return parse_modalities(modalities)
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -72,7 +72,9 @@ def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
     return seeds
 
 
-def check_training(model_preset: str, modalities: str, overrides: dict | None) -> dict:
+def check_training(
+    model_preset: ModelPreset, modalities: Modalities, overrides: dict | None
+) -> dict:
     """Model preset and overrides as pipeline.training.train understands them: returns the overrides
     coerced to their fields' types ({"use_afw": "False"} -> {"use_afw": False}); ValueError
     naming key, value and what is expected otherwise (pipeline.training.settings)."""

@@ -8,6 +8,10 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # One module per area; each has register(subparsers) and sets args.func on its parsers.
 _AREAS = (
@@ -26,6 +30,21 @@ class HelpFormatter(argparse.HelpFormatter):
         if text.startswith("example:"):
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
+
+
+def parsed_by(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` from a parser that raises ValueError, so a bad value is refused with
+    the parser's own message ("argument --modalities: modalities 'tx': expected ...") instead of
+    argparse's "invalid value"."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,9 @@ import argparse
 import json
 import time
 
+from model.config import parse_modalities
+from pipeline.cli import parsed_by
+
 NAMES = ("iemocap-shared", "meld-shared", "authors-pickle", "synthetic")
 
 
@@ -48,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="feature store the text vectors are computed into and reused from (default "
         "${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/store; `erc extract --store` takes the same)",
     )
-    p.add_argument("--modalities", default="ta", help="iemocap-shared: t, a or ta (default ta)")
+    p.add_argument(
+        "--modalities",
+        default="ta",
+        type=parsed_by(parse_modalities),
+        help="iemocap-shared: t, a or ta (default ta)",
+    )
     p.add_argument(
         "--audio-source",
         choices=("handcrafted", "pyaudioanalysis"),

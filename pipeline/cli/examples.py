@@ -7,11 +7,11 @@ runs/demo/best (a link to the last demo run's best checkpoint).
 from __future__ import annotations
 
 EXAMPLES: dict[str, str] = {
-    "train": "erc train --features runs/demo/featureset/<name> --out runs/mine --preset tiny "
+    "train": "erc train --features runs/demo/featureset/<name> --out runs/mine --model-preset tiny "
     "--modalities ta --seed 1 --set epochs=10",
     "evaluate": "erc evaluate --checkpoint runs/mine/best --features runs/demo/featureset/<name> "
     "--split dev",
-    "grid": "erc grid --features runs/demo/featureset/<name> --out runs/grid --preset tiny "
+    "grid": "erc grid --features runs/demo/featureset/<name> --out runs/grid --model-preset tiny "
     "--subsets tav,ta,t --seeds 0,1,2",
     "extract": "erc extract --manifest runs/demo/manifest.csv --store runs/store --preset "
     "offline --modalities tav --featureset runs/features",

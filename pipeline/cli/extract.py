@@ -7,8 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-# extractors.presets.preset_names(), not imported here so that `erc --help` stays fast
-PRESETS = ("offline", "paper", "tiny")
+from extractors.presets import EXTRACTOR_PRESETS
+from model.config import parse_modalities
+from pipeline.cli import parsed_by
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
     p.add_argument("--manifest", action="append", type=Path, help="manifest to keep (repeatable)")
+    _preset(p)
     p.add_argument(
-        "--preset", default="offline", choices=PRESETS, help="extractor preset (default: offline)"
+        "--modalities",
+        default="tav",
+        type=parsed_by(parse_modalities),
+        help="modality letters to keep",
     )
-    p.add_argument("--modalities", default="tav", help="modality letters to keep")
     p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     _visual_weights(p)
@@ -102,14 +106,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="manifest (CSV, JSONL, Parquet)")
     p.add_argument("--store", required=True, type=Path, help="feature store directory")
+    _preset(p)
     p.add_argument(
-        "--preset", default="offline", choices=PRESETS, help="extractor preset (default: offline)"
+        "--modalities",
+        default="tav",
+        type=parsed_by(parse_modalities),
+        help="modality letters, e.g. tav, ta, v",
     )
-    p.add_argument("--modalities", default="tav", help="modality letters, e.g. tav, ta, v")
     p.add_argument(
         "--fps", type=float, default=2.0, help="face frames sampled per second (default 2)"
     )
     _visual_weights(p)
+
+
+def _preset(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset",
+        default="offline",
+        choices=EXTRACTOR_PRESETS,
+        help="extractor preset (default: offline)",
+    )
 
 
 def _visual_weights(p: argparse.ArgumentParser) -> None:

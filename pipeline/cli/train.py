@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from model.config import CONCAT_BASELINE, PRESETS
+from model.config import CONCAT_BASELINE, MODEL_PRESETS, parse_modalities
+from pipeline.cli import parsed_by
+from pipeline.dataset import SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--modalities",
         default=None,
+        type=parsed_by(parse_modalities),
         help="subset of t, a, v (default: every modality the feature set has)",
     )
     p.add_argument(
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         default="test",
-        choices=("train", "dev", "test"),
+        choices=SPLITS,
         help="feature set split to evaluate on (default: test)",
     )
     p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
@@ -59,7 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument(
-        "--subsets", default="", help="comma-separated, e.g. tav,ta,t (default: all available)"
+        "--subsets",
+        default="",
+        type=parsed_by(parse_subsets),
+        help="comma-separated, e.g. tav,ta,t (default: all available)",
     )
     p.add_argument(
         "--seeds", default="0,1,2", help="comma-separated seeds, one run each (default: 0,1,2)"
@@ -82,10 +88,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument(
-        "--preset",
+        "--model-preset",
         default="iemocap",
-        choices=sorted(PRESETS),
-        help="model/training preset (paper Table 2)",
+        choices=MODEL_PRESETS,
+        help="model and training preset (paper Table 2; tiny: small, for tests and the demo)",
     )
     p.add_argument(
         "--set",
@@ -95,6 +101,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override a model or training setting, e.g. --set epochs=10 --set use_afw=false "
         "(checked against the setting's type and range)",
     )
+
+
+def parse_subsets(text: str) -> list[str]:
+    """'tav,at,t' -> ['tav', 'ta', 't']; '' -> [] (every subset the feature set allows)."""
+    return [parse_modalities(s) for s in text.split(",") if s.strip()]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -117,7 +128,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train_from_featureset(
         args.features,
         args.out,
-        args.preset,
+        args.model_preset,
         args.modalities,
         args.seed,
         parse_overrides(args.set),
@@ -160,9 +171,9 @@ def _grid(args: argparse.Namespace) -> int:
     md = run_grid(
         args.features,
         args.out,
-        [s for s in args.subsets.split(",") if s] or None,
+        args.subsets or None,
         [int(s) for s in args.seeds.split(",")],
-        args.preset,
+        args.model_preset,
         parse_overrides(args.set),
         variants,
         fresh=args.fresh,

@@ -8,3 +8,10 @@ Contracts owned: the manifest schema and its errors (manifest.py, `ManifestError
 (labels.py), the adapters' `load_dataset(name, root)` (adapters/), the streaming decoder
 `iter_segments` / `probe` (media.py) and the media sanity report (check_media.py).
 """
+
+from typing import Literal, get_args
+
+# The manifest's split names as a type (argparse choices, flow parameter hints); manifest.py maps
+# datasets' other spellings (valid, val, ...) onto them.
+Split = Literal["train", "dev", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)

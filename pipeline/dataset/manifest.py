@@ -49,7 +49,6 @@ OPTIONAL = ("label", "split", "video_path", "audio_path")
 COLUMNS = REQUIRED + OPTIONAL
 STRING_COLUMNS = ("dialogue_id", "utterance_id", "speaker", "text") + OPTIONAL
 MEDIA_COLUMNS = ("video_path", "audio_path")
-SPLITS = ("train", "dev", "test")
 GENERATED_COLUMN = "generated"  # optional: what generated the rows (module docstring)
 # The featureset calls the validation split "dev" (pipeline/features/featureset.py); datasets disagree.
 SPLIT_ALIASES = {"valid": "dev", "val": "dev", "validation": "dev", "development": "dev"}

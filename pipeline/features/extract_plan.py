@@ -28,12 +28,12 @@ from pathlib import Path
 import pandas as pd
 
 from extractors.base import Extractor
+from extractors.presets import ExtractorPreset, build_extractors
+from model.config import MODALITY_ORDER, parse_modalities
 from pipeline.dataset.manifest import media_file_problem, read_manifest, validate_rows
 from pipeline.features.store import FeatureStore, make_key, text_hash
 from pipeline.files import atomic_write_text
 
-MODALITY_ORDER = "tav"
-KIND_OF = {"t": "text", "a": "audio", "v": "visual"}
 FAILURE_FIELDS = ("utterance_id", "modality", "extractor", "file", "reason")
 
 # validate_rows reasons -> the modalities they make impossible. A bad segment does not stop the
@@ -98,19 +98,12 @@ def check_fps(fps) -> float:
     return value
 
 
-def ordered(modalities: str) -> str:
-    bad = set(modalities) - set(MODALITY_ORDER)
-    if bad or not modalities:
-        raise ValueError(f"modalities {modalities!r}: use letters from {MODALITY_ORDER!r}")
-    return "".join(m for m in MODALITY_ORDER if m in modalities)
-
-
 _BUILT: dict[tuple, dict[str, Sequence[Extractor]]] = {}
 _BUILT_LOCK = threading.Lock()
 
 
 def load_extractors(
-    preset: str,
+    preset: ExtractorPreset,
     modalities: str,
     device: str = "cpu",
     extractors: dict[str, Sequence[Extractor]] | None = None,
@@ -122,13 +115,11 @@ def load_extractors(
     Built extractors are kept for the process (one per preset, modalities, device, weights), so
     extracting and then assembling a FeatureSet, or several shards in one process, load each
     model once; the runner's per-extractor locks are per object, so sharing them is safe."""
-    modalities = ordered(modalities)
+    modalities = parse_modalities(modalities)
     if extractors is None:
         key = (preset, modalities, device, visual_weights)
         with _BUILT_LOCK:  # one build per key, even when shard tasks start together
             if key not in _BUILT:
-                from extractors.presets import build_extractors  # imported late: loads torch
-
                 _BUILT[key] = build_extractors(
                     preset, modalities, device, visual_weights=visual_weights
                 )

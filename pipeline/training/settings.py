@@ -1,152 +1,40 @@
 """Settings from the edges (`--set KEY=VALUE`, a flow's `overrides`), coerced and checked.
 
-Every key of Ada2IConfig (model/config.py) or TrainConfig (pipeline/training/train_config.py) can be overridden.
-A value is coerced to the field's annotated type with pydantic (so "10" -> 10, "False" -> False,
-"1e-3" -> 0.001), then checked against RULES below, keyed by field name. An error names the key,
-the value and what is expected, for every bad setting at once.
-
-Types come from the dataclasses, so a new field needs no code here; its allowed values do:
-tests/training/test_settings.py fails for a field that is not a plain bool and has no entry in RULES.
-model/ stays torch-only: the ranges live here, not in the config classes.
+Every key of Ada2IConfig (model/config.py) or TrainConfig (pipeline/training/train_config.py) can
+be overridden. Each field declares its type and allowed values once, on the config class
+(``Annotated[int, Range(1)]``, a ``Literal`` of choices, ``Modalities``); a value is coerced to
+that type with pydantic (so "10" -> 10, "False" -> False, "1e-3" -> 0.001) and checked against
+the same declaration. An error names the key, the value and what is expected, for every bad
+setting at once.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import re
 import typing
-from dataclasses import dataclass, fields
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
-from model.config import MODALITY_ORDER, THETA_SOFTMAX, Ada2IConfig
+from model.config import Ada2IConfig, rules_of
+from model.config import field_types as config_field_types
 
 
 class SettingsError(ValueError):
     """One or more bad settings; the message has one line per setting."""
 
 
-# ---- rules --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Range:
-    """low <= value <= high (or < where open); numbers must be finite."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def problem(self, value: float) -> str | None:
-        bad = not math.isfinite(value)
-        if self.low is not None:
-            bad |= value <= self.low if self.low_open else value < self.low
-        if self.high is not None:
-            bad |= value >= self.high if self.high_open else value > self.high
-        return f"a finite number {self.describe()}" if bad else None
-
-    def describe(self) -> str:
-        lo = None if self.low is None else f"{'>' if self.low_open else '>='} {_num(self.low)}"
-        hi = None if self.high is None else f"{'<' if self.high_open else '<='} {_num(self.high)}"
-        if lo and hi:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"in {left}{_num(self.low)}, {_num(self.high)}{right}"
-        return lo or hi or "(any)"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple[str, ...]
-
-    def problem(self, value: str) -> str | None:
-        return None if value in self.options else f"one of {', '.join(self.options)}"
-
-
-@dataclass(frozen=True)
-class Pattern:
-    regex: str
-    expected: str
-
-    def problem(self, value: str) -> str | None:
-        return None if re.fullmatch(self.regex, value) else self.expected
-
-
-@dataclass(frozen=True)
-class Modalities:
-    def problem(self, value: str) -> str | None:
-        ok = value and set(value) <= set(MODALITY_ORDER) and len(set(value)) == len(value)
-        return None if ok else "a non-empty subset of the letters t, a, v without repeats"
-
-
-@dataclass(frozen=True)
-class Derived:
-    """Taken from the feature set by training; an override would be silently replaced."""
-
-    def problem(self, value: Any) -> str | None:
-        return "cannot be set: training takes it from the feature set"
-
-
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-AT_LEAST_1 = Range(1)
-FRACTION_OPEN = Range(0, 1, low_open=True, high_open=True)
-
-# Allowed values of every non-bool field of Ada2IConfig and TrainConfig.
-RULES: dict[str, Any] = {
-    # Ada2IConfig (model/config.py)
-    "input_dims": Derived(),
-    "n_classes": Derived(),
-    "modalities": Modalities(),
-    "hidden": AT_LEAST_1,
-    "rank": AT_LEAST_1,
-    "beta": Range(0, 1),  # eq. 7 residual weight
-    "alpha": NON_NEGATIVE,  # k = 1 - tanh(alpha * rho); 0 = no modulation
-    "encoder_style": Choice(("projected", "authors")),
-    "encoder_layers": AT_LEAST_1,
-    "encoder_heads": NON_NEGATIVE,  # 0 = automatic
-    "encoder_ff": NON_NEGATIVE,  # 0 = automatic
-    "dropout": Range(0, 1, high_open=True),
-    "afw_layers": AT_LEAST_1,
-    "afw_dropout": Range(0, 1, high_open=True),
-    "mlp_hidden": NON_NEGATIVE,  # 0 = hidden
-    "cosine_scale": POSITIVE,
-    "theta_softmax": Choice(THETA_SOFTMAX),  # axis of eq. 4's softmax
-    "qk_init_std": NON_NEGATIVE,  # 0 = torch's default init
-    "afw_gate_init": NON_NEGATIVE,  # 0 = torch's default init
-    # TrainConfig (pipeline/training/train_config.py)
-    "lr": POSITIVE,
-    "batch_size": AT_LEAST_1,
-    "micro_batch_utterances": NON_NEGATIVE,  # 0 = whole batch
-    "epochs": AT_LEAST_1,
-    "weight_decay": NON_NEGATIVE,
-    "grad_clip": POSITIVE,
-    "lr_schedule": Choice(("plateau", "cosine", "none")),
-    "plateau_factor": FRACTION_OPEN,
-    "plateau_patience": NON_NEGATIVE,
-    "patience": AT_LEAST_1,
-    "modulation_start": AT_LEAST_1,
-    "modulation_end": NON_NEGATIVE,  # 0 = until the end
-    "context_augment_p": Range(0, 1),  # 0 = off
-    "context_subset_share": Range(0, 1),
-    "context_subset_max": AT_LEAST_1,
-    "seed": Range(0, 2**32 - 1),  # numpy's seed range
-    "threads": NON_NEGATIVE,  # 0 = torch's default
-    "device": Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),
-    "eval_batch_size": AT_LEAST_1,
-    "dev_fraction": FRACTION_OPEN,
-}
+# Taken from the feature set by training: an override would be silently replaced.
+DERIVED = ("input_dims", "n_classes")
 
 # ---- coercion -----------------------------------------------------------------------------------
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+
+
+class _WrongType(ValueError):
+    """Raised by the checks below, which refine pydantic's type check, not a field's range."""
 
 
 def _parse_bool(value: Any) -> Any:
@@ -157,12 +45,12 @@ def _parse_bool(value: Any) -> Any:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise ValueError("not a boolean")
+    raise _WrongType("not a boolean")
 
 
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):  # pydantic would take True as 1
-        raise ValueError("a boolean is not a number")
+        raise _WrongType("a boolean is not a number")
     return value
 
 
@@ -176,26 +64,26 @@ _EXPECTED = {
 
 @cache
 def field_types() -> dict[str, Any]:
-    """Setting name -> annotated type, from both config dataclasses (resolved annotations)."""
+    """Setting name -> declared type (with its rules), from both config dataclasses."""
     from pipeline.training.train_config import (
         TrainConfig,  # here: pipeline.training.train_config imports this module
     )
 
     out: dict[str, Any] = {}
     for cls in (Ada2IConfig, TrainConfig):
-        hints = typing.get_type_hints(cls)
-        for f in fields(cls):
-            if f.name in out:
-                raise TypeError(f"setting {f.name!r} is a field of two config classes")
-            out[f.name] = hints[f.name]
+        for name, tp in config_field_types(cls).items():
+            if name in out:
+                raise TypeError(f"setting {name!r} is a field of two config classes")
+            out[name] = tp
     return out
 
 
 @cache
 def _adapter(tp: Any) -> TypeAdapter:
-    if tp is bool:
+    base, _ = rules_of(tp)
+    if base is bool:
         return TypeAdapter(Annotated[bool, BeforeValidator(_parse_bool)])
-    if tp in (int, float):
+    if base in (int, float):
         return TypeAdapter(Annotated[tp, BeforeValidator(_no_bool)])
     return TypeAdapter(tp)
 
@@ -229,31 +117,23 @@ def _check(key: str, value: Any) -> tuple[str | None, Any]:
         near = difflib.get_close_matches(key, types, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(near)}?" if near else f"known: {', '.join(types)}"
         return f"unknown setting {key!r} ({hint})", None
-    tp, rule = types[key], RULES.get(key)
+    if key in DERIVED:
+        return f"{key}={value!r}: cannot be set: training takes it from the feature set", None
+    tp = types[key]
     try:
-        typed = _adapter(tp).validate_python(value)
+        return None, _adapter(tp).validate_python(value)
     except ValidationError as exc:
-        expected = _EXPECTED.get(tp, f"a value of type {_type_name(tp)}")
-        if rule is not None and not isinstance(rule, Derived):
-            expected += f" {_rule_text(rule)}"
-        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        return f"{key}={value!r}: expected {expected} ({reason})", None
-    problem = rule.problem(typed) if rule is not None else None
-    if problem:
-        if isinstance(rule, Range) and tp is int:
-            problem = problem.replace("a finite number", "an integer")
-        if not isinstance(rule, Derived):
-            problem = f"expected {problem}"
-        return f"{key}={value!r}: {problem}", None
-    return None, typed
-
-
-def _rule_text(rule: Any) -> str:
-    if isinstance(rule, Range):
-        return rule.describe()
-    if isinstance(rule, Choice | Pattern):
-        return f"({rule.problem('')})"
-    return ""
+        error = exc.errors()[0]
+    reason = error["msg"].removeprefix("Value error, ")
+    wrong_type = isinstance(error.get("ctx", {}).get("error"), _WrongType)
+    if error["type"] == "value_error" and not wrong_type:  # outside the field's declared values
+        return f"{key}={value!r}: expected {reason}", None
+    base, rules = rules_of(tp)
+    if typing.get_origin(base) is Literal:
+        return f"{key}={value!r}: expected one of {', '.join(typing.get_args(base))}", None
+    expected = _EXPECTED.get(base, f"a value of type {_type_name(base)}")
+    expected += "".join(f" {rule.describe()}" for rule in rules)
+    return f"{key}={value!r}: expected {expected} ({reason})", None
 
 
 def _type_name(tp: Any) -> str:

@@ -6,32 +6,50 @@ configs_for(model_preset, modalities, overrides) -> (Ada2IConfig, TrainConfig)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from model.config import Ada2IConfig, preset
+from model.config import (
+    FRACTION_OPEN,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Ada2IConfig,
+    Count,
+    Modalities,
+    ModelPreset,
+    Pattern,
+    Range,
+    Size,
+    check_fields,
+    preset,
+)
 from pipeline.training.settings import SettingsError, coerce_setting, coerce_settings
+
+Device = Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 1.7e-4  # paper Table 2 (IEMOCAP)
-    batch_size: int = 10  # dialogues per batch, paper Table 2
+    lr: Annotated[float, POSITIVE] = 1.7e-4  # paper Table 2 (IEMOCAP)
+    batch_size: Count = 10  # dialogues per batch, paper Table 2
     # Padded utterances per forward/backward pass (ours): a larger batch runs as micro-batches of
     # similar-length dialogues whose gradients add up to the batch's (pipeline.training.data.micro_batches),
     # so peak memory is bounded whatever the dialogue lengths. 480 on IEMOCAP-sized data: 70-90
     # MiB less peak RSS than whole batches at the same speed within run-to-run noise (less padding
     # pays for more passes; BENCHMARKS.md, Training). 0 = the whole batch in one pass.
-    micro_batch_utterances: int = 480
-    epochs: int = 50  # paper Table 2
-    weight_decay: float = 1e-8  # authors' code
-    grad_clip: float = 2.0  # max global grad norm, authors' code
-    lr_schedule: str = "plateau"  # "plateau" on dev loss (authors' code), "cosine" or "none"
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    patience: int = 20  # early stop after this many epochs without dev WF1 gain (authors' code)
+    micro_batch_utterances: Size = 480
+    epochs: Count = 50  # paper Table 2
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-8  # authors' code
+    grad_clip: Annotated[float, POSITIVE] = 2.0  # max global grad norm, authors' code
+    lr_schedule: Literal["plateau", "cosine", "none"] = (
+        "plateau"  # "plateau" on dev loss (authors' code), "cosine" or "none"
+    )
+    plateau_factor: Annotated[float, FRACTION_OPEN] = 0.5
+    plateau_patience: Size = 5
+    patience: Count = 20  # early stop after this many epochs without dev WF1 gain (authors' code)
     modulation: bool = True  # eqs. 16-19
-    modulation_start: int = 4  # first modulated epoch, 1-based (authors' code)
-    modulation_end: int = 0  # last modulated epoch; 0 = until the end
+    modulation_start: Count = 4  # first modulated epoch, 1-based (authors' code)
+    modulation_end: Size = 0  # last modulated epoch; 0 = until the end
     noise: bool = True  # the Gaussian term of eq. 19
     # Context augmentation (ours; the paper trains on whole dialogues only): each epoch, each
     # training dialogue is, with probability context_augment_p, replaced by a random contiguous
@@ -40,19 +58,24 @@ class TrainConfig:
     # crop_context), so the model also meets the short or sparse dialogues it may be asked to
     # predict: one clip alone, a few clips of a long dialogue. Dev and test stay whole.
     # 0 = off (the paper), the default: docs/ada2i.md gives what it cost and bought, measured.
-    context_augment_p: float = 0.0
-    context_subset_share: float = 0.5
-    context_subset_max: int = 10  # the 52 IEMOCAP clips are 2-9 of their dialogue's ~47
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    context_augment_p: Annotated[float, UNIT] = 0.0
+    context_subset_share: Annotated[float, UNIT] = 0.5
+    context_subset_max: Count = 10  # the 52 IEMOCAP clips are 2-9 of their dialogue's ~47
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 0  # numpy's seed range
+    threads: Size = 0  # torch intra-op threads; 0 = leave torch's default
+    device: Device = "auto"  # "auto" = CUDA when present, else CPU
     amp: bool = True  # mixed precision on CUDA only
-    eval_batch_size: int = 32
-    dev_fraction: float = 0.1  # carve a dev split from train when the feature set has none
+    eval_batch_size: Count = 32
+    dev_fraction: Annotated[float, FRACTION_OPEN] = (
+        0.1  # carve a dev split from train when the feature set has none
+    )
     progress: bool = True
     # Train even when a modality's presence mask predicts the label (pipeline.features.presence):
     # only to study such a leak, never for results to report.
     allow_presence_leak: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # each field's declared type and range
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,8 +91,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {  # paper Table 2
 
 
 def configs_for(
-    model_preset: str,
-    modalities: str,
+    model_preset: ModelPreset,
+    modalities: Modalities,
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Ada2IConfig, TrainConfig]:
     """Model and train configs from a preset name plus flat overrides (keys of either config),

@@ -86,3 +86,40 @@ def test_extract_offers_every_extractor_preset():
         argv = ["extract", "--manifest", "m", "--store", "s", "--preset", name]
         assert PARSER.parse_args(argv).preset == name
     assert SUBCOMMANDS["extract"].get_default("preset") in preset_names()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["extract", "--manifest", "m.csv", "--store", "s", "--modalities", "tx"],
+        ["train", "--features", "fs", "--out", "run", "--modalities", "tat"],
+        ["grid", "--features", "fs", "--out", "run", "--subsets", "ta,q"],
+        ["gc", "--store", "s", "--modalities", ""],
+    ],
+)
+def test_a_bad_modality_string_is_refused_before_anything_runs(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        PARSER.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "argument --" in err and "expected a non-empty subset of the letters" in err
+
+
+def test_modalities_reach_the_commands_in_canonical_order():
+    args = PARSER.parse_args(["extract", "--manifest", "m", "--store", "s", "--modalities", "VT"])
+    assert args.modalities == "tv"
+    args = PARSER.parse_args(["grid", "--features", "fs", "--out", "o", "--subsets", "at,v"])
+    assert args.subsets == ["ta", "v"]
+
+
+def test_extract_takes_an_extractor_preset_and_train_a_model_preset(capsys):
+    assert PARSER.parse_args(["extract", "--manifest", "m", "--store", "s"]).preset == "offline"
+    args = PARSER.parse_args(["train", "--features", "fs", "--out", "o", "--model-preset", "tiny"])
+    assert args.model_preset == "tiny"
+    for argv in (
+        ["extract", "--manifest", "m", "--store", "s", "--preset", "iemocap"],
+        ["train", "--features", "fs", "--out", "o", "--model-preset", "offline"],
+    ):
+        with pytest.raises(SystemExit):
+            PARSER.parse_args(argv)
+        assert "invalid choice" in capsys.readouterr().err

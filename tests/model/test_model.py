@@ -9,7 +9,15 @@ import torch
 
 from model.ada2i import Ada2I
 from model.afw import AFWLayer
-from model.config import AUTHORS_ENCODERS, CONCAT_BASELINE, PRESETS, SUBSETS, Ada2IConfig, preset
+from model.config import (
+    AUTHORS_ENCODERS,
+    CONCAT_BASELINE,
+    PRESETS,
+    SUBSETS,
+    Ada2IConfig,
+    parse_modalities,
+    preset,
+)
 from model.losses import IGNORE, ada2i_loss
 from model.modulation import (
     add_update_noise,
@@ -266,8 +274,18 @@ def test_checkpoint_with_wrong_weights_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
+@pytest.mark.parametrize("bad", ["", "tx", "tat", "text", None])
+def test_the_modalities_parser_refuses_anything_but_distinct_tav_letters(bad):
+    with pytest.raises(ValueError, match="expected a non-empty subset of the letters"):
+        parse_modalities(bad)
+
+
+def test_the_modalities_parser_gives_canonical_order():
+    assert parse_modalities(" VAT") == "tav" and parse_modalities("va") == "av"
+
+
 def test_config_validation_and_paper_presets():
-    with pytest.raises(ValueError, match="subset of 'tav'"):
+    with pytest.raises(ValueError, match="modalities='tx': expected a non-empty subset"):
         tiny("tx")
     with pytest.raises(ValueError, match="beta"):
         tiny(beta=2.0)

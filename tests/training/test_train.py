@@ -213,7 +213,7 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
             str(tmp_path / "fs"),
             "--out",
             str(tmp_path / "run"),
-            "--preset",
+            "--model-preset",
             "tiny",
             "--modalities",
             "ta",
