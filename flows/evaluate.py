@@ -15,11 +15,9 @@ from prefect import flow, get_run_logger, task
 
 from flows import artifacts
 from flows.caching import StageCache, content_name, run_cached, stamped, tree_digest
-from flows.params import DEFAULT_OUT, Layout, Split, check_choice, check_dir, run_name
+from flows.params import DEFAULT_OUT, Layout, Split, check_dir, run_name
 from flows.train import LATEST
 from pipeline.files import jsonable
-
-SPLITS = ("train", "dev", "test")
 
 
 @task(
@@ -77,7 +75,6 @@ def evaluate(
     Returns:
         One dict per checkpoint: checkpoint_dir, split, out_dir, report (metrics + file paths).
     """
-    check_choice("split", split, SPLITS)
     check_dir("featureset_dir", featureset_dir)
     for d in checkpoint_dirs or []:
         check_dir("checkpoint", d)

@@ -31,15 +31,13 @@ from flows.caching import (
 )
 from flows.params import (
     DEFAULT_OUT,
-    PRESETS,
     Dataset,
     Layout,
+    Modalities,
     Preset,
     StoreIndexChoice,
     TaskRunnerChoice,
-    check_choice,
     check_manifest_source,
-    check_modalities,
 )
 
 SHARDS_PER_DASK_WORKER = 2  # smaller shards even out the load when dialogues differ in length
@@ -284,7 +282,7 @@ def extract(
     dataset: Dataset = "demo",
     root: str | None = None,
     preset: Preset = "offline",
-    modalities: str = "tav",
+    modalities: Modalities = "tav",
     out_dir: str = DEFAULT_OUT,
     store_root: str | None = None,
     strict: bool = False,
@@ -322,10 +320,6 @@ def extract(
         counts and shards say what happened in this run: entries computed, reused from the
         store, or served from Prefect's cache of an earlier run.
     """
-    modalities = check_modalities(modalities)
-    check_choice("preset", preset, PRESETS)
-    check_choice("task_runner", task_runner, ("default", "dask"))
-    check_choice("store_index", store_index, ("auto", "shared", "keeper"))
     check_manifest_source(manifest, dataset, root)
     if task_runner == "dask":
         require_dask()  # before any work

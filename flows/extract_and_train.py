@@ -26,16 +26,15 @@ from flows.extract import extract, require_dask
 from flows.params import (
     DEFAULT_MODEL_PRESET,
     DEFAULT_OUT,
-    PRESETS,
     Dataset,
     Layout,
+    Modalities,
+    ModelPreset,
     Preset,
     Split,
     StoreIndexChoice,
     TaskRunnerChoice,
-    check_choice,
     check_manifest_source,
-    check_modalities,
     check_seeds,
     check_training,
     run_name,
@@ -97,8 +96,8 @@ def extract_and_train(
     dataset: Dataset = "demo",
     root: str | None = None,
     preset: Preset = "offline",
-    modalities: str = "tav",
-    model_preset: str = DEFAULT_MODEL_PRESET,
+    modalities: Modalities = "tav",
+    model_preset: ModelPreset = DEFAULT_MODEL_PRESET,
     seeds: tuple[int, ...] = (0,),
     out_dir: str = DEFAULT_OUT,
     store_root: str | None = None,
@@ -120,10 +119,6 @@ def extract_and_train(
     Returns the run summary, also written to <out_dir>/summary.json.
     """
     # Every parameter is checked before any work starts.
-    modalities = check_modalities(modalities)
-    check_choice("preset", preset, PRESETS)
-    check_choice("split", split, ("train", "dev", "test"))
-    check_choice("task_runner", task_runner, ("default", "dask"))
     seeds = check_seeds(seeds)
     check_training(model_preset, modalities, overrides)
     check_manifest_source(manifest, dataset, root)

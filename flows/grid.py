@@ -35,12 +35,12 @@ from flows import artifacts
 from flows.params import (
     DEFAULT_MODEL_PRESET,
     DEFAULT_OUT,
-    PRESETS,
     Layout,
+    Modalities,
+    ModelPreset,
     Preset,
     check_choice,
     check_dir,
-    check_modalities,
     check_seeds,
     check_training,
 )
@@ -115,8 +115,8 @@ def grid(
     featureset_dir: str | None = None,
     out_dir: str = DEFAULT_OUT,
     preset: Preset = "offline",
-    model_preset: str = DEFAULT_MODEL_PRESET,
-    modalities: str = "tav",
+    model_preset: ModelPreset = DEFAULT_MODEL_PRESET,
+    modalities: Modalities = "tav",
     overrides: dict[str, Any] | None = None,
     deployment: str = "train/local",
     timeout_s: float = 12 * 3600,
@@ -139,8 +139,6 @@ def grid(
         deviation of the test metrics over seeds (pipeline.training.grid.summarise's row).
     """
     # Every parameter is checked before any run is submitted.
-    modalities = check_modalities(modalities)
-    check_choice("preset", preset, PRESETS)
     check_choice("deployment", deployment, DEPLOYMENTS)
     seeds = check_seeds(seeds)
     overrides = check_training(model_preset, modalities, overrides)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from pipeline.dataset import SPLITS, Split
-from pipeline.features.extract_plan import ExtractorPreset, parse_modalities
+from pipeline.features.extract_plan import ExtractorPreset
 from pipeline.training.train_config import Modalities, ModelPreset
 
 # The vocabulary is declared once, below flows (model.config: Modalities, ModelPreset;
@@ -44,15 +44,8 @@ TaskRunnerChoice = Literal["default", "dask"]
 StoreIndexChoice = Literal["auto", "shared", "keeper"]
 
 DATASETS: tuple[str, ...] = get_args(Dataset)
-PRESETS: tuple[str, ...] = get_args(ExtractorPreset)
 DEFAULT_OUT = "runs/demo"  # relative to the working directory: the project root for deployments
 DEFAULT_MODEL_PRESET = "tiny"  # the demo data is small; "tiny" trains in seconds on a CPU
-
-
-def check_modalities(modalities: str) -> str:
-    """'vat' -> 'tav'; anything but a non-empty subset of t, a, v raises ValueError
-    (model.config.parse_modalities, the one parser)."""
-    return parse_modalities(modalities)
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> str:

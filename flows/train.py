@@ -18,12 +18,11 @@ from flows.caching import StageCache, content_name, run_cached, stamped, tree_di
 from flows.params import (
     DEFAULT_MODEL_PRESET,
     DEFAULT_OUT,
-    PRESETS,
     Layout,
+    Modalities,
+    ModelPreset,
     Preset,
-    check_choice,
     check_dir,
-    check_modalities,
     check_seeds,
     check_training,
 )
@@ -92,8 +91,8 @@ def train(
     featureset_dir: str | None = None,
     out_dir: str = DEFAULT_OUT,
     preset: Preset = "offline",
-    model_preset: str = DEFAULT_MODEL_PRESET,
-    modalities: str = "tav",
+    model_preset: ModelPreset = DEFAULT_MODEL_PRESET,
+    modalities: Modalities = "tav",
     seeds: tuple[int, ...] = (0,),
     overrides: dict[str, Any] | None = None,
     refresh: bool = False,
@@ -113,8 +112,6 @@ def train(
     Returns:
         One dict per seed: seed, checkpoint_dir, history_path, metrics.
     """
-    modalities = check_modalities(modalities)
-    check_choice("preset", preset, PRESETS)
     seeds = check_seeds(seeds)
     overrides = check_training(model_preset, modalities, overrides)  # typed and checked
     check_dir("featureset_dir", featureset_dir)
