@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.config import MODALITY_ORDER
 from pipeline.files import atomic_write, sha256_file
 
-MODALITIES = ("t", "a", "v")  # canonical order everywhere: text, audio, visual
+MODALITIES = tuple(MODALITY_ORDER)  # canonical order everywhere: text, audio, visual
 FEATURES_FILE = "features.safetensors"
 META_FILE = "meta.json"
 UNLABELLED = -1

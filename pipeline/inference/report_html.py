@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from model.config import MODALITY_NAMES
 from pipeline.dataset.labels import emotion_name
 from pipeline.files import atomic_write_text
 
-MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 MODALITY_COLORS = {"t": "#4c72b0", "a": "#dd8452", "v": "#55a868"}
 
 

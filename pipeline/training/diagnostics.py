@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from model.config import MODALITY_NAMES
 from pipeline.dataset.labels import emotion_name
 
-MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 COLOURS = {"t": "tab:blue", "a": "tab:orange", "v": "tab:green"}
 CHECKPOINT_STYLE = dict(color="black", ls=":", lw=1.2)
 MODULATED_STYLE = dict(color="gold", alpha=0.18)
