@@ -13,14 +13,17 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# One module per area; each has register(subparsers) and sets args.func on its parsers.
-_AREAS = (
-    "pipeline.cli.train",
-    "pipeline.cli.extract",
-    "pipeline.cli.predict",
-    "pipeline.cli.data",
-    "pipeline.cli.export",
-)
+# One module per area; each has register(subparsers), adds the commands listed here and sets
+# args.func on their parsers. `erc <command>` imports only the area of that command (the others'
+# imports, media decoding, speech recognition, extractor presets, are not paid for); `erc --help`,
+# an unknown command or no command builds them all.
+AREAS = {
+    "pipeline.cli.train": ("train", "evaluate", "grid"),
+    "pipeline.cli.extract": ("extract", "status", "gc", "store", "check-media"),
+    "pipeline.cli.predict": ("predict",),
+    "pipeline.cli.data": ("manifest", "import"),
+    "pipeline.cli.export": ("export",),
+}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -47,20 +50,21 @@ def parsed_by(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `erc` parser; with ``argv``, only the area of its command is registered."""
     parser = argparse.ArgumentParser(
         prog="erc", description="Multimodal emotion recognition in conversation (Ada2I)."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for area in _AREAS:
-        try:
-            module = importlib.import_module(area)
-        except ModuleNotFoundError as exc:
-            if exc.name != area:  # a real missing dependency, not an area still to be written
-                raise
-            continue
-        module.register(subparsers)
+    command = next((a for a in argv or () if not a.startswith("-")), None)  # -v is the only option
+    areas = [area for area, commands in AREAS.items() if command in commands] or list(AREAS)
+    for area in areas:
+        before = set(subparsers.choices)
+        importlib.import_module(area).register(subparsers)
+        added = tuple(name for name in subparsers.choices if name not in before)
+        if added != AREAS[area]:  # the table above is what lets a command load its area alone
+            raise RuntimeError(f"{area} registers {added}, AREAS says {AREAS[area]}")
     from pipeline.cli.examples import epilog
 
     for name, sub in subparsers.choices.items():  # an example at the end of each --help
@@ -71,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,25 @@ def test_extract_takes_an_extractor_preset_and_train_a_model_preset(capsys):
         with pytest.raises(SystemExit):
             PARSER.parse_args(argv)
         assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_command_loads_only_its_own_area():
+    # `erc train` must not pay for speech recognition, media decoding or extractor presets: a
+    # fresh interpreter, so nothing was imported before.
+    code = (
+        "import sys; from pipeline.cli import build_parser; "
+        "build_parser(['-v', 'train', '--features', 'f', '--out', 'o']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('pipeline', 'extractors'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stdout
+    assert "pipeline.cli.train" in loaded
+    for other in ("pipeline.cli.predict", "pipeline.cli.extract", "pipeline.inference.asr",
+                  "pipeline.dataset.media", "extractors.presets"):  # fmt: skip
+        assert other not in loaded, loaded
+
+
+def test_every_area_registers_the_commands_the_table_names():
+    from pipeline.cli import AREAS
+
+    assert sorted(SUBCOMMANDS) == sorted(c for commands in AREAS.values() for c in commands)
