@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
 from pipeline.features.store_entry import ENTRY_FORMAT
 
 ROOT = Path(__file__).resolve().parents[2]
-SR = 16_000
 N_UTT = 6
 
 
@@ -44,37 +42,33 @@ def extractors():
     return load_extractors("offline", "ta")
 
 
-def _voice_wav(path: Path, seconds: float) -> None:
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)  # a gliding pitch, so openSMILE finds voicing
-    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f0) / SR) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
+@pytest.fixture(scope="session")
+def voice_manifest(voice, write_wav):
+    """voice_manifest(root, n, seconds=6.0) -> root/manifest.csv: one dialogue of n equal
+    utterances over root/voice.wav, the generated voice of that length (written once per root)."""
 
+    def make(root: Path, n: int, seconds: float = 6.0) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "voice.wav").is_file():
+            write_wav(root / "voice.wav", voice(seconds))
+        span = seconds / n
+        rows = [
+            ("d1", f"u{i}", "AB"[i % 2], i * span, (i + 1) * span, f"Sentence number {i}.", "neu")
+            for i in range(n)
+        ]
+        cols = ["dialogue_id", "utterance_id", "speaker", "start_s", "end_s", "text", "label"]
+        df = pd.DataFrame(rows, columns=cols)
+        df["audio_path"] = "voice.wav"
+        return write_manifest(df, root / "manifest.csv")
 
-def _manifest(root: Path, n: int, seconds: float = 6.0) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "voice.wav").is_file():
-        _voice_wav(root / "voice.wav", seconds)
-    span = seconds / n
-    rows = [
-        ("d1", f"u{i}", "AB"[i % 2], i * span, (i + 1) * span, f"Sentence number {i}.", "neu")
-        for i in range(n)
-    ]
-    cols = ["dialogue_id", "utterance_id", "speaker", "start_s", "end_s", "text", "label"]
-    df = pd.DataFrame(rows, columns=cols)
-    df["audio_path"] = "voice.wav"
-    return write_manifest(df, root / "manifest.csv")
+    return make
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory, extractors):
+def clean(tmp_path_factory, extractors, voice_manifest):
     """A fully extracted store (kept pristine: tests copy it) and its manifest."""
     root = tmp_path_factory.mktemp("damage")
-    manifest = _manifest(root / "data", N_UTT)
+    manifest = voice_manifest(root / "data", N_UTT)
     s = extract_features(
         manifest, root / "store", modalities="ta", extractors=extractors, progress=False, workers=1
     )
@@ -305,9 +299,9 @@ def tiny_disk(tmp_path):
 
 
 def test_disk_full_names_the_path_and_leaves_nothing_half_written(
-    tiny_disk, extractors, tmp_path, caplog
+    tiny_disk, extractors, voice_manifest, tmp_path, caplog
 ):
-    manifest = _manifest(tmp_path / "data", 120, 30.0)  # 120 audio entries: more than fit
+    manifest = voice_manifest(tmp_path / "data", 120, 30.0)  # 120 audio entries: more than fit
     root = tiny_disk / "store"
     with caplog.at_level(logging.INFO), pytest.raises(ValueError) as err:
         extract_features(
@@ -368,8 +362,8 @@ def test_claims_between_writers(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_concurrent_extractions_share_the_work(tmp_path):
-    manifest = _manifest(tmp_path / "data", 24)
+def test_two_concurrent_extractions_share_the_work(voice_manifest, tmp_path):
+    manifest = voice_manifest(tmp_path / "data", 24)
     root = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     procs = [
@@ -396,9 +390,9 @@ def test_two_concurrent_extractions_share_the_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_during_extract_says_so_and_leaves_no_partial_file(tmp_path):
+def test_sigterm_during_extract_says_so_and_leaves_no_partial_file(voice_manifest, tmp_path):
     """A `kill` mid-extraction: exit 143 with a message, no temp file left, and a rerun resumes."""
-    manifest = _manifest(tmp_path / "data", n=100, seconds=100.0)
+    manifest = voice_manifest(tmp_path / "data", n=100, seconds=100.0)
     store = tmp_path / "store"
     cmd = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())"]
     args = ["extract", "--manifest", str(manifest), "--store", str(store), "--preset", "tiny",

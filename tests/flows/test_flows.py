@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -116,9 +117,21 @@ def test_extract_and_train_writes_outputs(demo_runs):
     summary = json.loads((out / "summary.json").read_text())  # written again by the second run
     assert summary["paths"] == first["paths"]
     [row] = first["metrics"]  # one seed
-    assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["weighted_f1"] <= 1.0
     assert row["modalities"] == "ta"
     paths = first["paths"]
+    # The scores the flow reports are scikit-learn's over the predictions it wrote (the summary
+    # rounds them to 6 decimals).
+    from sklearn.metrics import accuracy_score, f1_score
+
+    [predictions] = [p for p in paths.values() if Path(p).name == "predictions.csv"]
+    table = pd.read_csv(predictions, keep_default_na=False)
+    labels = [c.removeprefix("p_") for c in table.columns if c.startswith("p_")]
+    known = table[table["label"] != ""]
+    acc = accuracy_score(known["label"], known["predicted"])
+    wf1 = f1_score(known["label"], known["predicted"], labels=labels, average="weighted",
+                   zero_division=0)  # fmt: skip
+    assert row["accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert row["weighted_f1"] == pytest.approx(wf1, abs=1e-6)
     assert all(Path(p).exists() for p in paths.values())
     checkpoint = Path(paths["checkpoint seed 0"])
     assert (out / "best").is_symlink() and (out / "best").resolve() == checkpoint  # README's path

@@ -1,7 +1,8 @@
 """Batch inference end to end on generated demo videos with a checkpoint trained here (tiny presets).
 
-One module-scoped run: demo videos (mp4 + SRT + manifest) -> tiny-preset text + audio features ->
-a few epochs of the tiny Ada2I -> the checkpoint copied to a folder with nothing else around it.
+The checkpoint, the copied demo videos and the clip-per-utterance cut come from conftest.py: demo
+videos (mp4 + SRT + manifest) -> tiny-preset text + audio features -> a few epochs of the tiny
+Ada2I -> the checkpoint copied to a folder with nothing else around it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import read_manifest, write_manifest
-from pipeline.dataset.media import SAMPLE_RATE, iter_segments
-from pipeline.dataset.media_writer import write_video
 from pipeline.features.extract import build_featureset, extract_features
-from pipeline.features.extract_plan import load_extractors
 from pipeline.features.featureset import FeatureSet
 from pipeline.inference.predict import PredictError, predict_videos
 from pipeline.inference.subtitles import parse_subtitles
@@ -30,46 +27,6 @@ from pipeline.training.evaluate import predict
 from pipeline.training.train import train_from_featureset
 
 MODALITIES = "ta"  # text + audio: the visual extractor is the slow one and has its own tests
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return make_demo_dataset(
-        tmp_path_factory.mktemp("demo"), n_dialogues=3, utterances_per_dialogue=5
-    )
-
-
-@pytest.fixture(scope="module")
-def extractors():
-    return load_extractors("tiny", MODALITIES)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(demo, extractors, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("train")
-    extract_features(
-        demo, work / "store", "tiny", MODALITIES, extractors=extractors, progress=False
-    )
-    fs = build_featureset(demo, work / "store", "tiny", MODALITIES, work / "fs", extractors)
-    run = train_from_featureset(
-        fs, work / "run", "tiny", MODALITIES, overrides={"epochs": 3, "progress": False}
-    )
-    # Portable: the checkpoint folder alone, away from its run, features and store.
-    portable = tmp_path_factory.mktemp("portable") / "ck"
-    shutil.copytree(run.checkpoint_dir, portable)
-    shutil.rmtree(work)
-    return portable
-
-
-def _videos(demo: Path, dest: Path, n: int, subtitles: bool = True) -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        shutil.copy(demo.parent / f"demo_d{k:02d}.mp4", dest)
-        if subtitles:
-            shutil.copy(demo.parent / f"demo_d{k:02d}.srt", dest)
-        out.append(dest / f"demo_d{k:02d}.mp4")
-    return out
 
 
 def _check_outputs(summary, video: Path, labels: list[str], expected: pd.DataFrame, source: str):
@@ -106,10 +63,10 @@ def test_checkpoint_loads_on_cpu_from_a_copied_folder(checkpoint):
     }
 
 
-def test_subtitled_videos_in_a_folder(demo, checkpoint, tmp_path):
+def test_subtitled_videos_in_a_folder(demo_videos, checkpoint, tmp_path):
     """Extractors rebuilt from the checkpoint's spec alone; a corrupt file among good ones."""
     folder = tmp_path / "in"
-    videos = _videos(demo, folder, 2)
+    videos = demo_videos(folder, 2)
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     summary = predict_videos(folder, checkpoint, tmp_path / "out", progress=False)
     labels = summary.label_names
@@ -136,8 +93,10 @@ def test_subtitled_videos_in_a_folder(demo, checkpoint, tmp_path):
         predict_videos(folder, checkpoint, tmp_path / "strict", strict=True, progress=False)
 
 
-def test_manifest_route_keeps_ids_and_reuses_the_store(demo, checkpoint, extractors, tmp_path):
-    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+def test_manifest_route_keeps_ids_and_reuses_the_store(
+    demo, demo_videos, checkpoint, extractors, tmp_path
+):
+    videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     df = read_manifest(demo)
     df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
     manifest = write_manifest(df, tmp_path / "in" / "m.csv")
@@ -154,10 +113,10 @@ def test_manifest_route_keeps_ids_and_reuses_the_store(demo, checkpoint, extract
 
 
 def test_no_subtitles_no_manifest_uses_vad_and_speech_recognition(
-    demo, checkpoint, extractors, tmp_path
+    demo, demo_videos, checkpoint, extractors, tmp_path
 ):
     """The default route for a bare video: VAD + the packaged tiny.en, offline, no flag."""
-    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     summary = predict_videos(
         videos, checkpoint, tmp_path / "out", extractors=extractors, progress=False
     )
@@ -183,10 +142,12 @@ def test_no_subtitles_no_manifest_uses_vad_and_speech_recognition(
         assert ((truth["start_s"] < b) & (truth["end_s"] > a)).any()
 
 
-def test_an_utterance_without_words_has_no_text(demo, checkpoint, extractors, tmp_path):
+def test_an_utterance_without_words_has_no_text(
+    demo, demo_videos, checkpoint, extractors, tmp_path
+):
     """Empty or whitespace text is no words: the text modality is absent (masked) for that
     utterance only, the others keep theirs; a strict run does not count it as a failure."""
-    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     df = read_manifest(demo)
     df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
     df = df.reset_index(drop=True)
@@ -207,8 +168,8 @@ def test_an_utterance_without_words_has_no_text(demo, checkpoint, extractors, tm
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
 
-def test_mismatched_checkpoint_is_refused(demo, checkpoint, extractors, tmp_path):
-    videos = _videos(demo, tmp_path / "in", 1)
+def test_mismatched_checkpoint_is_refused(demo_videos, checkpoint, extractors, tmp_path):
+    videos = demo_videos(tmp_path / "in", 1)
     # Extractors that are not the checkpoint's (openSMILE alone: 88-d audio instead of 120-d).
     wrong = {"t": extractors["t"], "a": [ex for ex in extractors["a"] if ex.spec.dim == 88]}
     with pytest.raises(ValueError, match="modality 'a' has dim 88, checkpoint expects 120"):
@@ -226,8 +187,8 @@ def test_mismatched_checkpoint_is_refused(demo, checkpoint, extractors, tmp_path
         predict_videos(videos, bad, tmp_path / "o2", progress=False)
 
 
-def test_cli_predict(demo, checkpoint, tmp_path, capsys):
-    videos = _videos(demo, tmp_path / "in", 1)
+def test_cli_predict(demo_videos, checkpoint, tmp_path, capsys):
+    videos = demo_videos(tmp_path / "in", 1)
     missing = tmp_path / "in" / "missing.mp4"
     code = main(["predict", str(videos[0]), str(missing), "--checkpoint", str(checkpoint),
                  "--out", str(tmp_path / "out")])  # fmt: skip
@@ -243,26 +204,6 @@ def test_cli_predict(demo, checkpoint, tmp_path, capsys):
 
 
 # --- clip-per-utterance layout (MELD dia{D}_utt{U}.mp4, the IEMOCAP clips): one file per utterance
-
-
-@pytest.fixture(scope="module")
-def clips(demo, tmp_path_factory) -> pd.DataFrame:
-    """demo_d00 cut into one small mp4 per utterance (its audio, blank frames) -> manifest frame."""
-    folder = tmp_path_factory.mktemp("clips")
-    df = read_manifest(demo)
-    df = df[df["dialogue_id"] == "demo_d00"].reset_index(drop=True)
-    bounds = list(zip(df["start_s"], df["end_s"], strict=True))
-    cut = {
-        s.index: s.audio for s in iter_segments(df["video_path"].iat[0], bounds, want_frames=False)
-    }
-    rows = []
-    for i, u in df.iterrows():
-        audio = cut[i]  # [S] float32 16 kHz
-        dur = len(audio) / SAMPLE_RATE
-        frames = [np.zeros((32, 32, 3), np.uint8)] * max(1, int(dur * 5))
-        path = write_video(folder / f"dia0_utt{i}.mp4", frames, 5.0, audio)
-        rows.append({**u, "start_s": 0.0, "end_s": round(dur, 3), "video_path": str(path)})
-    return pd.DataFrame(rows)
 
 
 def _featureset_probs(manifest: Path, checkpoint: Path, extractors, store: Path, out: Path):
@@ -357,10 +298,10 @@ def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path)
         )  # fmt: skip
 
 
-def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
+def test_cli_vad_flag_chooses_the_segmenter(demo, demo_videos, checkpoint, tmp_path, capsys):
     """--vad energy finds the generated demo voice's utterances; silero-vad, a network trained on
     real speech, finds none in it, and that video then fails with the reason (pipeline.inference.speech)."""
-    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     args = ["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "energy"), "--vad", "energy"]) == 0
     assert "ok     demo_d00.mp4: 5 utterances (vad)" in capsys.readouterr().out
@@ -371,7 +312,9 @@ def test_cli_vad_flag_chooses_the_segmenter(demo, checkpoint, tmp_path, capsys):
         main([*args, "--out", str(tmp_path / "x"), "--vad", "webrtc"])
 
 
-def test_prediction_reads_each_input_once(demo, checkpoint, extractors, tmp_path, monkeypatch):
+def test_prediction_reads_each_input_once(
+    demo, demo_videos, checkpoint, extractors, tmp_path, monkeypatch
+):
     """One pass: the user's manifest read once, each video's rows planned (media hashed) once,
     no manifest or FeatureSet written and read back."""
     import pipeline.features.extract as extract_mod
@@ -393,7 +336,7 @@ def test_prediction_reads_each_input_once(demo, checkpoint, extractors, tmp_path
     monkeypatch.setattr(FeatureStore, "file_hash", spy("file_hash", FeatureStore.file_hash))
     monkeypatch.setattr(FeatureSet, "load", spy("load", FeatureSet.load))
 
-    videos = _videos(demo, tmp_path / "in", 2, subtitles=False)
+    videos = demo_videos(tmp_path / "in", 2, subtitles=False)
     df = read_manifest(demo)
     df = pd.concat(
         [
@@ -416,7 +359,9 @@ def test_prediction_reads_each_input_once(demo, checkpoint, extractors, tmp_path
         assert Path(v.outputs["manifest"]).is_file()
 
 
-def test_a_checkpoint_on_imported_text_predicts_new_videos(fake_shared_data, demo, tmp_path):
+def test_a_checkpoint_on_imported_text_predicts_new_videos(
+    fake_shared_data, demo, demo_videos, tmp_path
+):
     """Transcripts imported from a dataset (the text extractor's own vectors and spec) train a
     model whose text extractor prediction rebuilds from the checkpoint alone: new videos get
     predictions instead of a refusal."""
@@ -430,7 +375,7 @@ def test_a_checkpoint_on_imported_text_predicts_new_videos(fake_shared_data, dem
     run = train_from_featureset(
         fs_dir, tmp_path / "run", "tiny", "t", overrides={"epochs": 2, "progress": False}
     )
-    videos = _videos(demo, tmp_path / "in", 1, subtitles=False)
+    videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     df = read_manifest(demo)
     df = df[df["dialogue_id"] == "demo_d00"].assign(video_path=str(videos[0]))
     manifest = write_manifest(df, tmp_path / "in" / "m.csv")

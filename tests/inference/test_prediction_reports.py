@@ -1,13 +1,10 @@
 """What prediction outputs say: the model that made them, and the scores of a labelled run.
 
-Reuses test_predict.py's fixtures: a tiny checkpoint trained here on the generated demo
+Uses the prediction fixtures of conftest.py: a tiny checkpoint trained here on the generated demo
 conversations (so every output must carry the demo caveat), the demo videos and their labelled
 manifest, and demo_d00 cut into one clip per utterance. The scores are checked against
 scikit-learn over the predictions CSVs the run wrote, not against the code that computed them.
 """
-# The fixtures are imported from test_predict.py (pytest finds them by name), so ruff sees the
-# test parameters as redefinitions.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -23,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
-from test_predict import _videos, checkpoint, clips, demo, extractors  # noqa: F401
 
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.files import sha256_file
@@ -61,8 +57,10 @@ def _labelled_manifest(demo: Path, videos: list[Path], path: Path) -> pd.DataFra
     return df
 
 
-def test_labelled_run_is_scored_and_names_its_model(demo, checkpoint, extractors, tmp_path):
-    videos = _videos(demo, tmp_path / "in", 2, subtitles=False)
+def test_labelled_run_is_scored_and_names_its_model(
+    demo, demo_videos, checkpoint, extractors, tmp_path
+):
+    videos = demo_videos(tmp_path / "in", 2, subtitles=False)
     df = _labelled_manifest(demo, videos, tmp_path / "in" / "m.csv")
     summary = predict_videos(
         videos, checkpoint, tmp_path / "out", manifest=tmp_path / "in" / "m.csv",
@@ -135,7 +133,7 @@ def test_labelled_run_is_scored_and_names_its_model(demo, checkpoint, extractors
     assert td["featureset_sha256"] in md and td["featureset_sha256"] in index
 
 
-def test_old_checkpoint_says_training_data_unknown(demo, checkpoint, extractors, tmp_path):
+def test_old_checkpoint_says_training_data_unknown(demo_videos, checkpoint, extractors, tmp_path):
     """A checkpoint.json without training_data (written before it was recorded) still predicts;
     every output says the training data is unknown. Unlabelled input is not scored."""
     old = tmp_path / "old_ck"
@@ -144,7 +142,7 @@ def test_old_checkpoint_says_training_data_unknown(demo, checkpoint, extractors,
     del meta["training_data"]
     meta["content_sha256"] = meta_digest(meta)  # as written by code that did not record it
     (old / META_FILE).write_text(json.dumps(meta))
-    videos = _videos(demo, tmp_path / "in", 1)  # subtitles: no labels
+    videos = demo_videos(tmp_path / "in", 1)  # subtitles: no labels
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "metrics.json").write_text("{}")  # an earlier run's, not this one's
     summary = predict_videos(videos, old, tmp_path / "out", extractors=extractors, progress=False)

@@ -54,7 +54,12 @@ def test_every_subset_builds_and_has_right_shapes(subset):
     assert out.fused.shape == (3, 7, 4)
     assert sorted(out.unimodal) == sorted(subset)
     assert all(u.shape == (3, 7, 4) for u in out.unimodal.values())
-    assert out.feature_loss.ndim == 0 and out.feature_loss >= 0
+    # L_feature per modality: the L1 gap between two independently initialised maps (Att_m and
+    # Phi_m), never 0 before training; their sum is the total.
+    assert sorted(out.feature_losses) == sorted(subset)
+    assert all(loss.ndim == 0 and loss > 0 for loss in out.feature_losses.values())
+    assert out.feature_loss.ndim == 0
+    torch.testing.assert_close(out.feature_loss, sum(out.feature_losses.values()))
     assert torch.isfinite(out.logits).all()
     assert model.modalities == "".join(m for m in "tav" if m in subset)
 

@@ -11,6 +11,7 @@ import torch
 from model.ada2i import Ada2I
 from model.config import preset
 from pipeline.features.importers.synthetic import make_synthetic
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.data import collate
 from pipeline.training.evaluate import (
     Predictions,
@@ -121,14 +122,31 @@ def test_write_report_adds_unimodal_metrics_and_columns(tmp_path):
 
 
 def test_training_records_dev_unimodal_metrics_and_writes_them_to_test_metrics(tmp_path):
+    fs = featureset()
     mc, tc = configs_for("tiny", "tav", {"progress": False, "epochs": 2})
-    result = train(featureset(), mc, tc, tmp_path / "run")
+    result = train(fs, mc, tc, tmp_path / "run")
     history = json.loads(result.history_path.read_text())
+    # Counted from the feature set: the labelled dev utterances that have each modality.
+    dev = fs.split("dev")
+    rows = np.concatenate([np.arange(d.start, d.start + d.length) for d in dev])
+    labelled = fs.labels[rows].numpy() >= 0
+    n_dev = {m: int((labelled & fs.present[m][rows].numpy()).sum()) for m in "tav"}
+    assert n_dev["v"] < n_dev["t"]  # missing faces
     for h in history:
         assert set(h["dev_unimodal"]) == {"t", "a", "v"}
-        for row in h["dev_unimodal"].values():
-            assert 0.0 <= row["accuracy"] <= 1.0 and len(row["recall"]) == len(LABELS)
-        assert h["dev_unimodal"]["v"]["n"] < h["dev_unimodal"]["t"]["n"]  # missing faces
+        for m, row in h["dev_unimodal"].items():
+            assert row["n"] == sum(row["support"]) == n_dev[m]
+            # accuracy = correct / n = sum over classes of recall x support
+            correct = sum(r * s for r, s in zip(row["recall"], row["support"], strict=True))
+            assert row["accuracy"] == pytest.approx(correct / row["n"], abs=1e-12)
+    # The best epoch's figures again, from the saved checkpoint's own predictions on dev.
+    model, _ = load_checkpoint(result.checkpoint_dir)
+    again = predict(model, fs, dev)
+    for m, row in history[result.best_epoch - 1]["dev_unimodal"].items():
+        pred = again.unimodal_pred[m]
+        keep = (again.y_true >= 0) & (pred >= 0)
+        assert row["accuracy"] == pytest.approx((pred[keep] == again.y_true[keep]).mean())
+        assert row["support"] == np.bincount(again.y_true[keep], minlength=len(LABELS)).tolist()
     saved = json.loads((result.run_dir / "test" / "metrics.json").read_text())
     assert set(saved["unimodal"]) == {"t", "a", "v"}
     assert saved["unimodal"]["v"]["n"] < saved["unimodal"]["t"]["n"] == saved["n"]
