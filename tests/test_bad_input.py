@@ -1,4 +1,4 @@
-"""Bad input, kind by kind: each is a clear, contained failure (issue 10).
+"""Bad input, kind by kind: each is a clear, contained failure.
 
 Every case asserts that the message names the file (and row, key or utterance) and the problem, that
 the other rows complete, and that the store and run folders are intact afterwards. Inputs are tiny:

@@ -1,6 +1,6 @@
 """Checkpoints and resumable state: damage is refused by file name, never loaded as a model.
 
-Issue 10: a model.safetensors with an intact header and a damaged payload used to load (evaluate
+A model.safetensors with an intact header and a damaged payload used to load (evaluate
 exited 0 on NaN probabilities); a truncated one gave a traceback without the file; files were 0600.
 Each test damages real files written by a real (tiny) training run.
 """
