@@ -1,5 +1,5 @@
 """Store damage, for real: truncated and overwritten entries, a damaged index, a read-only store,
-a full disk, and two concurrent extractions..
+a full disk, and two concurrent extractions.
 
 Real extractors (the offline preset's text and audio: packaged all-mpnet-base-v2, openSMILE
 eGeMAPS; the CLI's default preset, so `erc status` finds their entries) on a generated 6 s voice
