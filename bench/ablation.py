@@ -15,6 +15,11 @@ std over seeds; each modality's unimodal test accuracy (its own class scores: wh
 learned); the final epoch's rho_m; each variant's W-F1 difference from the concat baseline with
 its Welch 95% confidence interval over seeds. Variants can run in separate processes side by side (--variants
 one each, same --out); --table-only tables whatever has finished.
+
+A second table reads the same runs on dev, where every choice is made: the best dev W-F1 (the
+checkpoint kept), the epoch it came at, and at that epoch each modality's own dev accuracy and
+rho_m. --text-model (e.g. minilm) imports the text with another sentence encoder, into a
+features folder and a table of its own.
 """
 
 from __future__ import annotations
@@ -103,6 +108,47 @@ def table(out: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+def dev_table(out: Path) -> str:
+    """The same runs at their kept checkpoint, read on dev (history.json)."""
+    rows = [
+        "Dev, at each run's kept checkpoint (best dev W-F1): W-F1 %, the epoch it came at, each "
+        "modality's own dev accuracy % and rho_m at that epoch; mean ± sample std over seeds.",
+        "",
+        "| modalities | variant | seeds | dev W-F1 | Δ vs concat [95% CI] | best epoch "
+        "| dev unimodal acc | rho at best |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def kept(variant: str, subset: str) -> list[dict]:
+        runs = sorted((out / variant / subset).glob("seed*/test/metrics.json"))
+        histories = [json.loads((p.parent.parent / "history.json").read_text()) for p in runs]
+        return [max(h, key=lambda e: e["dev_wf1"]) for h in histories]
+
+    for subset in subsets_found(out):
+        concat = [e["dev_wf1"] for e in kept("concat", subset)]
+        for variant in VARIANTS:
+            source = "ada2i" if variant == "no_modulation" and len(subset) == 1 else variant
+            best = kept(source, subset)
+            if not best:
+                continue
+            uni_s = ", ".join(
+                f"{NAMES[m]} {mean_sd([e['dev_unimodal'][m]['accuracy'] for e in best])}"
+                for m in subset
+            )
+            rho_s = ", ".join(
+                f"{NAMES[m]} {np.mean([e['rho'][m] for e in best]):.2f}" for m in subset
+            )
+            wf1 = [e["dev_wf1"] for e in best]
+            label = LABELS[variant] + (" (= Ada2I)" if source != variant else "")
+            epochs = "/".join(str(e["epoch"]) for e in best)
+            rows.append(
+                f"| {subset.upper()} | {label} | {len(best)} | {mean_sd(wf1)} | "
+                f"{'' if variant == 'concat' else diff_ci(wf1, concat)} | {epochs} | {uni_s} | "
+                f"{rho_s} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 def subsets_found(out: Path) -> list[str]:
     found = {p.name for p in out.glob("*/*") if p.is_dir()}
     return [s for s in ("tav", "ta", "tv", "av", "t", "a", "v") if s in found]
@@ -120,6 +166,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--text-model", help="sentence encoder for the imported text (default: mpnet)")
     args = ap.parse_args()
     args.subsets = [s for s in args.subsets.split(",") if s] or SUBSETS[args.dataset]
     args.variants = [v for v in args.variants.split(",") if v]
@@ -130,14 +177,15 @@ def main() -> None:
     from pipeline.cli.train import parse_overrides
 
     args.set = parse_overrides(args.set).items()
-    out = Path(args.out) / args.dataset
-    features = Path(args.out) / f"features_{args.dataset}"
+    suffix = f"_{args.text_model}" if args.text_model else ""
+    out = Path(args.out) / f"{args.dataset}{suffix}"
+    features = Path(args.out) / f"features_{args.dataset}{suffix}"
     if not (features / "meta.json").is_file():
-        import_dataset(f"{args.dataset}-shared", features)
+        import_dataset(f"{args.dataset}-shared", features, text_model=args.text_model)
     if not args.table_only:
         torch.set_num_threads(args.threads)
         train_all(args, features, out)
-    md = table(out)
+    md = table(out) + "\n" + dev_table(out)
     (out / "ablation.md").write_text(md)
     print(md)
 

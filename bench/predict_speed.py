@@ -1,7 +1,8 @@
 """Batch-inference benchmarks; prints ONE JSON line per part.
 
-    python -m bench.predict_speed                 # both parts
+    python -m bench.predict_speed                 # every part
     python -m bench.predict_speed --part speed    # (a) wall seconds per minute of video, per stage
+    python -m bench.predict_speed --part asr      # (a') the same on real speech, no transcripts
     python -m bench.predict_speed --part iemocap  # (b) accuracy / weighted F1 on the 52 real clips
 
 (a) speed: a tiny Ada2I is trained on offline-preset (tav) features of one generated demo set, then
@@ -9,6 +10,10 @@
     and prints seconds per minute of video for each stage: segment, extract (per extractor +
     decode), build, model, report. Extractor models are loaded before the clock (a worker loads
     them once); a VAD-only segmentation pass over the same videos is timed as segment_vad.
+(a') asr: the same tiny checkpoint predicts the 52 real IEMOCAP clips of ../shared (real speech and
+    faces) with no manifest and no subtitles, as `erc predict clips/` would: segmentation is
+    voice-activity detection + the packaged faster-whisper tiny.en (the default), then all three
+    extractors. Speech and extractor models are loaded before the clock; cold store of its own.
 (b) iemocap: the training FeatureSet comes from the pipeline's own extraction (offline text: the
     offline preset's packaged sentence encoder) on ../shared/data/iemocap/iemocap_erc.csv WITHOUT the clips' dialogues; text is
     the only modality the pipeline can compute for both sides offline (the training utterances have
@@ -47,16 +52,15 @@ from pipeline.inference.predict_outputs import stage_seconds
 THREADS = 2  # the target machine: 2 cores
 
 
-def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict:
+def _tiny_checkpoint(work: Path, epochs: int) -> tuple[Path, dict, float]:
+    """A tiny tav Ada2I trained on offline-preset features of a generated demo set (its accuracy
+    does not matter here: the benchmark times prediction); -> checkpoint, extractors, load s."""
     from pipeline.dataset.demo import make_demo_dataset
-    from pipeline.dataset.media import probe
-    from pipeline.inference.segment import automatic
     from pipeline.training.train import train_from_featureset
 
     train_m = make_demo_dataset(
         work / "train_demo", n_dialogues=4, utterances_per_dialogue=8, seed=1
     )
-    make_demo_dataset(work / "test_demo", dialogues, utterances, seed=2)
     t0 = time.perf_counter()
     exs = load_extractors("offline", "tav")
     load_s = time.perf_counter() - t0
@@ -67,25 +71,16 @@ def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict
     run = train_from_featureset(
         fs, work / "run", "tiny", "tav", overrides={"epochs": epochs, "progress": False}
     )
-    videos = sorted((work / "test_demo").glob("*.mp4"))
-    t0 = time.perf_counter()
-    summary = predict_videos(  # a store of its own: cold, whatever the user's default store holds
-        videos, run.checkpoint_dir, work / "out", store_root=work / "predict_store",
-        extractors=exs, progress=False,
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for v in videos:  # the automatic route without a speech model (none offline): VAD only
-        automatic(v, v.stem, None, probe(v))
-    vad_s = time.perf_counter() - t0
+    return run.checkpoint_dir, exs, load_s
+
+
+def _speed_record(part: str, summary, wall: float, stages: dict, load_s: float) -> dict:
     minutes = sum(r.media_seconds for r in summary.videos) / 60
-    stages = stage_seconds(summary.videos)
-    stages["segment_vad"] = vad_s
     return {
-        "part": "speed",
+        "part": part,
         "preset": "offline",
         "modalities": "tav",
-        "videos": len(videos),
+        "videos": len(summary.videos),
         "ok": len(summary.ok),
         "utterances": sum(r.n_utterances for r in summary.videos),
         "minutes_of_video": round(minutes, 3),
@@ -96,6 +91,53 @@ def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
     }
+
+
+def part_asr(work: Path, epochs: int) -> dict:
+    from pipeline.dataset.adapters.shared import load_shared_clips
+    from pipeline.inference.asr import load_asr
+
+    checkpoint, exs, load_s = _tiny_checkpoint(work, epochs)
+    clips = load_shared_clips()["video_path"].tolist()
+    t0 = time.perf_counter()
+    asr = load_asr()
+    load_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = predict_videos(  # no manifest, no subtitles: VAD + speech recognition
+        clips, checkpoint, work / "out", store_root=work / "predict_store", asr_model=asr,
+        extractors=exs, progress=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    record = _speed_record("asr", summary, wall, stage_seconds(summary.videos), load_s)
+    record["asr_model"] = asr.name
+    record["videos_with_words"] = sum(
+        any(str(t).strip() for t in pd.read_csv(r.outputs["csv"], keep_default_na=False)["text"])
+        for r in summary.ok
+    )
+    return record
+
+
+def part_speed(work: Path, dialogues: int, utterances: int, epochs: int) -> dict:
+    from pipeline.dataset.demo import make_demo_dataset
+    from pipeline.dataset.media import probe
+    from pipeline.inference.segment import automatic
+
+    checkpoint, exs, load_s = _tiny_checkpoint(work, epochs)
+    make_demo_dataset(work / "test_demo", dialogues, utterances, seed=2)
+    videos = sorted((work / "test_demo").glob("*.mp4"))
+    t0 = time.perf_counter()
+    summary = predict_videos(  # a store of its own: cold, whatever the user's default store holds
+        videos, checkpoint, work / "out", store_root=work / "predict_store",
+        extractors=exs, progress=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for v in videos:  # the automatic route without a speech model (none offline): VAD only
+        automatic(v, v.stem, None, probe(v))
+    vad_s = time.perf_counter() - t0
+    stages = stage_seconds(summary.videos)
+    stages["segment_vad"] = vad_s
+    return _speed_record("speed", summary, wall, stages, load_s)
 
 
 def part_iemocap(work: Path, epochs: int) -> dict:
@@ -199,7 +241,7 @@ def _full_context_scores(checkpoint, full: pd.DataFrame, clips: pd.DataFrame, wo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("speed", "iemocap", "both"), default="both")
+    p.add_argument("--part", choices=("speed", "asr", "iemocap", "all"), default="all")
     p.add_argument("--dialogues", type=int, default=6, help="generated test videos (part a)")
     p.add_argument("--utterances", type=int, default=10, help="utterances per video (part a)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (part b; a: 3)")
@@ -210,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="predict_speed_") as tmp:
         tmp = args.work or tmp
-        if args.part in ("speed", "both"):
+        if args.part in ("speed", "all"):
             print(
                 json.dumps(part_speed(Path(tmp) / "a", args.dialogues, args.utterances, 3)),
                 flush=True,
             )
-        if args.part in ("iemocap", "both"):
+        if args.part in ("asr", "all"):
+            print(json.dumps(part_asr(Path(tmp) / "asr", 3)), flush=True)
+        if args.part in ("iemocap", "all"):
             print(json.dumps(part_iemocap(Path(tmp) / "b", args.epochs)), flush=True)
     return 0
 

@@ -42,3 +42,37 @@ def test_ablation_table_gives_each_variant_its_difference_from_concat(tmp_path):
     assert set(rows) == {"Ada2I", "concat baseline"}
     assert f"| 64.50 ± 0.71 | {diff_ci([0.64, 0.65], [0.62, 0.63])} |" in rows["Ada2I"]
     assert "| 62.50 ± 0.71 |  |" in rows["concat baseline"]
+
+
+def test_ablation_dev_table_reads_each_run_at_its_kept_checkpoint(tmp_path):
+    """The dev table reports the epoch of best dev W-F1, not the last epoch trained."""
+    import json
+
+    from bench.ablation import dev_table
+
+    def epoch(n: int, dev_wf1: float, text_acc: float, rho: float) -> dict:
+        unimodal = {"t": {"accuracy": text_acc}, "a": {"accuracy": 0.3}}
+        return {
+            "epoch": n,
+            "dev_wf1": dev_wf1,
+            "dev_unimodal": unimodal,
+            "rho": {"t": rho, "a": 1.0},
+        }
+
+    for variant, best in {"ada2i": 0.66, "concat": 0.60}.items():
+        for seed in (0, 1):
+            run = tmp_path / variant / "ta" / f"seed{seed}"
+            (run / "test").mkdir(parents=True)
+            (run / "test" / "metrics.json").write_text("{}")
+            history = [
+                epoch(1, 0.50, 0.40, 1.2),
+                epoch(2, best + (seed - 0.5) * 0.02, 0.55, 1.8),  # seeds 1.41 apart
+                epoch(3, 0.58, 0.70, 2.5),
+            ]
+            (run / "history.json").write_text(json.dumps(history))
+    rows = {r.split(" | ")[1]: r for r in dev_table(tmp_path).splitlines() if r.startswith("| TA")}
+    assert rows["Ada2I"].startswith("| TA | Ada2I | 2 | 66.00 ± 1.41 | +6.00 [")
+    assert (
+        "| 2/2 | text 55.00 ± 0.00, audio 30.00 ± 0.00 | text 1.80, audio 1.00 |" in rows["Ada2I"]
+    )
+    assert rows["concat baseline"].startswith("| TA | concat baseline | 2 | 60.00 ± 1.41 |  |")
