@@ -63,7 +63,8 @@ class SegmentMedia:
     index: int  # position in the `segments` argument
     start_s: float
     end_s: float
-    audio: np.ndarray | None  # float32 [S], S = round(end * 16k) - round(start * 16k)
+    audio: np.ndarray | None  # float32 [S], S = round(end * 16k) - round(start * 16k), or up
+    # to the audio stream's own end for an open end (None: the file's duration is its longest stream's)
     frames: list[np.ndarray]  # each uint8 [H, W, 3] RGB; read-only (may be shared between segments)
     error: str | None = None  # any problem; None = everything asked for is here
     audio_error: str | None = None  # the audio-only part of `error` (frames may still be usable)
@@ -160,6 +161,7 @@ class _Open:
     parts: list[np.ndarray] = field(default_factory=list)
     frames: list[np.ndarray | None] = field(default_factory=list)
     pending: int = 0  # frame slots not yet filled
+    open_end: bool = False  # asked "until the end": each stream ends where it ends
     audio_error: str | None = None
     frames_error: str | None = None
 
@@ -218,7 +220,8 @@ def iter_segments(
 
     Segments may overlap and come in any order; results are yielded as the decoder passes each
     segment's end (invalid segments first), with `index` pointing back into `segments`. An end of
-    None/NaN means "until the end of the media". Per-segment problems (zero-length, inverted,
+    None/NaN means "until the end of the media" (of each stream: a sound track that stops before the
+    picture gives the sound there is, without padding). Per-segment problems (zero-length, inverted,
     negative start, past the end, no audio/video stream) go into `error`; the others still complete.
     Raises MediaError for a missing, empty, corrupt or undecodable file.
     """
@@ -241,13 +244,14 @@ def iter_segments(
         for i, (start, end) in enumerate(segments):
             start = float(start)
             end = float("nan") if end is None else float(end)
-            if math.isnan(end) and info.duration_s is not None:
-                end = info.duration_s
+            open_end = math.isnan(end) and info.duration_s is not None
+            if open_end:
+                end = info.duration_s  # the longest stream's; a shorter one ends at its own end
             err = _segment_error(start, end)
             if err:
                 yield SegmentMedia(i, start, end, None, [], err, err, err)
                 continue
-            seg = _Open(i, start, end, want_audio=a_stream is not None)
+            seg = _Open(i, start, end, want_audio=a_stream is not None, open_end=open_end)
             seg.a0, seg.a1 = round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)
             seg.filled = seg.a0
             if want_audio and a_stream is None:
@@ -384,13 +388,13 @@ def _decode(
             seg.want_audio, seg.audio_error = False, "no decodable audio"
         if seg.pending and last_video_t is None:
             seg.pending, seg.frames_error = 0, "no decodable video frames"
-        if seg.end > media_end + tol or seg.start >= media_end:
+        if (seg.end > media_end + tol and not seg.open_end) or seg.start >= media_end:
             reason = f"segment past the end ({seg.start:.3f}-{seg.end:.3f} s, media ends at {media_end:.3f} s)"
             if stopped:
                 reason += f"; {stopped}"
             yield seg.result(error=reason)
             continue
-        if seg.want_audio and seg.filled < seg.a1:
+        if seg.want_audio and seg.filled < seg.a1 and not seg.open_end:
             seg.parts.append(np.zeros(seg.a1 - seg.filled, np.float32))
             seg.filled = seg.a1
         if seg.pending:

@@ -129,6 +129,21 @@ def test_end_none_means_whole_file_and_small_overshoot_is_padded(tone_video):
     assert np.abs(over.audio[-800:]).max() == 0.0
 
 
+def test_end_none_is_each_streams_own_end(tmp_path):
+    """A whole-clip row (end None) of a file whose sound stops 1 s before its picture: the audio
+    is the sound there is, whether or not frames are asked for. It failed as "segment past the
+    end" when only audio was decoded (the container's duration, the picture's, was the end)."""
+    path = write_video(
+        tmp_path / "short_sound.mp4", _ramp_frames(int(DUR * FPS)), FPS, _tone(440, DUR - 1)
+    )
+    for want_frames in (False, True):
+        (whole,) = iter_segments(path, [(0.0, None)], want_frames=want_frames)
+        assert whole.error is None, whole.error
+        assert len(whole.audio) == pytest.approx((DUR - 1) * SAMPLE_RATE, abs=1100)  # AAC frame
+        assert np.abs(whole.audio[-SAMPLE_RATE // 2 :]).max() > 0.1  # the tone, no padded silence
+        assert len(whole.frames) == (int(DUR * 2) if want_frames else 0)  # 2 fps over 6 s
+
+
 def test_no_audio_stream(silent_video):
     (s,) = iter_segments(silent_video, [(0.0, 2.0)], fps=2.0)
     assert s.audio_error == "no audio stream" and s.audio is None
@@ -181,9 +196,11 @@ def test_real_iemocap_clips():
         whole, part = out
         for s in (whole, part):
             assert s.error is None
-            assert len(s.audio) == round(s.end_s * SAMPLE_RATE) - round(s.start_s * SAMPLE_RATE)
             assert len(s.frames) == max(1, round((s.end_s - s.start_s) * 2))
             assert s.frames[0].shape == (480, 640, 3)
+        assert len(part.audio) == round(1.2 * SAMPLE_RATE) - round(0.2 * SAMPLE_RATE)
+        # The whole clip: its sound as long as the audio stream (here 0-9 ms short of the picture)
+        assert abs(len(whole.audio) - info.audio_duration_s * SAMPLE_RATE) < 0.01 * SAMPLE_RATE
         # Real speech: not silent, not clipped.
         assert 0.01 < np.abs(whole.audio).max() <= 1.0
 
