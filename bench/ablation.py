@@ -185,6 +185,7 @@ def main() -> None:
     if not args.table_only:
         torch.set_num_threads(args.threads)
         train_all(args, features, out)
+    out.mkdir(parents=True, exist_ok=True)  # --table-only before any run: an empty table
     md = table(out) + "\n" + dev_table(out)
     (out / "ablation.md").write_text(md)
     print(md)
