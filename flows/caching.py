@@ -33,9 +33,17 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
 from pipeline.code_identity import STAGE_MODULES, stage_identity
-from pipeline.files import sha256_file
+from pipeline.files import MemoryDigests, file_sha256
 
-file_digest = sha256_file  # the name flows/ uses for a file's sha256 (pipeline/files.py)
+# A task's key and its output folder's name each hash the same inputs (a feature set can be
+# hundreds of MB): remembered by stat (size, mtime, ctime, inode) for the life of the process, so
+# each file is read once per change.
+_DIGESTS = MemoryDigests()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, read again only when its stat changes."""
+    return file_sha256(path, _DIGESTS)
 
 
 def tree_digest(directory: str | Path) -> str:

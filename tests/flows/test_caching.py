@@ -69,8 +69,27 @@ def test_tree_digest_follows_content_and_names_not_hidden_files(tmp_path):
     before = tree_digest(tmp_path)
     (tmp_path / ".tmp-write").write_text("partial")  # an atomic write in progress
     assert tree_digest(tmp_path) == before
-    (tmp_path / "a").write_text("2")
+    # (another size: a same-size rewrite within the filesystem clock's tick keeps the stat key
+    # the digests are remembered by; extractors/file_digest.py)
+    (tmp_path / "a").write_text("22")
     assert tree_digest(tmp_path) != before
+
+
+def test_a_tasks_key_and_folder_name_read_each_input_file_once(tmp_path, monkeypatch):
+    """The key and the output folder's name both digest the inputs (a feature set can be large):
+    each file is read once per change, not once per digest."""
+    import extractors.file_digest as digests
+
+    for name in ("features.safetensors", "meta.json"):
+        (tmp_path / name).write_bytes(name.encode() * 1000)
+    reads = []
+    real = digests.sha256_file
+    monkeypatch.setattr(digests, "sha256_file", lambda p: reads.append(Path(p).name) or real(p))
+    assert tree_digest(tmp_path) == tree_digest(tmp_path)
+    assert sorted(reads) == ["features.safetensors", "meta.json"]
+    (tmp_path / "meta.json").write_bytes(b"{}")
+    tree_digest(tmp_path)
+    assert sorted(reads) == ["features.safetensors", "meta.json", "meta.json"]
 
 
 def test_a_stage_is_named_by_keyword_and_must_exist():
