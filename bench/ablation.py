@@ -79,32 +79,24 @@ def table(out: Path) -> str:
         "| modalities | variant | seeds | W-F1 | Δ vs concat [95% CI] | Acc | unimodal acc | final rho |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for subset in subsets_found(out):
-        concat = [
-            json.loads(p.read_text())["weighted_f1"]
-            for p in sorted((out / "concat" / subset).glob("seed*/test/metrics.json"))
-        ]
-        for variant in VARIANTS:
-            source = variant
-            if variant == "no_modulation" and len(subset) == 1:
-                source = "ada2i"  # modulation never acts on one modality
-            runs = sorted((out / source / subset).glob("seed*/test/metrics.json"))
-            if not runs:
-                continue
-            metrics = [json.loads(p.read_text()) for p in runs]
-            uni = [{m: v["accuracy"] for m, v in x["unimodal"].items()} for x in metrics]
-            rho = [
-                json.loads((p.parent.parent / "history.json").read_text())[-1]["rho"] for p in runs
-            ]
-            uni_s = ", ".join(f"{NAMES[m]} {mean_sd([u[m] for u in uni])}" for m in subset)
-            rho_s = ", ".join(f"{NAMES[m]} {np.mean([r[m] for r in rho]):.2f}" for m in subset)
-            label = LABELS[variant] + (" (= Ada2I)" if source != variant else "")
-            rows.append(
-                f"| {subset.upper()} | {label} | {len(runs)} | "
-                f"{mean_sd([m['weighted_f1'] for m in metrics])} | "
-                f"{'' if variant == 'concat' else diff_ci([m['weighted_f1'] for m in metrics], concat)} | "
-                f"{mean_sd([m['accuracy'] for m in metrics])} | {uni_s} | {rho_s} |"
-            )
+    found = list(finished_runs(out))
+    concat = {
+        s: [read_test_metrics(r)["weighted_f1"] for r in runs]
+        for s, v, _, runs in found
+        if v == "concat"
+    }
+    for subset, variant, label, runs in found:
+        metrics = [read_test_metrics(run) for run in runs]
+        uni = [{m: v["accuracy"] for m, v in x["unimodal"].items()} for x in metrics]
+        rho = [json.loads((run / "history.json").read_text())[-1]["rho"] for run in runs]
+        uni_s = ", ".join(f"{NAMES[m]} {mean_sd([u[m] for u in uni])}" for m in subset)
+        rho_s = ", ".join(f"{NAMES[m]} {np.mean([r[m] for r in rho]):.2f}" for m in subset)
+        wf1 = [m["weighted_f1"] for m in metrics]
+        rows.append(
+            f"| {subset.upper()} | {label} | {len(runs)} | {mean_sd(wf1)} | "
+            f"{'' if variant == 'concat' else diff_ci(wf1, concat.get(subset, []))} | "
+            f"{mean_sd([m['accuracy'] for m in metrics])} | {uni_s} | {rho_s} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -119,34 +111,48 @@ def dev_table(out: Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
 
-    def kept(variant: str, subset: str) -> list[dict]:
-        runs = sorted((out / variant / subset).glob("seed*/test/metrics.json"))
-        histories = [json.loads((p.parent.parent / "history.json").read_text()) for p in runs]
-        return [max(h, key=lambda e: e["dev_wf1"]) for h in histories]
+    found = list(finished_runs(out))
+    concat = {
+        s: [kept_epoch(r)["dev_wf1"] for r in runs] for s, v, _, runs in found if v == "concat"
+    }
+    for subset, variant, label, runs in found:
+        best = [kept_epoch(run) for run in runs]
+        wf1 = [e["dev_wf1"] for e in best]
+        uni_s = ", ".join(
+            f"{NAMES[m]} {mean_sd([e['dev_unimodal'][m]['accuracy'] for e in best])}"
+            for m in subset
+        )
+        rho_s = ", ".join(f"{NAMES[m]} {np.mean([e['rho'][m] for e in best]):.2f}" for m in subset)
+        epochs = "/".join(str(e["epoch"]) for e in best)
+        rows.append(
+            f"| {subset.upper()} | {label} | {len(best)} | {mean_sd(wf1)} | "
+            f"{'' if variant == 'concat' else diff_ci(wf1, concat.get(subset, []))} | {epochs} | "
+            f"{uni_s} | "
+            f"{rho_s} |"
+        )
+    return "\n".join(rows) + "\n"
 
+
+def finished_runs(out: Path):
+    """(subset, variant, label, [run folders with a test/metrics.json]) for each subset and
+    variant that has finished runs. On one modality modulation never acts, so "w/o modulation"
+    reads the Ada2I runs."""
     for subset in subsets_found(out):
-        concat = [e["dev_wf1"] for e in kept("concat", subset)]
         for variant in VARIANTS:
             source = "ada2i" if variant == "no_modulation" and len(subset) == 1 else variant
-            best = kept(source, subset)
-            if not best:
-                continue
-            uni_s = ", ".join(
-                f"{NAMES[m]} {mean_sd([e['dev_unimodal'][m]['accuracy'] for e in best])}"
-                for m in subset
-            )
-            rho_s = ", ".join(
-                f"{NAMES[m]} {np.mean([e['rho'][m] for e in best]):.2f}" for m in subset
-            )
-            wf1 = [e["dev_wf1"] for e in best]
-            label = LABELS[variant] + (" (= Ada2I)" if source != variant else "")
-            epochs = "/".join(str(e["epoch"]) for e in best)
-            rows.append(
-                f"| {subset.upper()} | {label} | {len(best)} | {mean_sd(wf1)} | "
-                f"{'' if variant == 'concat' else diff_ci(wf1, concat)} | {epochs} | {uni_s} | "
-                f"{rho_s} |"
-            )
-    return "\n".join(rows) + "\n"
+            metrics = sorted((out / source / subset).glob("seed*/test/metrics.json"))
+            if metrics:
+                label = LABELS[variant] + (" (= Ada2I)" if source != variant else "")
+                yield subset, variant, label, [p.parent.parent for p in metrics]
+
+
+def read_test_metrics(run: Path) -> dict:
+    return json.loads((run / "test" / "metrics.json").read_text())
+
+
+def kept_epoch(run: Path) -> dict:
+    """The history entry of the checkpoint a run kept: its best dev W-F1."""
+    return max(json.loads((run / "history.json").read_text()), key=lambda e: e["dev_wf1"])
 
 
 def subsets_found(out: Path) -> list[str]:

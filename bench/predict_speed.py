@@ -103,6 +103,8 @@ def _conversation_video(clips: list[str], path: Path, fps: float = 15.0) -> Path
     from pipeline.dataset.media import iter_segments
     from pipeline.dataset.media_writer import write_video
 
+    # Two passes over each clip: write_video takes the whole sound track up front, and holding
+    # every clip's frames for one pass would take ~3 GB; this is made before the clock.
     audio = [next(iter_segments(c, [(0.0, None)], want_frames=False)).audio for c in clips]
 
     def frames():
