@@ -8,7 +8,13 @@ Reference: clips.csv's transcript of each clip (../shared/data/iemocap/clips). H
 ``--mode``:
 - ``vad`` (default): what `erc predict` hears: the clip's VAD regions (``--vad``) -> words ->
   utterances (pipeline.inference.segment), their texts joined;
-- ``clip``: the whole clip as one region (no VAD): the recogniser alone.
+- ``clip``: the whole clip as one region (no VAD): the recogniser alone;
+- ``conversation``: the clips' sound joined into one 3.9-minute recording (a WAV), segmented
+  as ``vad`` does; one row, the joined transcripts as reference. Where a user's recordings are
+  heading: Whisper's 30-s windows run over many turns, not one clip each.
+``--repeat N`` recognises everything N times and counts the distinct transcripts (1: the
+recogniser is deterministic) and gives each run's WER; speed and the other figures are the
+first run's.
 Both sides are normalised (lower case, bracketed non-speech tags and punctuation dropped except
 in-word apostrophes, whitespace split); WER = word-level edit distance (substitutions + deletions +
 insertions) / reference words, summed over the clips (corpus WER), and per clip in the CSV. Speed:
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -64,12 +71,32 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
+def conversation(clips: pd.DataFrame, work: Path) -> pd.DataFrame:
+    """The clips' sound back to back as one WAV: a one-row clip table of it (whole text)."""
+    import soundfile
+
+    audio = [
+        next(media.iter_segments(Path(v), [(0.0, None)], want_frames=False)).audio  # [S]
+        for v in clips["video_path"]
+    ]
+    path = work / "conversation.wav"
+    soundfile.write(path, np.concatenate(audio), media.SAMPLE_RATE)
+    return pd.DataFrame(
+        {
+            "utterance_id": ["conversation"],
+            "video_path": [str(path)],
+            "end_s": [sum(len(a) for a in audio) / media.SAMPLE_RATE],
+            "text": [" ".join(clips["text"])],
+        }
+    )
+
+
 def transcribe_clips(clips: pd.DataFrame, asr, mode: str, vad: str) -> pd.DataFrame:
     rows = []
     for clip in clips.itertuples(index=False):
         path = Path(clip.video_path)
         t0 = time.perf_counter()
-        if mode == "vad":
+        if mode in ("vad", "conversation"):
             try:
                 seg = segment_video(path, asr=asr, vad=vad)
             except SegmentError:  # no speech region at all: nothing heard
@@ -143,11 +170,12 @@ def emotion_scores(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=DEFAULT_ASR_MODEL, help="speech model (name or folder)")
-    p.add_argument("--mode", choices=("vad", "clip"), default="vad")
+    p.add_argument("--mode", choices=("vad", "clip", "conversation"), default="vad")
     p.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto")
     p.add_argument("--beam", type=int, default=BEAM_SIZE, help="beam size (1 = greedy)")
     p.add_argument("--threads", type=int, default=THREADS, help="CTranslate2 threads")
     p.add_argument("--limit", type=int, help="first N clips only")
+    p.add_argument("--repeat", type=int, default=1, help="runs; counts distinct transcripts")
     p.add_argument("--shared", type=Path, help="shared root (default: $ERC_SHARED_DIR, ../shared)")
     p.add_argument("--out", type=Path, default=Path("asr_quality.csv"), help="per-clip CSV")
     p.add_argument("--checkpoint", type=Path, help="also score emotions on ASR vs reference text")
@@ -158,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     asr = load_asr(args.model, threads=args.threads, beam_size=args.beam)
     load_s = time.perf_counter() - t0
-    table = transcribe_clips(clips, asr, args.mode, args.vad)
+    work = Path(tempfile.mkdtemp(prefix="asr_quality_"))
+    heard = conversation(clips, work) if args.mode == "conversation" else clips
+    runs = [transcribe_clips(heard, asr, args.mode, args.vad) for _ in range(max(1, args.repeat))]
+    table = runs[0]
     atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     minutes = table["duration_s"].sum() / 60
     result = {
         "bench": "asr_quality",
         "model": asr.name,
         "mode": args.mode,
-        "vad": args.vad if args.mode == "vad" else None,
+        "vad": args.vad if args.mode != "clip" else None,
         "beam": args.beam,
         "threads": args.threads,
         "clips": len(table),
@@ -176,13 +207,16 @@ def main(argv: list[str] | None = None) -> int:
         "empty_hypotheses": int((table["hypothesis"].str.strip() == "").sum()),
         "wall_s_per_audio_min": round(table["seconds"].sum() / minutes, 2),
         "load_s": round(load_s, 2),
+        "runs": len(runs),
+        "distinct_transcripts": len({tuple(r["hypothesis"]) for r in runs}),
+        "wer_of_each_run": [round(r["errors"].sum() / r["ref_words"].sum(), 4) for r in runs],
         "csv": str(args.out.resolve()),
     }
-    if args.checkpoint:
-        with tempfile.TemporaryDirectory() as work:
-            result["emotions"] = emotion_scores(
-                clips, table["hypothesis"].tolist(), args.checkpoint, Path(work)
-            )
+    if args.checkpoint and args.mode != "conversation":
+        result["emotions"] = emotion_scores(
+            clips, table["hypothesis"].tolist(), args.checkpoint, work
+        )
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -33,9 +33,9 @@ What ``name_or_path`` may be:
 Recognition runs on the VAD regions only: their audio is joined into one signal (JOIN_SILENCE_S of
 silence between regions, so a pause stays a pause to the model) and transcribed with word
 timestamps; each word is mapped back to media time (clipped to the region it starts in). Beam search
-(5, as faster-whisper's default): on the 52 IEMOCAP clips WER 0.46 against 0.50 greedy, at the same
-speed, measured under load (greedy's fallbacks to sampling are the likely reason;
-bench/asr_quality.py, BENCHMARKS.md). No conditioning on the previous text: the regions are short
+(5, as faster-whisper's default): on the 52 IEMOCAP clips WER 0.453 against 0.490 greedy, which
+recognises a conversation ~1.8x faster (bench/asr_quality.py, BENCHMARKS.md). Deterministic: temperature 0 only, never the sampling
+fallback, so a recording gets the same words on every run (TEMPERATURE). No conditioning on the previous text: the regions are short
 turns of different speakers, and a hallucination would otherwise carry over into the following 30-s
 windows.
 
@@ -95,9 +95,15 @@ TINY_S = 1.0
 MAX_UTTERANCE_S = 20.0  # 99.8% of IEMOCAP's ERC utterances are shorter (median 3.6 s)
 MIN_UTTERANCE_S = 0.1  # a one-word utterance whose word has no duration gets this much (inside
 # its region where the region is that long: a cut must lie on the speech it came from)
-BEAM_SIZE = (
-    5  # beam search: WER 0.46 vs 0.50 greedy on the IEMOCAP clips, no slower (fewer fallbacks)
-)
+BEAM_SIZE = 5  # WER 0.453 vs 0.490 greedy on the IEMOCAP clips; greedy decodes ~1.8x faster
+# Decoding at temperature 0 only: no fallback to sampling when a window's log-probability or
+# compression ratio fails Whisper's thresholds. With faster-whisper's default fallback (0.2, 0.4,
+# ...), such a window was decoded by random sampling, so the same recording gave a different
+# transcript (then text features and emotions) on every run: the 52 IEMOCAP clips joined into one
+# recording, 8 runs, 8 transcripts, WER 0.405-0.419. Reproducible results cost about one point
+# there (WER 0.421, the same every run) and save ~10% of the time; the 52 clips as separate files
+# never fall back (WER 0.453 either way). BENCHMARKS.md, "Speech recognition".
+TEMPERATURE = 0.0
 _SENTENCE_END = re.compile(r"[.?!…]+[\"')\]]*$")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e."}
 
@@ -357,7 +363,7 @@ class Asr:
             segments, _ = self.model.transcribe(
                 joined, language="en" if not self.model.model.is_multilingual else None,
                 beam_size=self.beam_size, word_timestamps=True, vad_filter=False,
-                condition_on_previous_text=False,
+                condition_on_previous_text=False, temperature=TEMPERATURE,
             )  # fmt: skip
             segments = list(segments)  # a generator: decoding happens here
         out = []
