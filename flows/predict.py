@@ -169,7 +169,8 @@ def predict(
     Args:
         inputs: video files or folders of videos; default: two new demo conversations (another
             seed than the training ones), generated into <out_dir>/demo-unseen.
-        checkpoint_dir: a checkpoint folder; default: the first of the last train run in out_dir.
+        checkpoint_dir: a checkpoint folder or a Hugging Face Hub repo id (ORG/NAME[@REVISION]);
+            default: the first of the last train run in out_dir.
         manifest: utterance timestamps (and transcripts); default: subtitles (.srt/.vtt) next to
             each video, else voice-activity segments + speech recognition (asr_model).
         out_dir: the experiment folder the defaults come from (demo videos, last checkpoint,
@@ -197,6 +198,10 @@ def predict(
     missing = [p for p in inputs if not Path(p).expanduser().exists()]
     if not inputs or missing:
         raise FileNotFoundError(f"inputs not found: {missing or 'none given'}")
+    if checkpoint_dir:  # a Hub repo id becomes its snapshot in the Hub cache, hashed as a folder
+        from pipeline.training.checkpoint import checkpoint_folder
+
+        checkpoint_dir = str(checkpoint_folder(checkpoint_dir))
     check_dir("checkpoint_dir", checkpoint_dir)
     if vad not in ("auto", "silero", "energy"):
         raise ValueError(f"vad must be auto, silero or energy, got {vad!r}")

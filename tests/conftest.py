@@ -137,3 +137,35 @@ def fake_shared_data(tmp_path_factory) -> Path:
     pd.DataFrame(rows).to_csv(root / "iemocap" / "iemocap_erc.csv", index=False)
     pd.DataFrame(audio).to_csv(root / "iemocap" / "audio_handcrafted.csv", index=False)
     return root
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """publish(folder, repo) -> revision: ``folder`` as the main revision of Hub model repository
+    ``repo`` in a Hub cache of the test's own, laid out as huggingface_hub downloads it
+    (models--ORG--NAME/refs/main; blobs/<hash>; snapshots/<commit>/<file> -> ../../blobs/<hash>),
+    with the Hub offline: the real snapshot_download then serves it, as it does on a machine that
+    fetched the repo earlier."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def publish(
+        folder: Path, repo: str, revision: str = "0123456789abcdef" * 2 + "01234567"
+    ) -> str:
+        root = cache / f"models--{repo.replace('/', '--')}"
+        snapshot = root / "snapshots" / revision
+        for sub in ("refs", "blobs", snapshot):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(revision)
+        for f in sorted(Path(folder).iterdir()):
+            blob = hashlib.sha256(f.read_bytes()).hexdigest()
+            (root / "blobs" / blob).write_bytes(f.read_bytes())
+            (snapshot / f.name).symlink_to(Path("..", "..", "blobs", blob))
+        return revision
+
+    return publish

@@ -29,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="VIDEO_OR_FOLDER",
         help="video (or audio) files, or folders of them (.mp4, .mkv, .avi, .mov, .webm, .wav, ...)",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (best/)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder (…/best), or a Hugging Face Hub repo id ORG/NAME[@REVISION]",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--manifest", type=Path, help="utterance timestamps/transcripts for the videos")
     p.add_argument(

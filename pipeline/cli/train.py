@@ -42,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Metrics (accuracy, weighted and macro F1, per-modality accuracy), per-class "
         "report, predictions and confusion matrix of a checkpoint on one split of a FeatureSet.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (…/best)")
+    p.add_argument(
+        "--checkpoint", required=True,
+        help="checkpoint folder (…/best), or a Hugging Face Hub repo id ORG/NAME[@REVISION]",
+    )  # fmt: skip
     p.add_argument("--features", required=True, help="feature set directory")
     p.add_argument(
         "--split",

@@ -84,7 +84,7 @@ from pipeline.inference.provenance import checkpoint_provenance
 from pipeline.inference.segment import manifest_rows, segment_video
 from pipeline.inference.subtitles import find_subtitles
 from pipeline.progress_bar import progress_bar
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import checkpoint_folder, load_checkpoint
 from pipeline.training.data import iter_batches
 from pipeline.training.evaluate import check_feature_spec
 
@@ -195,6 +195,7 @@ class PredictJob:
     ) -> PredictJob:
         """The checkpoint, the extractors that reproduce its features (given ones are checked),
         the manifest read once; the arguments as predict_videos'."""
+        checkpoint_dir = checkpoint_folder(checkpoint_dir)  # a Hub repo id: its cached snapshot
         model, meta = load_checkpoint(checkpoint_dir, device=device)
         spec, labels = meta.get("feature_spec", {}), list(meta["label_names"])
         spec = {m: spec.get(m, {}) for m in model.modalities}

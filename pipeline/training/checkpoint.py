@@ -9,6 +9,12 @@ predictions wrong while looking fine), the weights against weights_sha256 (a tru
 overwritten file is refused, naming it), and every tensor finite. Files are written with pipeline/files.py (atomic, the ordinary umask
 mode: a checkpoint folder is meant to be copied to other machines and users).
 
+A checkpoint folder is laid out as a model repository on the Hugging Face Hub (safetensors weights,
+a JSON config, a README.md model card), so it is published with ``hf upload ORG/NAME FOLDER`` and
+loaded back by its repo id: load_checkpoint("ORG/NAME") or ("ORG/NAME@REVISION") fetches the three
+files into the Hub cache (where a network exists; offline, HF_HUB_OFFLINE=1, from that cache) and
+verifies them exactly as a local folder. A path that exists is always a folder, never a repo id.
+
 Here in training, not in model/: model/ is the network alone and imports nothing of pipeline, while
 a checkpoint is written atomically with the shared helper; inference loads it (a later stage).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +134,8 @@ def write_model_card(
         "",
         "```bash",
         f"erc predict VIDEO.mp4 --checkpoint {directory}",
+        f"hf upload ORG/NAME {directory}          # publish it as a Hub model repository",
+        "erc predict VIDEO.mp4 --checkpoint ORG/NAME   # ... and predict with it anywhere",
         "```",
         "",
         f"Integrity: `{META_FILE}` and `{WEIGHTS_FILE}` are verified on load (sha256); this card "
@@ -136,6 +145,47 @@ def write_model_card(
     path = Path(directory) / CARD_FILE
     atomic_write(path, lambda p: Path(p).write_text("\n".join(lines)))
     return path
+
+
+# ORG/NAME with an optional @REVISION (a branch, tag or commit): a Hub model repository
+HUB_REPO = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
+
+
+class CheckpointUnavailableError(FileNotFoundError):
+    """Neither a checkpoint folder here nor a Hub repository that could be fetched."""
+
+
+def checkpoint_folder(name_or_path: str | Path) -> Path:
+    """The folder a checkpoint argument names: a local folder as given, or a Hub repo id
+    (ORG/NAME[@REVISION]) fetched (checkpoint.json, model.safetensors, README.md) into the Hub
+    cache. A local path that does not exist and is not a repo id comes back as it is (the loader
+    then says it is missing)."""
+    path = Path(name_or_path).expanduser()
+    hub = HUB_REPO.fullmatch(str(name_or_path))
+    if path.exists() or hub is None:
+        return path
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(
+            hub["repo"], revision=hub["revision"],
+            allow_patterns=[META_FILE, WEIGHTS_FILE, CARD_FILE],
+            # offline, say so: given a commit as revision it would still ask the Hub for its files
+            local_files_only=constants.HF_HUB_OFFLINE,
+        )  # fmt: skip
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointUnavailableError(
+            f"{name_or_path}: no such checkpoint folder here, and the Hub repository "
+            f"{hub['repo']!r} is not in the Hub cache while offline (HF_HUB_OFFLINE=1, or no "
+            "network): download it where a network exists or pass a checkpoint folder"
+        ) from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise CheckpointUnavailableError(
+            f"{name_or_path}: no such checkpoint folder here, and the Hub repository could not "
+            f"be fetched ({type(exc).__name__}: {exc})"
+        ) from exc
+    return Path(folder)
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
@@ -171,8 +221,12 @@ def verify_meta(meta: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(
-    directory: str | Path, device: str | torch.device = "cpu"
+    name_or_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[Ada2I, dict[str, Any]]:
+    """(the model in eval mode on ``device``, checkpoint.json) of a checkpoint folder or Hub repo
+    id (checkpoint_folder), every file verified; ValueError / FileNotFoundError naming the file
+    that is damaged or missing."""
+    directory = checkpoint_folder(name_or_path)
     meta = read_checkpoint_meta(directory)
     weights = Path(directory) / WEIGHTS_FILE
     try:

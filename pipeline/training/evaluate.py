@@ -14,7 +14,7 @@ import torch
 from model.ada2i import Ada2I
 from model.losses import ada2i_loss
 from pipeline.features.featureset import Dialogue, FeatureSet
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import checkpoint_folder, load_checkpoint
 from pipeline.training.data import IGNORE, iter_batches
 
 
@@ -323,8 +323,12 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Load a checkpoint and a FeatureSet, check they match, evaluate one split, write reports."""
-    model, meta = load_checkpoint(checkpoint_dir, device=device)
+    """Load a checkpoint (a folder or Hub repo id) and a FeatureSet, check they match, evaluate
+    one split, write reports (default: eval_<split> beside a checkpoint folder; for a Hub repo id,
+    in the working directory, never inside the Hub cache)."""
+    folder = checkpoint_folder(checkpoint_dir)
+    from_hub = folder != Path(checkpoint_dir).expanduser()
+    model, meta = load_checkpoint(folder, device=device)
     fs = FeatureSet.load(featureset_dir)
     check_feature_spec(meta.get("feature_spec", {}), fs.feature_spec, str(featureset_dir))
     if list(meta.get("label_names", fs.label_names)) != fs.label_names:
@@ -340,6 +344,6 @@ def evaluate_checkpoint(
     metrics.update(
         {"split": split, "checkpoint": str(checkpoint_dir), "modalities": model.modalities}
     )
-    out = Path(out_dir) if out_dir else Path(checkpoint_dir).parent / f"eval_{split}"
+    out = Path(out_dir or (f"eval_{split}" if from_hub else folder.parent / f"eval_{split}"))
     metrics["paths"] = write_report(metrics, preds, fs.label_names, out)
     return metrics

@@ -203,6 +203,27 @@ def test_cli_predict(demo_videos, checkpoint, tmp_path, capsys):
     assert (tmp_path / "out" / "demo_d00.predictions.csv").is_file()
 
 
+def test_cli_predict_with_a_checkpoint_published_on_the_hub(
+    demo_videos, checkpoint, hub_cache, tmp_path
+):
+    """`--checkpoint ORG/NAME`: the repo's snapshot from the Hub cache, verified, named in the
+    outputs by its snapshot folder (the commit is in its path) and weights hash; the same
+    predictions as the folder it was published from."""
+    revision = hub_cache(checkpoint, "someone/ada2i-demo")
+    videos = demo_videos(tmp_path / "in", 1)
+    for name, ck in (("hub", "someone/ada2i-demo"), ("folder", str(checkpoint))):
+        code = main(["predict", str(videos[0]), "--checkpoint", ck, "--out", str(tmp_path / name)])
+        assert code == 0
+    model = json.loads((tmp_path / "hub" / "run_info.json").read_text())["model"]
+    meta = json.loads((checkpoint / "checkpoint.json").read_text())
+    assert model["checkpoint"].endswith(f"models--someone--ada2i-demo/snapshots/{revision}")
+    assert model["weights_sha256"] == meta["weights_sha256"]
+    hub, local = (
+        pd.read_csv(tmp_path / d / "demo_d00.predictions.csv") for d in ("hub", "folder")
+    )  # fmt: skip
+    assert hub.equals(local) and len(hub) == 5
+
+
 # --- clip-per-utterance layout (MELD dia{D}_utt{U}.mp4, the IEMOCAP clips): one file per utterance
 
 

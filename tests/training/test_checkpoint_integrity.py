@@ -19,7 +19,13 @@ import torch
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.importers.synthetic import make_synthetic
 from pipeline.inference.predict import run_model
-from pipeline.training.checkpoint import META_FILE, WEIGHTS_FILE, load_checkpoint
+from pipeline.training.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    CheckpointUnavailableError,
+    checkpoint_folder,
+    load_checkpoint,
+)
 from pipeline.training.evaluate import evaluate_checkpoint
 from pipeline.training.evaluate import predict as evaluate_predict
 from pipeline.training.train import configs_for, train
@@ -191,3 +197,52 @@ def test_a_model_card_describes_the_checkpoint(trained):
     assert f"weighted f1: {result.metrics['weighted_f1']:.4f}" in card
     assert "Generated data (synthetic)" in card  # trained on synthetic features: said
     assert f"erc predict VIDEO.mp4 --checkpoint {result.checkpoint_dir}" in card
+
+
+# --- a checkpoint published as a Hugging Face Hub model repository, loaded by its repo id
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_checkpoint_loads_by_its_hub_repo_id(trained, hub_cache, tmp_path, monkeypatch):
+    result, root = trained
+    revision = hub_cache(result.checkpoint_dir, "someone/ada2i-synthetic")
+    local, local_meta = load_checkpoint(result.checkpoint_dir)
+    for name in ("someone/ada2i-synthetic", f"someone/ada2i-synthetic@{revision}"):
+        model, meta = load_checkpoint(name)
+        assert _same_weights(model, local) and meta == local_meta
+    assert checkpoint_folder("someone/ada2i-synthetic").parts[-2:] == ("snapshots", revision)
+    # evaluation reports land in the working directory, never inside the Hub cache
+    monkeypatch.chdir(tmp_path)
+    report = evaluate_checkpoint("someone/ada2i-synthetic", root / "fs", "test")
+    assert (tmp_path / "eval_test").is_dir() and report["split"] == "test"
+    assert not list((tmp_path / "hub-cache").rglob("eval_test"))
+
+
+def test_a_damaged_hub_snapshot_is_refused_naming_the_file(trained, hub_cache):
+    result, _ = trained
+    revision = hub_cache(result.checkpoint_dir, "someone/ada2i-damaged")
+    weights = checkpoint_folder("someone/ada2i-damaged") / WEIGHTS_FILE
+    assert revision in str(weights)
+    blob = bytearray(weights.read_bytes())
+    blob[-8:] = b"\x00" * 8
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=f"{weights}: damaged or replaced"):
+        load_checkpoint("someone/ada2i-damaged")
+
+
+def test_an_unknown_repo_offline_and_a_local_folder_named_like_a_repo(
+    trained, hub_cache, tmp_path, monkeypatch
+):
+    result, _ = trained
+    with pytest.raises(CheckpointUnavailableError, match="'someone/never-published'.*offline"):
+        load_checkpoint("someone/never-published")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder here"):
+        load_checkpoint("runs/best")  # not here, and not on the (offline) Hub either
+    monkeypatch.chdir(tmp_path)  # a folder that exists is a folder, whatever it looks like
+    shutil.copytree(result.checkpoint_dir, tmp_path / "runs" / "best")
+    model, _ = load_checkpoint("runs/best")
+    assert _same_weights(model, load_checkpoint(result.checkpoint_dir)[0])
