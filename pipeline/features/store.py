@@ -309,6 +309,14 @@ class EntryFiles:
         return len(blob)
 
 
+# The owner ids of this process's open index handles. A claim whose pid is this process's is live
+# only while its handle is open: a handle closed without releasing its claims (the release failed
+# on a full disk, or an exception skipped it) left them behind, and the pid check alone would keep
+# them alive for as long as the process lives (a Prefect worker, a notebook: the next extraction
+# in it waited on them forever).
+_OPEN_OWNERS: set[str] = set()
+
+
 class FeatureStore(EntryFiles):
     """A directory of content-addressed feature vectors with a SQLite provenance index.
 
@@ -348,6 +356,7 @@ class FeatureStore(EntryFiles):
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
             raise self._index_error(exc) from exc
+        _OPEN_OWNERS.add(self._owner)
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -358,6 +367,7 @@ class FeatureStore(EntryFiles):
         return ix.user_error(exc, self.root)
 
     def close(self) -> None:
+        _OPEN_OWNERS.discard(self._owner)
         self._db.close()
 
     def __enter__(self) -> FeatureStore:
@@ -461,7 +471,8 @@ class FeatureStore(EntryFiles):
         """Claim keys about to be computed. Returns the ones to leave alone: {key: owner} for
         keys another live writer holds (it is computing them) and {key: "stored"} for keys
         stored since the caller looked (except entries this instance found damaged). Claims of
-        dead processes on this host, and claims older than STALE_CLAIM_SECONDS, are taken over.
+        dead processes on this host, of closed handles in this process, and claims older than
+        STALE_CLAIM_SECONDS are taken over.
         Storing an entry releases its claim in the same transaction, so no key is ever seen as
         neither claimed nor stored while a writer works on it."""
         if not keys or self.read_only:
@@ -505,7 +516,9 @@ class FeatureStore(EntryFiles):
         return [
             (key, owner)
             for key, owner, host, pid, at in rows
-            if owner != self._owner and ix.claim_live(host, pid, at, self._host, now)
+            if owner != self._owner
+            and not (host == self._host and pid == os.getpid() and owner not in _OPEN_OWNERS)
+            and ix.claim_live(host, pid, at, self._host, now)
         ]
 
     def _tx(self) -> ix.Transaction:

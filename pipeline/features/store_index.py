@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -148,12 +149,23 @@ def not_writable(root: Path) -> bool:
     return index.exists() and not os.access(index, os.W_OK)
 
 
+def _nearly_full(root: Path, room: int = 1 << 20) -> bool:
+    """Less than ``room`` bytes free on the store's filesystem (1 MiB: a WAL frame and its
+    shared-memory index need some)."""
+    try:
+        return shutil.disk_usage(root).free < room
+    except OSError:
+        return False
+
+
 def user_error(exc: sqlite3.DatabaseError, root: Path) -> Exception:
     """What an SQLite error means for the user: read-only, disk full, or a damaged index."""
     text, index = str(exc), root / INDEX_FILE
     if "readonly" in text or "read-only" in text:
         return StoreReadOnlyError(f"the store {root} is read-only ({text})")
-    if "disk is full" in text:
+    if "disk is full" in text or ("disk I/O error" in text and _nearly_full(root)):
+        # a disk with no room left at all fails SQLite's journal or shared-memory writes as an I/O
+        # error, not "disk is full": that is no damaged index
         return StoreWriteError(f"{FULL_ERRNOS[errno.ENOSPC]} writing {index}")
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return exc

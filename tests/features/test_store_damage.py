@@ -10,6 +10,7 @@ they skip where mount fails).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from pipeline.features.extract_plan import manifest_tasks
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
 from pipeline.features.store_entry import ENTRY_FORMAT
+from pipeline.features.store_index import StoreWriteError
 
 ROOT = Path(__file__).resolve().parents[2]
 N_UTT = 6
@@ -326,6 +328,75 @@ def test_disk_full_names_the_path_and_leaves_nothing_half_written(
     assert (s.done, s.cached, s.failed) == (120 - len(stored), len(stored), 0)
 
 
+def _fill(disk_file: Path) -> None:
+    with contextlib.suppress(OSError), open(disk_file, "wb") as f:
+        while True:  # the rest of the disk
+            f.write(b"\0" * 4096)
+            f.flush()
+
+
+def test_a_full_disk_cannot_open_the_index_and_says_so(
+    tiny_disk, extractors, voice_manifest, tmp_path
+):
+    """With no room left at all SQLite fails its journal files as a "disk I/O error": that was
+    reported as a damaged index, with advice to rebuild it."""
+    root = tiny_disk / "store"
+    extract_features(
+        voice_manifest(tmp_path / "first", 2, 4.0), root, modalities="a",
+        extractors=extractors, progress=False,
+    )  # fmt: skip
+    _fill(tiny_disk / "filler")
+    with pytest.raises(
+        StoreWriteError, match=f"no space left on device writing {root}/index.sqlite"
+    ):
+        extract_features(
+            voice_manifest(tmp_path / "data", 4, 4.0), root, modalities="a",
+            extractors=extractors, progress=False,
+        )  # fmt: skip
+
+
+class _FillsTheDiskAfterItsFirstBatch:
+    """The real extractor, and after its first batch the disk is full (another program wrote)."""
+
+    def __init__(self, real, filler: Path):
+        self.real, self.filler, self.calls = real, filler, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __call__(self, items):
+        out = self.real(items)
+        self.calls += 1
+        if self.calls == 1:
+            _fill(self.filler)
+        return out
+
+
+@pytest.mark.timeout(120)  # the rerun below used to wait forever on the first run's claims
+def test_a_disk_full_while_decoding_stops_the_run_and_the_rerun_resumes(
+    tiny_disk, extractors, voice_manifest, tmp_path, caplog
+):
+    """The disk fills during the run (another program wrote): the run stops naming the index, and
+    the claims it could not release (no room to write that either) stayed under this live
+    process's pid, so a rerun in the same process (a Prefect worker, a notebook) waited on them
+    forever; it now takes them over and resumes."""
+    root = tiny_disk / "store"
+    manifest = voice_manifest(tmp_path / "data", 24, 12.0)  # 3 batches of 8 from one file
+    filler = tiny_disk / "filler"
+    filling = {"a": [_FillsTheDiskAfterItsFirstBatch(extractors["a"][0], filler)]}
+    with caplog.at_level(logging.INFO), pytest.raises(ValueError, match="no space left on device"):
+        extract_features(
+            manifest, root, modalities="a", extractors=filling, progress=False, workers=1
+        )
+    assert "decoding error" not in caplog.text
+    filler.unlink()
+    assert _mount("-o", "remount,size=4m", str(tiny_disk))
+    s = extract_features(
+        manifest, root, modalities="a", extractors=extractors, progress=False, workers=1
+    )
+    assert s.failed == 0 and s.done + s.cached == 24
+
+
 WORKER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
@@ -359,6 +430,22 @@ def test_claims_between_writers(tmp_path):
         )
         b._db.execute("UPDATE claims SET pid = ? WHERE key = ?", (int(dead.stdout), keys[3]))
         assert a.claim([keys[3]]) == {}  # a dead process's claim is taken over
+
+
+def test_claims_left_by_a_closed_writer_of_this_process_are_taken_over(tmp_path):
+    """A writer that could not release its claims (its index could not be written: a full disk)
+    and was closed left them under this process's pid, which is alive: the next extraction in the
+    same process (a Prefect worker, a notebook) waited on them forever. A closed writer's claims
+    are dead; an open one's in this process are not."""
+    keys = [f"{i:02x}" + "0" * 62 for i in range(3)]
+    a = FeatureStore(tmp_path / "s")
+    assert a.claim(keys) == {}
+    a.close()  # without releasing: as after a failed release
+    with FeatureStore(tmp_path / "s") as b, FeatureStore(tmp_path / "s") as c:
+        assert b.claims_alive(keys) == set()
+        assert b.claim(keys) == {}  # taken over at once
+        assert c.claim(keys) == {k: b._owner for k in keys}  # b is open: its claims hold
+        assert c.claims_alive(keys) == set(keys)
 
 
 @pytest.mark.slow
