@@ -3,6 +3,7 @@
     python -m bench.predict_speed                 # every part
     python -m bench.predict_speed --part speed    # (a) wall seconds per minute of video, per stage
     python -m bench.predict_speed --part asr      # (a') the same on real speech, no transcripts
+    python -m bench.predict_speed --part asr --asr-beam 1   # the same, greedy decoding
     python -m bench.predict_speed --part iemocap  # (b) accuracy / weighted F1 on the 52 real clips
 
 (a) speed: a tiny Ada2I is trained on offline-preset (tav) features of one generated demo set, then
@@ -50,6 +51,7 @@ from pipeline.dataset.manifest import write_manifest
 from pipeline.dataset.media import SAMPLE_RATE
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import load_extractors
+from pipeline.inference.asr import BEAM_SIZE
 from pipeline.inference.predict import predict_videos
 from pipeline.inference.predict_outputs import stage_seconds
 
@@ -116,14 +118,14 @@ def _conversation_video(clips: list[str], path: Path, fps: float = 15.0) -> Path
     return write_video(path, frames(), fps, np.concatenate(audio))
 
 
-def part_asr(work: Path, epochs: int) -> list[dict]:
+def part_asr(work: Path, epochs: int, beam: int) -> list[dict]:
     from pipeline.dataset.adapters.shared import load_shared_clips
     from pipeline.inference.asr import load_asr
 
     checkpoint, exs, load_s = _tiny_checkpoint(work, epochs)
     clips = load_shared_clips()["video_path"].tolist()
     t0 = time.perf_counter()
-    asr = load_asr()
+    asr = load_asr(beam_size=beam)
     load_s += time.perf_counter() - t0
     records = []
     for name, videos in (
@@ -137,7 +139,7 @@ def part_asr(work: Path, epochs: int) -> list[dict]:
         )  # fmt: skip
         wall = time.perf_counter() - t0
         record = _speed_record(name, summary, wall, stage_seconds(summary.videos), load_s)
-        record["asr_model"] = asr.name
+        record["asr"] = asr.settings()
         records.append(record)
     return records
 
@@ -267,6 +269,7 @@ def _full_context_scores(checkpoint, full: pd.DataFrame, clips: pd.DataFrame, wo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("speed", "asr", "iemocap", "all"), default="all")
+    p.add_argument("--asr-beam", type=int, default=BEAM_SIZE, help="part asr: 1 = greedy")
     p.add_argument("--dialogues", type=int, default=6, help="generated test videos (part a)")
     p.add_argument("--utterances", type=int, default=10, help="utterances per video (part a)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (part b; a: 3)")
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if args.part in ("asr", "all"):
-            for record in part_asr(Path(tmp) / "asr", 3):
+            for record in part_asr(Path(tmp) / "asr", 3, args.asr_beam):
                 print(json.dumps(record), flush=True)
         if args.part in ("iemocap", "all"):
             print(json.dumps(part_iemocap(Path(tmp) / "b", args.epochs)), flush=True)

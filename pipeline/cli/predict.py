@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.inference.asr import DEFAULT_ASR_MODEL, NO_ASR
+from pipeline.inference.asr import BEAM_SIZE, DEFAULT_ASR_MODEL, NO_ASR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"default: {DEFAULT_ASR_MODEL}, packaged, offline",
     )
     p.add_argument(
+        "--asr-beam",
+        type=_beam_size,
+        default=BEAM_SIZE,
+        metavar="N",
+        help=f"speech recognition's beam size (default {BEAM_SIZE}); 1 = greedy decoding: about "
+        "1.7x faster, ~7 more word errors per 100 words on the IEMOCAP clips",
+    )
+    p.add_argument(
         "--no-asr",
         action="store_true",
         help="no speech recognition: voice-activity segments with no words (their text modality "
@@ -75,6 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
+def _beam_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a beam size is a whole number >= 1, got {text!r}")
+    return n
+
+
 def _predict(args: argparse.Namespace) -> int:
     from pipeline.inference.predict import predict_videos
 
@@ -90,6 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         dialogue_context=not args.per_clip,
         vad=args.vad,
+        asr_beam=args.asr_beam,
     )
     for v in summary.videos:
         detail = (

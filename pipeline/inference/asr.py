@@ -334,8 +334,14 @@ class Asr:
     """A loaded faster-whisper model; ``words`` is safe to call from several threads."""
 
     def __init__(self, model, name: str, beam_size: int = BEAM_SIZE):
+        if beam_size < 1:
+            raise ValueError(f"beam size must be at least 1 (1 = greedy decoding), got {beam_size}")
         self.model, self.name, self.beam_size = model, name, beam_size
         self._lock = threading.Lock()  # one transcription at a time: the threads are the model's
+
+    def settings(self) -> dict[str, object]:
+        """Everything the words depend on besides the audio (recorded beside the predictions)."""
+        return {"model": self.name, "beam_size": self.beam_size, "temperature": TEMPERATURE}
 
     def words(self, audio: np.ndarray, regions: list[tuple[float, float]]) -> list[Word]:
         """Words recognised in ``regions`` (seconds into ``audio``, float32 [S] 16 kHz mono), in

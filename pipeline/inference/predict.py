@@ -73,7 +73,7 @@ from pipeline.features.extract import extract_featureset
 from pipeline.features.extract_plan import no_words
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import default_store
-from pipeline.inference.asr import DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr
+from pipeline.inference.asr import BEAM_SIZE, DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr
 from pipeline.inference.predict_outputs import (
     PredictionWriter,
     PredictSummary,
@@ -114,6 +114,7 @@ def predict_videos(
     extractors: dict[str, Sequence[Extractor]] | None = None,
     dialogue_context: bool = True,
     vad: str = "auto",
+    asr_beam: int = BEAM_SIZE,
 ) -> PredictSummary:
     """Predict every utterance of every video; see the module docstring for steps and outputs.
 
@@ -122,7 +123,8 @@ def predict_videos(
 
     asr_model: speech model for videos with neither manifest rows nor subtitles (a name or folder:
     pipeline.inference.asr; or a loaded Asr); default the packaged tiny.en (offline); "none" or
-    None = VAD segments with empty text (no words: their text modality is absent). store_root:
+    None = VAD segments with empty text (no words: their text modality is absent). asr_beam: its
+    beam size (1 = greedy: ~1.7x faster, more word errors; BENCHMARKS.md). store_root:
     default the user's store (pipeline.features.store.default_store), so a video predicted again,
     into any folder, reuses its features.
     vad: voice-activity detection for automatic segmentation: "auto" (silero-vad, the energy VAD
@@ -136,11 +138,12 @@ def predict_videos(
     job = PredictJob.open(
         checkpoint_dir, out_dir, manifest=manifest, store_root=store_root, device=device,
         asr_model=asr_model, strict=strict, progress=progress, extractors=extractors, vad=vad,
+        asr_beam=asr_beam,
     )  # fmt: skip
     # 2-5. per video, or per clip-per-utterance dialogue: segment -> extract -> model -> outputs
     results = job.predict_all(videos, dialogue_context)
     # the summary over all videos, in input order
-    return job.writer.summary(results)
+    return job.writer.summary(results, speech_recognition=job.recogniser_settings())
 
 
 def list_videos(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -174,6 +177,7 @@ class PredictJob:
     manifest: pd.DataFrame | None = None  # the user's manifest, read once
     asr_model: str | None = None  # speech model name or folder, loaded on first need
     loaded_asr: Asr | None = None  # a recogniser given already loaded
+    asr_beam: int = BEAM_SIZE  # for asr_model
     vad: str = "auto"
     device: str = "cpu"
     strict: bool = False
@@ -192,6 +196,7 @@ class PredictJob:
         progress: bool = True,
         extractors: dict[str, Sequence[Extractor]] | None = None,
         vad: str = "auto",
+        asr_beam: int = BEAM_SIZE,
     ) -> PredictJob:
         """The checkpoint, the extractors that reproduce its features (given ones are checked),
         the manifest read once; the arguments as predict_videos'."""
@@ -216,7 +221,7 @@ class PredictJob:
             writer=PredictionWriter(out_dir, labels, model.modalities, provenance),
             manifest=manifest,
             asr_model=asr_model if isinstance(asr_model, str) and asr_enabled(asr_model) else None,
-            loaded_asr=asr_model if isinstance(asr_model, Asr) else None,
+            loaded_asr=asr_model if isinstance(asr_model, Asr) else None, asr_beam=asr_beam,
             vad=vad, device=device, strict=strict, progress=progress,
         )  # fmt: skip
 
@@ -236,8 +241,14 @@ class PredictJob:
     def asr(self) -> Asr | None:
         """The speech recogniser: the one given, else asr_model loaded once (None: VAD only)."""
         if self.loaded_asr is None and self.asr_model:
-            return load_asr(self.asr_model, self.device)
+            return load_asr(self.asr_model, self.device, beam_size=self.asr_beam)
         return self.loaded_asr
+
+    def recogniser_settings(self) -> dict[str, object] | None:
+        """The speech recogniser's settings and the VAD, if a video needed them (None: none did:
+        every one had subtitles or manifest rows)."""
+        asr = self.__dict__.get("asr")  # the cached property is set once a video needed it
+        return None if asr is None else {**asr.settings(), "vad": self.vad}
 
     def predict_all(self, videos: list[Path], dialogue_context: bool = True) -> list[VideoResult]:
         """Every file -> its VideoResult, in `videos` order. The clips of a clip-per-utterance

@@ -190,9 +190,12 @@ class PredictionWriter:
         atomic_write(path, lambda p: frame.to_csv(p, index=False))
         return str(path)
 
-    def summary(self, results: list[VideoResult]) -> PredictSummary:
+    def summary(
+        self, results: list[VideoResult], speech_recognition: dict[str, Any] | None = None
+    ) -> PredictSummary:
         """summary.csv / .md, index.html, run_info.json (and a labelled run's metrics.json and
-        confusion.png) over every video's result, in the order given."""
+        confusion.png) over every video's result, in the order given. ``speech_recognition``:
+        the recogniser's settings where one transcribed (run_info.json, summary.md)."""
         out_dir, labels, provenance = self.out_dir, self.label_names, self.provenance
         rows = []
         for r in results:
@@ -240,6 +243,13 @@ class PredictionWriter:
         md = ["# Predictions", ""]
         if provenance is not None:
             md += [provenance.markdown()]
+        if speech_recognition:
+            md += [
+                "Speech recognised by "
+                + ", ".join(f"{k} {v}" for k, v in speech_recognition.items())
+                + " (in the videos without subtitles or manifest rows).",
+                "",
+            ]
         if metrics is not None:
             md += _scores_markdown(metrics, confusion_path)
         md += [
@@ -285,6 +295,7 @@ class PredictionWriter:
         info = {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "model": provenance.to_dict() if provenance else None,
+            "speech_recognition": speech_recognition,
             "videos": len(results),
             "videos_ok": sum(r.status == "ok" for r in results),
             "outputs": {k: str(v) for k, v in outputs.items() if v is not None},

@@ -70,6 +70,7 @@ def test_subtitled_videos_in_a_folder(demo_videos, checkpoint, tmp_path):
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     summary = predict_videos(folder, checkpoint, tmp_path / "out", progress=False)
     labels = summary.label_names
+    assert json.loads(summary.run_info.read_text())["speech_recognition"] is None  # subtitles
     for v in videos:
         cues = parse_subtitles(v.with_suffix(".srt"))
         expected = pd.DataFrame(
@@ -331,6 +332,25 @@ def test_cli_vad_flag_chooses_the_segmenter(demo, demo_videos, checkpoint, tmp_p
     assert main([*args, "--out", str(tmp_path / "auto")]) == 0  # auto falls back to energy here
     with pytest.raises(SystemExit):
         main([*args, "--out", str(tmp_path / "x"), "--vad", "webrtc"])
+    # what recognised the speech is recorded with the predictions, the beam size included
+    assert (
+        main([*args, "--out", str(tmp_path / "greedy"), "--vad", "energy", "--asr-beam", "1"]) == 0
+    )
+    info = json.loads((tmp_path / "greedy" / "run_info.json").read_text())["speech_recognition"]
+    assert info == {
+        "model": "packaged:tiny.en",
+        "beam_size": 1,
+        "temperature": 0.0,
+        "vad": "energy",
+    }
+    md = (tmp_path / "greedy" / "summary.md").read_text()
+    assert "Speech recognised by model packaged:tiny.en, beam_size 1" in md
+    info = json.loads((tmp_path / "energy" / "run_info.json").read_text())["speech_recognition"]
+    assert info["beam_size"] == 5
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "x"), "--asr-beam", "0"])
+    assert "a beam size is a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_prediction_reads_each_input_once(
