@@ -18,7 +18,7 @@ import torch
 
 from model.ada2i import Ada2I
 from model.config import MODALITY_ORDER, THETA_SOFTMAX, preset
-from model.losses import ada2i_loss
+from model.objective import ada2i_loss
 from pipeline.features.featureset import FeatureSet
 from pipeline.training.data import collate
 

@@ -72,12 +72,19 @@ def test_the_train_flow_and_the_run_folder_share_one_training_identity():
         "pipeline/training/diagnostics.py",
         "pipeline/features/featureset.py",
         "model/ada2i.py",
+        "model/objective.py",
     ):
         assert rel in closure
 
 
 @pytest.mark.parametrize(
-    "edited", ["pipeline/training/optim.py", "pipeline/training/train_state.py", "model/afw.py"]
+    "edited",
+    [
+        "pipeline/training/optim.py",
+        "pipeline/training/train_state.py",
+        "model/ada2i.py",
+        "model/objective.py",
+    ],
 )
 def test_editing_training_code_changes_the_train_identity_and_not_the_manifest_one(
     tmp_path, edited

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.losses import IGNORE, BatchCounts  # IGNORE: label of padding and unlabelled utterances
+from model.objective import IGNORE, BatchCounts  # IGNORE labels padding and unlabelled utterances
 from pipeline.features.featureset import Dialogue, FeatureSet
 
 
@@ -111,7 +111,7 @@ def micro_batches(dialogues: list[Dialogue], max_utterances: int) -> list[list[D
     dialogue) stays within `max_utterances`. Dialogues go longest first, so each micro-batch holds
     dialogues of similar length and pads little; one longer than the budget goes alone. A
     dialogue's outputs do not depend on what shares its batch, so training on the micro-batches
-    with their gradients summed is training on the batch (see model.losses.BatchCounts) with a
+    with their gradients summed is training on the batch (see model.objective.BatchCounts) with a
     peak memory bounded by the budget. max_utterances <= 0: one micro-batch, the whole batch."""
     if max_utterances <= 0:
         return [list(dialogues)]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from model.ada2i import Ada2I
-from model.losses import ada2i_loss
+from model.objective import ada2i_loss
 from pipeline.features.featureset import Dialogue, FeatureSet
 from pipeline.training.checkpoint import checkpoint_folder, load_checkpoint
 from pipeline.training.data import IGNORE, iter_batches

@@ -28,12 +28,13 @@ import torch
 
 from model.ada2i import Ada2I
 from model.config import Ada2IConfig
-from model.losses import ada2i_loss, unimodal_loss_totals
-from model.modulation import (
+from model.objective import (
+    ada2i_loss,
     add_update_noise,
     coefficients,
     discrepancy_ratios,
     set_update_scales,
+    unimodal_loss_totals,
     unimodal_score_totals,
 )
 from pipeline.features.featureset import FeatureSet

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from model.ada2i import Ada2I
-from model.afw import AFWLayer
+from model.ada2i import Ada2I, AFWLayer
 from model.config import (
     AUTHORS_ENCODERS,
     CONCAT_BASELINE,
@@ -18,8 +17,9 @@ from model.config import (
     parse_modalities,
     preset,
 )
-from model.losses import IGNORE, ada2i_loss
-from model.modulation import (
+from model.objective import (
+    IGNORE,
+    ada2i_loss,
     add_update_noise,
     coefficients,
     discrepancy_ratios,

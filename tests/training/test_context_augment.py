@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.ada2i import Ada2I
-from model.losses import IGNORE, ada2i_loss
+from model.objective import IGNORE, ada2i_loss
 from pipeline.features.importers.synthetic import make_synthetic
 from pipeline.training.data import (
     SubDialogue,

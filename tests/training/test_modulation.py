@@ -13,7 +13,7 @@ import torch
 
 from model.ada2i import Ada2I
 from model.config import preset
-from model.losses import IGNORE, ada2i_loss
+from model.objective import IGNORE, ada2i_loss
 from pipeline.training.optim import Adam
 from pipeline.training.train import modulated_step
 

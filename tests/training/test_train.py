@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from model.ada2i import Ada2I
-from model.losses import ada2i_loss
-from model.modulation import unimodal_score_totals
+from model.objective import ada2i_loss, unimodal_score_totals
 from pipeline.cli import main as cli_main
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.importers.synthetic import make_synthetic
