@@ -80,8 +80,7 @@ def child(path: Path, threads: int, whole: bool) -> dict:
     import torch
 
     from pipeline.inference.asr import load_asr
-    from pipeline.inference.segment import segment_video
-    from pipeline.inference.speech import _silero_model
+    from pipeline.inference.segment import _silero_model, segment_video
 
     torch.set_num_threads(threads)  # silero-vad's
     asr = load_asr(threads=threads)

@@ -4,7 +4,7 @@
 
 The recording (30 s, two speakers on a telephone line) comes with a who-spoke-when ``.rttm`` and
 a timed transcript ``.stm``. Speech in the reference = the union of its turns. Per VAD
-(pipeline.inference.speech: silero, energy, auto) and per reference:
+(pipeline.inference.segment: silero, energy, auto) and per reference:
 
 - frame scores on 10 ms frames (speech = positive class): precision, recall, F1, and accuracy
   over all frames (non-speech included);
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.inference.speech import MERGE_GAP_S, VADS, _silero_model, detect_speech
+from pipeline.inference.segment import MERGE_GAP_S, VADS, _silero_model, detect_speech
 
 FRAME_S = 0.010  # 10 ms scoring frames: the usual resolution of VAD / diarisation scoring
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "media" / "speech"

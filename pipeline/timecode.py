@@ -7,7 +7,7 @@
     format_timecode(s)       seconds -> "HH:MM:SS,mmm" (SRT)
 
 SRT writes "01:02:03,456"; WebVTT "01:02:03.456" or "02:03.456" (hours optional); MELD's CSVs
-carry SRT-style StartTime/EndTime. Used by inference/subtitles.py, dataset/adapters/meld.py and
+carry SRT-style StartTime/EndTime. Used by inference/segment.py, dataset/adapters/meld.py and
 dataset/demo.py (which writes the demo's .srt files), so all read and write one format.
 A shared helper (pipeline/ top level): it imports no stage.
 """

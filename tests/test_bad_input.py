@@ -450,7 +450,7 @@ def test_predict_strict_names_the_bad_row(media_dir, checkpoint, extractors, sto
 def test_predict_inverted_srt_cue_fails_alone(
     media_dir, checkpoint, extractors, store_root, tmp_path
 ):
-    from pipeline.inference.subtitles import parse_subtitles
+    from pipeline.inference.segment import parse_subtitles
 
     video = tmp_path / "clip.mp4"
     video.write_bytes((media_dir / "talk.mp4").read_bytes())

@@ -1,7 +1,7 @@
 """Property tests: arbitrary bytes and strings never raise anything but the documented errors.
 
     read_manifest      ManifestError (a ValueError)        pipeline/dataset/manifest.py
-    parse_srt/_vtt     SubtitleError (a ValueError)        pipeline/inference/subtitles.py
+    parse_srt/_vtt     SubtitleError (a ValueError)        pipeline/inference/segment.py
     FeatureSet.load    FeatureSetError (a ValueError)      pipeline/features/featureset.py
     load_checkpoint    ValueError (FileNotFoundError for a missing file)   pipeline/training/checkpoint.py
 
@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from pipeline.dataset.manifest import ManifestError, read_manifest
 from pipeline.features.featureset import FeatureSet, FeatureSetError
-from pipeline.inference.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
+from pipeline.inference.segment import SubtitleError, parse_srt, parse_subtitles, parse_vtt
 
 FAST = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

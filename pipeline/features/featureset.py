@@ -46,7 +46,7 @@ def content_digest(features_path: Path, meta: dict[str, Any]) -> str:
 
 # The `source` key that marks data a program generated rather than recorded ("demo", "synthetic"):
 # a model trained on it has learnt the generator's planted signal, not emotion in speech, and every
-# prediction made with it must say so (pipeline/inference/provenance.py).
+# prediction made with it must say so (pipeline/inference/predict_outputs.py: Provenance).
 GENERATED_KEY = "generated"
 
 

@@ -4,7 +4,8 @@ In: video/audio files, optionally a manifest or subtitles, and a checkpoint (pip
 Out: utterance segments (from manifest rows, SRT/WebVTT cues, or VAD + ASR), then per-video
 predictions (CSV/JSONL/HTML report), a failures list and a summary across videos.
 
-Contracts owned: segmentation and its per-cue problems (segment.py, subtitles.py, speech.py,
-asr.py), the prediction run (predict.py: a PredictJob and its steps) and its outputs
-(predict_outputs.py, predict_scores.py, report_html.py).
+Contracts owned: segmentation and its per-cue problems (segment.py: manifest rows, subtitles,
+voice-activity detection; asr.py: speech recognition), the prediction run (predict.py: a PredictJob
+and its steps) and its outputs (predict_outputs.py, with the model's provenance; predict_scores.py,
+report_html.py).
 """

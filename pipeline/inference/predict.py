@@ -78,11 +78,10 @@ from pipeline.inference.predict_outputs import (
     PredictionWriter,
     PredictSummary,
     VideoResult,
+    checkpoint_provenance,
     prediction_table,
 )
-from pipeline.inference.provenance import checkpoint_provenance
-from pipeline.inference.segment import manifest_rows, segment_video
-from pipeline.inference.subtitles import find_subtitles
+from pipeline.inference.segment import find_subtitles, manifest_rows, segment_video
 from pipeline.progress_bar import progress_bar
 from pipeline.training.checkpoint import checkpoint_folder, load_checkpoint
 from pipeline.training.data import iter_batches
@@ -128,7 +127,7 @@ def predict_videos(
     default the user's store (pipeline.features.store.default_store), so a video predicted again,
     into any folder, reuses its features.
     vad: voice-activity detection for automatic segmentation: "auto" (silero-vad, the energy VAD
-    when silero keeps far less than it), "silero" or "energy" (pipeline.inference.speech.detect_speech).
+    when silero keeps far less than it), "silero" or "energy" (pipeline.inference.segment.detect_speech).
     extractors: already built {m: [Extractor]} (reuse across calls); refused unless they match.
     """
     # 1. read inputs: the files, then the checkpoint and what reproduces its features

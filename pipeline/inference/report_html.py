@@ -5,9 +5,9 @@
     write_index(summary, label_names, path, provenance, scores, groups, confusion_png) -> Path
 
 Every page starts with the model's provenance (an HTML fragment from
-pipeline.inference.provenance: checkpoint, weights hash, training data, and the caveat of a model
-trained on generated data as a banner). A dialogue report (clip-per-utterance datasets) lays its
-clips end to end on one time axis, in manifest order. The index scores a labelled run (metrics,
+pipeline.inference.predict_outputs.Provenance: checkpoint, weights hash, training data, and the
+caveat of a model trained on generated data as a banner). A dialogue report (clip-per-utterance
+datasets) lays its clips end to end on one time axis, in manifest order. The index scores a labelled run (metrics,
 unknown labels, confusion matrix, per dialogue or video), and its chart has one horizontal bar per
 dialogue (or video), its height growing with their number, so 50+ names stay readable.
 
@@ -197,7 +197,7 @@ def write_video_report(
 ) -> Path:
     """One video's report: its timeline figure and one table row per utterance; ``index_href``
     is the link back to the index of all videos (written next to the reports); ``provenance``
-    the model's HTML fragment (pipeline.inference.provenance)."""
+    the model's HTML fragment (pipeline.inference.predict_outputs.Provenance)."""
     page = _TEMPLATES.get_template("video_report.html.j2").render(
         name=Path(title).name,
         title=title,

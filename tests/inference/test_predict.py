@@ -21,7 +21,7 @@ from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.featureset import FeatureSet
 from pipeline.inference.predict import PredictError, predict_videos
-from pipeline.inference.subtitles import parse_subtitles
+from pipeline.inference.segment import parse_subtitles
 from pipeline.training.checkpoint import META_FILE, load_checkpoint, meta_digest
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_from_featureset
@@ -322,7 +322,7 @@ def test_corrupt_clip_inside_a_dialogue(clips, checkpoint, extractors, tmp_path)
 
 def test_cli_vad_flag_chooses_the_segmenter(demo, demo_videos, checkpoint, tmp_path, capsys):
     """--vad energy finds the generated demo voice's utterances; silero-vad, a network trained on
-    real speech, finds none in it, and that video then fails with the reason (pipeline.inference.speech)."""
+    real speech, finds none in it, and that video then fails with the reason (pipeline.inference.segment)."""
     videos = demo_videos(tmp_path / "in", 1, subtitles=False)
     args = ["predict", str(videos[0]), "--checkpoint", str(checkpoint), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "energy"), "--vad", "energy"]) == 0

@@ -13,9 +13,15 @@ import pytest
 from pipeline.dataset.manifest import COLUMNS, read_manifest
 from pipeline.dataset.media import MediaError
 from pipeline.inference.asr import build_tiny_whisper, clean_text, load_asr
-from pipeline.inference.segment import SegmentError, segment_video
-from pipeline.inference.speech import detect_speech
-from pipeline.inference.subtitles import SubtitleError, parse_srt, parse_subtitles, parse_vtt
+from pipeline.inference.segment import (
+    SegmentError,
+    SubtitleError,
+    detect_speech,
+    parse_srt,
+    parse_subtitles,
+    parse_vtt,
+    segment_video,
+)
 
 SR = 16000
 

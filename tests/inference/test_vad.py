@@ -15,7 +15,7 @@ import pytest
 
 from bench.vad_quality import conditions, read_rttm, score, union
 from pipeline.dataset.media import SAMPLE_RATE as SR
-from pipeline.inference.speech import detect_speech, detect_speech_energy, detect_speech_silero
+from pipeline.inference.segment import detect_speech, detect_speech_energy, detect_speech_silero
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "media" / "speech" / "pyannote_sample.wav"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason="../shared absent")
@@ -72,7 +72,7 @@ def test_auto_falls_back_to_energy_on_a_synthetic_voice():
 def test_loading_silero_keeps_the_thread_count():
     """silero_vad's import calls torch.set_num_threads(1) for the whole process; we undo it."""
     code = (
-        "import torch; torch.set_num_threads(2); from pipeline.inference.speech import _silero_model; "
+        "import torch; torch.set_num_threads(2); from pipeline.inference.segment import _silero_model; "
         "_silero_model(); print(torch.get_num_threads())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
