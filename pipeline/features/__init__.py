@@ -5,7 +5,7 @@ content-addressed feature store and a FeatureSet directory, the one thing traini
 FeatureSets imported from published pickles (importers/) and exported to them (exporters.py).
 
 Contracts owned: the FeatureSet format (featureset.py, `FeatureSetError`), the feature store's
-entry format, index and claims (store.py, store_entry.py, store_index.py), the
+entry format, index and claims (store.py, store_layout.py), the
 extraction plan and failures report (extract_plan.py, extract_runner.py, extract.py), and the
 FeatureSet assembled from a plan (assemble.py). One pass: a manifest is planned once
 (`extract.plan_extraction`: rows, extractors, keys), run, and assembled from the same plan.

@@ -4,8 +4,8 @@ Layout under ``root``:
     objects/<2 hex>/<key>.safetensors   tensor "x" float32 [dim]; or "x" [0] with metadata
                                         status="missing" = the extractor returned None (no face,
                                         empty audio): cached as masked, never recomputed. Each file
-                                        describes itself (pipeline/features/store_entry.py): its key, a
-                                        sha256 of its payload and its full provenance
+                                        describes itself (pipeline/features/store_layout.py): its
+                                        key, a sha256 of its payload and its full provenance
     index.sqlite                        SQLite (WAL): provenance per entry, file-hash memo, the
                                         last key computed per (utterance, extractor) for `status`,
                                         and claims of keys being computed. Derived data: `erc store
@@ -33,8 +33,8 @@ over a network filesystem is unsafe: its locks are not reliable there). It looks
 their files, hashes inputs without the index's memo, writes entry files only and claims nothing;
 the one process that keeps the index then adds the new entries with ``FeatureStore.ingest``
 (docs/architecture.md, "The feature store across machines"). Two writers computing one key write
-identical payloads, and the rename makes one of them the file. The entry file format is
-pipeline/features/store_entry.py, the SQLite index pipeline/features/store_index.py.
+identical payloads, and the rename makes one of them the file. The entry file format and the
+SQLite index are pipeline/features/store_layout.py.
 
 Readable without torch or Prefect: ``erc store list --store S``.
 Only safetensors, JSON and SQLite on disk: never pickle.
@@ -60,13 +60,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.features import store_entry
-from pipeline.features import store_index as ix
-from pipeline.features.store_entry import DamagedEntryError
-from pipeline.features.store_index import (  # re-exported: the store's public names live here
+from pipeline.features import store_layout as layout
+from pipeline.features.store_layout import (  # re-exported: the store's public names live here
     INDEX_FILE,
     OBJECTS_DIR,
     TMP_PREFIX,
+    DamagedEntryError,
     StoreError,  # noqa: F401
     StoreReadOnlyError,
     StoreWriteError,
@@ -196,7 +195,7 @@ class EntryFiles:
         """
         path = self.object_path(key)
         try:
-            return store_entry.check(path, key).vector
+            return layout.check(path, key).vector
         except FileNotFoundError:
             raise KeyError(f"{key}: not in feature store {self.root}") from None
         except DamagedEntryError as exc:
@@ -210,7 +209,7 @@ class EntryFiles:
             if path.name.startswith(TMP_PREFIX):
                 continue
             try:
-                store_entry.check(path)
+                layout.check(path)
                 sound += 1
             except DamagedEntryError as exc:
                 damaged.append(f"{path}: {exc.problem}")
@@ -221,7 +220,7 @@ class EntryFiles:
     def _file_sound(self, key: str) -> bool:
         """The key's entry file exists and passes its checks (a damaged one is noted)."""
         try:
-            store_entry.check(self.object_path(key), key)
+            layout.check(self.object_path(key), key)
         except FileNotFoundError:
             return False
         except DamagedEntryError as exc:
@@ -236,7 +235,7 @@ class EntryFiles:
         log.warning("%s; treated as not cached: extraction recomputes it, gc deletes it", exc)
 
     def _iter_objects(self) -> Iterator[Path]:
-        return ix.iter_objects(self.root)
+        return layout.iter_objects(self.root)
 
     # ---- write -------------------------------------------------------------------------------
 
@@ -294,15 +293,15 @@ class EntryFiles:
                     f"extractor {e.spec.name} returned shape {x.shape} (finite={np.isfinite(x).all()})"
                     f" for utterance {e.utterance_id!r}; expected finite [{e.spec.dim}]"
                 )
-        blob = store_entry.encode(e.key, x, row, refs)
+        blob = layout.encode(e.key, x, row, refs)
         path = self.object_path(e.key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # readers see the old file, the new one, or none; TMP_PREFIX: scans skip the temp file
             atomic_write_bytes(path, blob, prefix=TMP_PREFIX, suffix=".part")
         except OSError as exc:
-            if exc.errno in ix.FULL_ERRNOS:
-                raise StoreWriteError(f"{ix.FULL_ERRNOS[exc.errno]} writing {path}") from exc
+            if exc.errno in layout.FULL_ERRNOS:
+                raise StoreWriteError(f"{layout.FULL_ERRNOS[exc.errno]} writing {path}") from exc
             if exc.errno in (errno.EROFS, errno.EACCES):
                 raise StoreReadOnlyError(f"the store {self.root} is read-only ({exc})") from exc
             raise
@@ -328,7 +327,7 @@ class FeatureStore(EntryFiles):
     def __init__(self, root: str | Path, create: bool = True, read_only: bool | None = None):
         super().__init__(root)
         self.index_path = self.root / INDEX_FILE
-        lost_index = not self.index_path.is_file() and next(ix.iter_objects(self.root), None)
+        lost_index = not self.index_path.is_file() and next(layout.iter_objects(self.root), None)
         if not create and not self.index_path.is_file():
             if lost_index:
                 raise FileNotFoundError(
@@ -336,12 +335,12 @@ class FeatureStore(EntryFiles):
                     f"rebuild the index from them with `erc store rebuild-index --store {self.root}`"
                 )
             raise FileNotFoundError(f"{self.root}: not a feature store (no {INDEX_FILE})")
-        self.read_only = ix.not_writable(self.root) if read_only is None else read_only
+        self.read_only = layout.not_writable(self.root) if read_only is None else read_only
         if self.read_only and create:
             raise StoreReadOnlyError(f"the store {self.root} is read-only: cannot write to it")
         if lost_index and not self.read_only:
             # Each entry carries its key and provenance: rebuilding beats recomputing them all.
-            report = ix.rebuild_index(self.root)
+            report = layout.rebuild_index(self.root)
             log.warning(
                 "%s: no %s (deleted, or entries written by other hosts): rebuilt it from %d "
                 "entries (%d damaged, left for gc)",
@@ -360,11 +359,11 @@ class FeatureStore(EntryFiles):
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            return ix.connect_read_only(self.index_path)
-        return ix.connect(self.index_path)
+            return layout.connect_read_only(self.index_path)
+        return layout.connect(self.index_path)
 
     def _index_error(self, exc: sqlite3.DatabaseError) -> Exception:
-        return ix.user_error(exc, self.root)
+        return layout.user_error(exc, self.root)
 
     def close(self) -> None:
         _OPEN_OWNERS.discard(self._owner)
@@ -397,7 +396,7 @@ class FeatureStore(EntryFiles):
         """
         keys = list(dict.fromkeys(keys))
         found: set[str] = set()
-        for chunk, marks in ix.chunks(keys):
+        for chunk, marks in layout.chunks(keys):
             rows = self._db.execute(
                 f"SELECT key, nbytes FROM entries WHERE key IN ({marks})", chunk
             ).fetchall()
@@ -435,7 +434,7 @@ class FeatureStore(EntryFiles):
         self._index_rows(written)
 
     def _index_rows(self, written: Sequence[tuple[dict[str, Any], list[str]]]) -> None:
-        ix.add_rows(self._db, written)
+        layout.add_rows(self._db, written)
 
     @guard_index
     def ingest(self, keys: Iterable[str] | None = None) -> IngestReport:
@@ -456,7 +455,7 @@ class FeatureStore(EntryFiles):
         else:
             candidates = list(dict.fromkeys(keys))
         report = IngestReport(already=sum(k in indexed for k in candidates))
-        scan = ix.scan_entries(self.object_path(k) for k in candidates if k not in indexed)
+        scan = layout.scan_entries(self.object_path(k) for k in candidates if k not in indexed)
         report.absent = [p.name.removesuffix(".safetensors") for p in scan.absent]
         report.damaged = scan.damaged
         if scan.found:
@@ -480,7 +479,7 @@ class FeatureStore(EntryFiles):
         damaged = {p.name.removesuffix(".safetensors") for p, _ in self.damaged}
         skip: dict[str, str] = {}
         with self._tx():
-            for chunk, marks in ix.chunks(list(dict.fromkeys(keys))):
+            for chunk, marks in layout.chunks(list(dict.fromkeys(keys))):
                 rows = self._db.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk)
                 skip.update((k, "stored") for (k,) in rows.fetchall() if k not in damaged)
                 for key, owner in self._live_claims(chunk, marks):
@@ -506,7 +505,7 @@ class FeatureStore(EntryFiles):
     @guard_index
     def claims_alive(self, keys: Iterable[str]) -> set[str]:
         """Of these keys, those still claimed by another live writer."""
-        return {k for c, m in ix.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
+        return {k for c, m in layout.chunks(list(keys)) for k, _ in self._live_claims(c, m)}
 
     def _live_claims(self, chunk: list[str], marks: str) -> list[tuple[str, str]]:
         now = time.time()
@@ -518,11 +517,11 @@ class FeatureStore(EntryFiles):
             for key, owner, host, pid, at in rows
             if owner != self._owner
             and not (host == self._host and pid == os.getpid() and owner not in _OPEN_OWNERS)
-            and ix.claim_live(host, pid, at, self._host, now)
+            and layout.claim_live(host, pid, at, self._host, now)
         ]
 
-    def _tx(self) -> ix.Transaction:
-        return ix.Transaction(self._db)
+    def _tx(self) -> layout.Transaction:
+        return layout.Transaction(self._db)
 
     # ---- status and gc -----------------------------------------------------------------------
 
@@ -580,7 +579,7 @@ class FeatureStore(EntryFiles):
                     continue
             elif (key := name.removesuffix(".safetensors")) in keep:
                 try:
-                    store_entry.check(path, key)
+                    layout.check(path, key)
                     report.kept += 1
                     sound.add(key)
                     continue

@@ -30,8 +30,7 @@ from pipeline.features.extract import build_featureset, extract_features
 from pipeline.features.extract_plan import manifest_tasks
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
-from pipeline.features.store_entry import ENTRY_FORMAT
-from pipeline.features.store_index import StoreWriteError
+from pipeline.features.store_layout import ENTRY_FORMAT, StoreWriteError
 
 ROOT = Path(__file__).resolve().parents[2]
 N_UTT = 6
@@ -113,7 +112,7 @@ def test_entries_describe_themselves(clean, extractors):
     manifest, root = clean
     with FeatureStore(root, create=False) as st:
         rows = {e["key"]: e for e in st.entries()}
-        from pipeline.features.store_entry import check, index_row
+        from pipeline.features.store_layout import check, index_row
 
         for key, row in rows.items():
             checked = check(st.object_path(key))
