@@ -7,7 +7,8 @@ PredictionWriter(out_dir, label_names, modalities, provenance), one per run, wri
     .failed     <name>.failures.csv
     .dialogue   dialogues/<dialogue>.predictions.csv / .jsonl / .report.html (clip-per-utterance)
     .summary    summary.csv, summary.md, index.html, run_info.json (over all videos) -> PredictSummary
-metrics.json, confusion.png (when the manifest's labels allow scoring: predict_scores.py)
+metrics.json, confusion.png (when the manifest's labels allow scoring)
+score_predictions(groups, label_names) -> dict | None   a labelled run's scores (None: no label)
 checkpoint_provenance(checkpoint_dir, meta) -> Provenance   what produced the predictions
 
 Provenance: the checkpoint (path, weights hash) and the data it was trained on. Every prediction
@@ -24,6 +25,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.files import atomic_write, atomic_write_text, sha256_file
-from pipeline.inference.predict_scores import score_predictions
 from pipeline.inference.report_html import (
     relative_href,
     write_dialogue_report,
@@ -43,7 +44,7 @@ from pipeline.inference.report_html import (
 )
 from pipeline.inference.segment import ASR_COLUMNS
 from pipeline.training.checkpoint import WEIGHTS_FILE
-from pipeline.training.evaluate import confusion_title, plot_confusion
+from pipeline.training.evaluate import compute_metrics, confusion_title, plot_confusion
 
 # ---- provenance: what produced the predictions --------------------------------------------------
 
@@ -192,7 +193,7 @@ class PredictSummary:
     index_html: Path
     run_info: Path | None = None  # run_info.json: the model's provenance, the outputs
     provenance: Provenance | None = None
-    # a labelled run's scores (predict_scores.score_predictions) and their files; None otherwise
+    # a labelled run's scores (score_predictions) and their files; None otherwise
     metrics: dict[str, Any] | None = None
     metrics_json: Path | None = None
     confusion_png: Path | None = None
@@ -263,6 +264,77 @@ def _write_table(table: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
         jsonl_path, lambda p: table.to_json(p, orient="records", lines=True, force_ascii=False)
     )
     return csv_path, jsonl_path
+
+
+# ---- scores of a labelled run: when the manifest carries labels, how right the model was -------
+#
+# `groups` are the predicted tables of the run, one per dialogue (clip-per-utterance datasets) or
+# per video, with their `label` (true, "" = unlabelled) and `predicted` columns. The metrics are
+# pipeline.training.evaluate.compute_metrics (accuracy, weighted and macro F1, per class,
+# confusion), over the utterances whose label is one of the checkpoint's classes: an unlabelled
+# utterance is not scored, and a label outside the classes (another dataset's, a typo) is counted
+# in `unknown_labels` and not scored either, since the model cannot predict it.
+
+
+def label_ids(labels: Sequence[str], label_names: list[str]) -> np.ndarray:
+    """int64 [N]: the class id of each label; -1 for "" and for labels outside label_names."""
+    index = {c: k for k, c in enumerate(label_names)}
+    return np.asarray([index.get(str(lab), -1) for lab in labels], dtype=np.int64)
+
+
+def _true_labels(table: pd.DataFrame) -> np.ndarray:
+    """The manifest's labels of a predicted table, "" where none (a video without labels has no
+    `label` column)."""
+    if "label" not in table.columns:
+        return np.full(len(table), "", dtype=object)
+    return table["label"].fillna("").astype(str).to_numpy()
+
+
+def score_predictions(
+    groups: Sequence[tuple[str, str, str, pd.DataFrame]], label_names: list[str]
+) -> dict[str, Any] | None:
+    """groups: [(name, kind "dialogue" | "video", report href, table)] -> metrics dict:
+    compute_metrics' keys (n, accuracy, weighted_f1, macro_f1, per_class, confusion, labels) plus
+    n_predicted, n_unlabelled, unknown_labels {label: rows}, n_unknown and groups [{name, kind,
+    report, n_utterances, n, accuracy, weighted_f1 (None when n is 0)}]. None when no utterance has
+    a label; when every label is unknown, n is 0, the metrics NaN and there is no confusion."""
+    if not groups:
+        return None
+    true = np.concatenate([_true_labels(t) for _, _, _, t in groups])  # [N] str, "" = none
+    if not (true != "").any():
+        return None
+    pred = np.concatenate([t["predicted"].astype(str).to_numpy() for _, _, _, t in groups])
+    known = set(label_names)
+    unknown = Counter(lab for lab in true if lab and lab not in known)
+    metrics = compute_metrics(
+        label_ids(true, label_names), label_ids(pred, label_names), label_names
+    )
+    metrics.update(
+        n_predicted=len(true),
+        n_unlabelled=int((true == "").sum()),
+        unknown_labels=dict(sorted(unknown.items())),
+        n_unknown=int(sum(unknown.values())),
+    )
+    rows = []
+    for name, kind, href, t in groups:
+        m = compute_metrics(
+            label_ids(_true_labels(t), label_names),
+            label_ids(t["predicted"], label_names),
+            label_names,
+        )
+        rows.append(
+            {
+                "name": name,
+                "kind": kind,
+                "report": href,
+                "n_utterances": len(t),
+                "n": m["n"],  # scored: labelled with a known class
+                "accuracy": m["accuracy"] if m["n"] else None,
+                "weighted_f1": m["weighted_f1"] if m["n"] else None,
+            }
+        )
+    metrics["groups"] = rows
+    return metrics
 
 
 # ---- the writer ---------------------------------------------------------------------------------

@@ -112,8 +112,7 @@ def test_prediction_page_names_the_model_and_shows_the_scores(tmp_path):
     computes them from the predictions), the confusion matrix embedded, one row per dialogue."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from pipeline.inference.predict_outputs import Provenance
-    from pipeline.inference.predict_scores import score_predictions
+    from pipeline.inference.predict_outputs import Provenance, score_predictions
     from pipeline.training.evaluate import plot_confusion
 
     labels = ["ang", "hap", "neu", "sad"]

@@ -198,8 +198,7 @@ def test_index_renders_with_working_links(page, reports, tmp_path):
 def scored_reports(tmp_path_factory):
     """A labelled clip-per-utterance run: two clips of one dialogue, their dialogue report, and an
     index with the model's provenance (a demo-trained checkpoint), scores and confusion matrix."""
-    from pipeline.inference.predict_outputs import Provenance
-    from pipeline.inference.predict_scores import score_predictions
+    from pipeline.inference.predict_outputs import Provenance, score_predictions
     from pipeline.training.evaluate import plot_confusion
 
     out = tmp_path_factory.mktemp("scored")
