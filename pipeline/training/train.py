@@ -36,8 +36,7 @@ from model.modulation import (
     set_update_scales,
     unimodal_score_totals,
 )
-from pipeline.features.featureset import FeatureSet
-from pipeline.features.presence import check_presence
+from pipeline.features.featureset import FeatureSet, check_presence
 from pipeline.progress_bar import progress_bar
 from pipeline.training import run_folder
 from pipeline.training.checkpoint import (
@@ -85,8 +84,9 @@ def train(
     """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
     the folder's last epoch only when settings and features match (pipeline.training.run_folder);
     resume=False discards its old training first. A feature set whose presence masks predict the
-    label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress
-    gets one dict per epoch (epoch, epochs, loss, dev_wf1, best_wf1, best_epoch)."""
+    label (presence_leaks, pipeline.features.featureset) is refused unless
+    cfg.allow_presence_leak. on_progress gets one dict per epoch (epoch, epochs, loss, dev_wf1,
+    best_wf1, best_epoch)."""
     fs.select_modalities(model_cfg.modalities)  # FeatureSetError naming the file and what it has
     if not cfg.allow_presence_leak:  # before anything is written to run_dir
         hint = "to study the leak anyway, not for results: --set allow_presence_leak=true"

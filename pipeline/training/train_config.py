@@ -70,8 +70,8 @@ class TrainConfig:
         0.1  # carve a dev split from train when the feature set has none
     )
     progress: bool = True
-    # Train even when a modality's presence mask predicts the label (pipeline.features.presence):
-    # only to study such a leak, never for results to report.
+    # Train even when a modality's presence mask predicts the label (presence_leaks in
+    # pipeline.features.featureset): only to study such a leak, never for results to report.
     allow_presence_leak: bool = False
 
     def __post_init__(self) -> None:
