@@ -3,7 +3,7 @@
 A modality's extractors are concatenated in preset order: feat.<m> [N, sum of dims]. An utterance
 lacks a modality (zeros, present.<m> = 0) when any of its extractors failed, returned None or was
 never extracted. Labels: ids index ``label_names`` (default: the manifest's declared label set in
-its canonical order, else its non-empty labels sorted alphabetically: pipeline/dataset/labels.py);
+its canonical order, else its non-empty labels sorted alphabetically: pipeline/dataset/manifest.py);
 "" -> -1. Dialogues and utterances in manifest order.
 """
 
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from extractors.base import Extractor
-from pipeline.dataset.labels import declared_set, label_order
-from pipeline.dataset.manifest import GENERATED_COLUMN
+from pipeline.dataset.manifest import GENERATED_COLUMN, declared_set, label_order
 from pipeline.features.featureset import GENERATED_KEY, FeatureSet, from_arrays
 
 if TYPE_CHECKING:  # the plan's type only; extract.py imports this module

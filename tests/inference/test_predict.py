@@ -406,7 +406,7 @@ def test_a_checkpoint_on_imported_text_predicts_new_videos(
     """Transcripts imported from a dataset (the text extractor's own vectors and spec) train a
     model whose text extractor prediction rebuilds from the checkpoint alone: new videos get
     predictions instead of a refusal."""
-    from pipeline.dataset.labels import IEMOCAP
+    from pipeline.dataset.manifest import IEMOCAP
     from pipeline.features.importers.shared_data import import_dataset
 
     fs_dir = import_dataset(

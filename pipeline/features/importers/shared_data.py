@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import labels
 from pipeline.dataset.adapters.meld import repair_text
+from pipeline.dataset.manifest import IEMOCAP, MELD, MELD_CODES
 from pipeline.features.featureset import FeatureSet, check_presence, from_arrays
 from pipeline.features.importers.text_features import extract_texts
 from pipeline.files import sha256_file
@@ -48,11 +48,11 @@ from pipeline.files import sha256_file
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-# The canonical orders of pipeline/dataset/labels.py (= label_id 0..5 in iemocap_erc.csv; the authors'
+# The canonical orders of pipeline/dataset/manifest.py (= label_id 0..5 in iemocap_erc.csv; the authors'
 # MELD-7 order), so imported and extracted feature sets of one dataset agree.
-IEMOCAP_LABELS = list(labels.IEMOCAP)
-MELD_LABELS = list(labels.MELD)
-MELD_EMOTIONS = dict(labels.MELD_CODES)
+IEMOCAP_LABELS = list(IEMOCAP)
+MELD_LABELS = list(MELD)
+MELD_EMOTIONS = dict(MELD_CODES)
 SPLITS = {"train": "train", "valid": "dev", "dev": "dev", "test": "test"}
 HANDCRAFTED = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "silence", "harmonic"]
 HANDCRAFTED += ["auto_corr_max", "auto_corr_std"]
