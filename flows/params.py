@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from pipeline.dataset import SPLITS, Split
-from pipeline.features.extract_plan import ExtractorPreset
+from pipeline.features.extract import ExtractorPreset
 from pipeline.training.train_config import Modalities, ModelPreset
 
 # The vocabulary is declared once, below flows (model.config: Modalities, ModelPreset;

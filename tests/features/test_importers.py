@@ -298,7 +298,7 @@ def test_imported_text_is_the_text_extractors_own_output_and_spec(fake_shared_da
     config and weights hash), and its vectors are the extractor's, so checkpoints trained on it
     accept features extracted from new videos."""
     from extractors.text import PACKAGED_MINILM, SentenceTextExtractor
-    from pipeline.features.assemble import feature_spec
+    from pipeline.features.extract import feature_spec
     from pipeline.features.store import FeatureStore
 
     fs = load_iemocap_shared(

@@ -455,7 +455,7 @@ def test_a_local_text_model_folder_is_rebuilt_from_the_checkpoint_spec(tmp_path)
     """Text imported with --text-model FOLDER names that folder: prediction rebuilds it (no
     preset has it) when the folder is there, and refuses clearly when it is not."""
     from extractors.text import SentenceTextExtractor, packaged_minilm_path
-    from pipeline.features.assemble import feature_spec
+    from pipeline.features.extract import feature_spec
     from pipeline.inference.predict import resolve_extractors
 
     folder = tmp_path / "my-encoder"
