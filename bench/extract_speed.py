@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.dataset.manifest import write_manifest
-from pipeline.features.extract import extract_features
-from pipeline.features.extract_plan import load_extractors
+from pipeline.features.extract import extract_features, load_extractors
 
 UTTERANCE_S, GAP_S = 4.0, 0.5  # the generated conversation: 4 s turns with 0.5 s pauses
 LONG_FPS, LONG_SIZE = 10, (320, 240)  # generated video: small frames keep generation quick

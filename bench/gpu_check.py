@@ -26,7 +26,7 @@ broken part never hides the others):
 
 Needs only what a CUDA image with torch, transformers, scikit-learn, pandas, matplotlib, tqdm and
 safetensors holds, plus the few wheels scripts/gpu-wheels.sh downloads (pydantic and its
-dependencies, for pipeline/training/settings.py). How a session with a GPU runs it (the `run` tool):
+dependencies, for pipeline/training/train_config.py). How a session with a GPU runs it (the `run` tool):
 
     here, once:  bash scripts/gpu-wheels.sh        # -> .gpu-wheels/ (ignored, ~2.5 MiB)
     run(carry=[".gpu-wheels"], timeout_s=480, command=

@@ -49,8 +49,7 @@ import torch
 
 from pipeline.dataset.manifest import write_manifest
 from pipeline.dataset.media import SAMPLE_RATE
-from pipeline.features.extract import build_featureset, extract_features
-from pipeline.features.extract_plan import load_extractors
+from pipeline.features.extract import build_featureset, extract_features, load_extractors
 from pipeline.inference.asr import BEAM_SIZE
 from pipeline.inference.predict import predict_videos
 from pipeline.inference.predict_outputs import stage_seconds

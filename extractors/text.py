@@ -8,7 +8,7 @@ preset's) and all-MiniLM-L6-v2 (384-d, ~5x cheaper; tests). ``minilm`` and ``mpn
 The extractor embeds whatever it is given, "" included; the pipeline never gives it an utterance
 with no words (empty or whitespace text): planning makes no text task for one, so its text
 modality is absent (masked) instead of carrying the model's vector for "" as if it were speech
-(pipeline/features/extract_plan.py).
+(pipeline/features/extract.py, its plan section).
 
 Batch-invariant: a transcript's vector does not depend on which other transcripts share its
 forward pass. Padding a batch to its longest member changes the attention's reduction lengths,

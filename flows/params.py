@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from pipeline.dataset import SPLITS, Split
-from pipeline.features.extract_plan import ExtractorPreset
+from pipeline.features.extract import ExtractorPreset
 from pipeline.training.train_config import Modalities, ModelPreset
 
 # The vocabulary is declared once, below flows (model.config: Modalities, ModelPreset;
@@ -55,7 +55,7 @@ def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) ->
 
 
 def check_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
-    from pipeline.training.settings import coerce_setting
+    from pipeline.training.train_config import coerce_setting
 
     seeds = [coerce_setting("seed", s) for s in seeds]  # an integer in numpy's seed range
     if not seeds:
@@ -70,9 +70,9 @@ def check_training(
 ) -> dict:
     """Model preset and overrides as pipeline.training.train understands them: returns the overrides
     coerced to their fields' types ({"use_afw": "False"} -> {"use_afw": False}); ValueError
-    naming key, value and what is expected otherwise (pipeline.training.settings)."""
-    from pipeline.training.settings import coerce_settings
+    naming key, value and what is expected otherwise (pipeline.training.train_config)."""
     from pipeline.training.train import configs_for
+    from pipeline.training.train_config import coerce_settings
 
     overrides = coerce_settings(overrides)
     configs_for(model_preset, modalities, overrides)  # raises on an unknown preset or setting

@@ -34,7 +34,7 @@ from flows.caching import (
 )
 from flows.evaluate import last_trained
 from flows.params import DEFAULT_OUT, Layout, check_dir
-from pipeline.dataset.labels import emotion_name
+from pipeline.dataset.manifest import emotion_name
 from pipeline.inference.asr import BEAM_SIZE, DEFAULT_ASR_MODEL
 
 

@@ -6,7 +6,7 @@ Dimension letters used in shape comments across model/:
 
 Each field declares its type and allowed values once, here: ``Annotated[int, Range(1)]``, a
 ``Literal`` of choices, or ``Modalities``. ``check_fields`` enforces them when a config is built;
-pipeline.training.settings reads the same declarations to coerce and check `--set KEY=VALUE`.
+pipeline.training.train_config reads the same declarations to coerce and check `--set KEY=VALUE`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Rule:
 
     Called with a value of the field's type: returns it (canonical) or raises ValueError whose
     message is what is expected ("an integer >= 1"). pydantic runs it after its own type check
-    (pipeline.training.settings, flow parameters); pydantic is imported only then, so model/
+    (pipeline.training.train_config, flow parameters); pydantic is imported only then, so model/
     stays cheap to import on the prediction path.
     """
 

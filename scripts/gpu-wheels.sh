@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels bench/gpu_check.py needs on a CUDA machine that has torch, transformers, scikit-learn,
 # pandas, matplotlib, tqdm and safetensors but not the project's .venv (Python 3.12 there, no
-# network): pydantic (pipeline/training/settings.py) and its dependencies, at uv.lock's versions, for
+# network): pydantic (pipeline/training/train_config.py) and its dependencies, at uv.lock's versions, for
 # CPython 3.12 on manylinux x86_64. typing-extensions is carried too: pydantic-core needs a recent
 # one, and installing with --target keeps it from touching the image's own.
 #

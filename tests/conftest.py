@@ -57,7 +57,7 @@ def extractors():
     """The tiny preset's text and audio extractors ({"t": [...], "a": [...]}): packaged MiniLM,
     a random-init tiny wav2vec2 and openSMILE, no download. Built once per session and shared
     (extractors are stateless). The visual extractor is the slow one and has its own tests."""
-    from pipeline.features.extract_plan import load_extractors
+    from pipeline.features.extract import load_extractors
 
     return load_extractors("tiny", "ta")
 

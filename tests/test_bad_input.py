@@ -23,10 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.cli import main
 from pipeline.dataset import media, media_writer
-from pipeline.dataset.labels import IEMOCAP, MELD
-from pipeline.dataset.manifest import ManifestError, read_manifest, write_manifest
-from pipeline.features.extract import build_featureset, extract_features, feature_spec
-from pipeline.features.extract_plan import store_status
+from pipeline.dataset.manifest import IEMOCAP, MELD, ManifestError, read_manifest, write_manifest
+from pipeline.features.extract import build_featureset, extract_features, feature_spec, store_status
 from pipeline.features.featureset import FeatureSet, FeatureSetError
 from pipeline.features.store import FeatureStore
 

@@ -56,9 +56,9 @@ def test_an_unknown_module_or_stage_is_refused():
 
 
 def test_the_train_flow_and_the_run_folder_share_one_training_identity():
-    """They once kept two hand lists: the flow's lacked optim.py, train_state.py and evaluate.py,
-    so after an edit to the optimiser `erc train` refused the folder while the train flow served
-    its cached (stale) checkpoint."""
+    """They once kept two hand lists: the flow's lacked optim.py, the resumable state's module and
+    evaluate.py, so after an edit to the optimiser `erc train` refused the folder while the train
+    flow served its cached (stale) checkpoint."""
     from flows.train import train_model
     from pipeline.training.run_folder import code_digest as run_code
 
@@ -67,7 +67,7 @@ def test_the_train_flow_and_the_run_folder_share_one_training_identity():
     closure = import_closure("pipeline.training.train")
     for rel in (
         "pipeline/training/optim.py",
-        "pipeline/training/train_state.py",
+        "pipeline/training/train.py",  # the loop and its resumable state
         "pipeline/training/evaluate.py",
         "pipeline/training/diagnostics.py",
         "pipeline/features/featureset.py",
@@ -81,7 +81,7 @@ def test_the_train_flow_and_the_run_folder_share_one_training_identity():
     "edited",
     [
         "pipeline/training/optim.py",
-        "pipeline/training/train_state.py",
+        "pipeline/training/train.py",
         "model/ada2i.py",
         "model/objective.py",
     ],

@@ -139,8 +139,7 @@ def _visual_weights(p: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from pipeline.features.extract import extract_features, extract_featureset
-    from pipeline.features.extract_plan import load_extractors
+    from pipeline.features.extract import extract_features, extract_featureset, load_extractors
 
     if args.no_index and args.featureset:
         raise SystemExit(
@@ -187,13 +186,13 @@ def _own_weights_extractors(args: argparse.Namespace):
     it has read the manifest, so a bad manifest fails before any model loads)."""
     if not args.visual_weights:
         return None
-    from pipeline.features.extract_plan import load_extractors
+    from pipeline.features.extract import load_extractors
 
     return load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.features.extract_plan import manifest_tasks
+    from pipeline.features.extract import manifest_tasks
     from pipeline.features.store import FeatureStore
 
     with FeatureStore(args.store, create=False) as store:
@@ -222,7 +221,7 @@ def _gc(args: argparse.Namespace) -> int:
     with FeatureStore(args.store, create=False) as store:
         keep = None
         if args.manifest:
-            from pipeline.features.extract_plan import referenced_keys
+            from pipeline.features.extract import referenced_keys
 
             exs = _own_weights_extractors(args)
             keep = referenced_keys(

@@ -113,8 +113,9 @@ def parse_subsets(text: str) -> list[str]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """KEY=VALUE strings -> settings typed and checked against the config fields
-    (pipeline.training.settings): `use_afw=False` is False, `epochs=abc` an error naming key and value."""
-    from pipeline.training.settings import coerce_settings
+    (pipeline.training.train_config): `use_afw=False` is False, `epochs=abc` an error naming key
+    and value."""
+    from pipeline.training.train_config import coerce_settings
 
     out = {}
     for item in items:

@@ -4,8 +4,8 @@ In: a dataset folder (IEMOCAP, MELD, CMU-MOSEI, ../shared, a generic layout) or 
 demo; video/audio files. Out: a manifest (one row per utterance: ids, speaker, times, text,
 label, split, media paths) and, per requested segment, 16 kHz mono audio and sampled RGB frames.
 
-Contracts owned: the manifest schema and its errors (manifest.py, `ManifestError`), label sets
-(labels.py), the adapters' `load_dataset(name, root)` (adapters/), the streaming decoder
+Contracts owned: the manifest schema, its label sets and its errors (manifest.py,
+`ManifestError`), the adapters' `load_dataset(name, root)` (adapters/), the streaming decoder
 `iter_segments` / `probe` (media.py) and the media sanity report (check_media.py).
 """
 

@@ -6,7 +6,7 @@ FeatureSets imported from published pickles (importers/) and exported to them (e
 
 Contracts owned: the FeatureSet format (featureset.py, `FeatureSetError`), the feature store's
 entry format, index and claims (store.py, store_layout.py), the
-extraction plan and failures report (extract_plan.py, extract_runner.py, extract.py), and the
-FeatureSet assembled from a plan (assemble.py). One pass: a manifest is planned once
-(`extract.plan_extraction`: rows, extractors, keys), run, and assembled from the same plan.
+extraction plan, its run and failures report, and the FeatureSet assembled from the plan
+(extract.py, with its thread-pool Runner in extract_runner.py). One pass: a manifest is planned
+once (`extract.plan_extraction`: rows, extractors, keys), run, and assembled from the same plan.
 """

@@ -1,4 +1,13 @@
-"""Manifest -> features in the store (+ failures report) -> FeatureSet directory.
+"""Extraction: manifest -> plan -> run (features into the store, failures report) -> assemble.
+
+The module follows that order, in three sections:
+    plan      which (utterance, extractor) pairs exist, their store keys, and failures (shared by
+              extraction, `status`, `gc` and FeatureSet building, so that all four agree on keys)
+    run       compute every entry the store lacks; batches go to the extractors on a small thread
+              pool (the Runner: pipeline/features/extract_runner.py)
+    assemble  a planned manifest + the store -> a FeatureSet (in memory; the caller saves it)
+and then the path-based entry points the CLI and the flows call (extract_features,
+extract_featureset, build_featureset).
 
 extract_features() runs these named steps:
     1. read the manifest, build (or take) the extractors
@@ -17,36 +26,325 @@ keeps the store's index adds them with FeatureStore.ingest (docs/architecture.md
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from extractors.base import Extractor
+from extractors.presets import ExtractorPreset, build_extractors
+from model.config import MODALITY_ORDER, parse_modalities
 from pipeline.dataset import media
-from pipeline.dataset.manifest import from_frame, read_manifest
-from pipeline.features.assemble import assemble_featureset, feature_spec  # noqa: F401 (public here)
-from pipeline.features.extract_plan import (
-    ExtractionError,
-    Failure,
-    Task,
-    check_fps,
-    load_extractors,
-    plan_tasks,
-    write_failures,
+from pipeline.dataset.manifest import (
+    GENERATED_COLUMN,
+    declared_set,
+    from_frame,
+    label_order,
+    media_file_problem,
+    read_manifest,
+    validate_rows,
 )
-from pipeline.features.extract_runner import Runner, prefetch
-from pipeline.features.featureset import FeatureSet
-from pipeline.features.store import FeatureStore, UnindexedWriter
+from pipeline.features.extract_runner import ExtractionError, Failure, Runner, Task, prefetch
+from pipeline.features.featureset import GENERATED_KEY, FeatureSet, from_arrays
+from pipeline.features.store import FeatureStore, UnindexedWriter, make_key, text_hash
+from pipeline.files import atomic_write_text
 from pipeline.progress_bar import progress_bar
 
 log = logging.getLogger(__name__)
+
+
+# ---- plan: which (utterance, extractor) pairs exist, their store keys, and failures -------------
+#
+# A task's input is:
+#     text   -> the transcript (its UTF-8 bytes are hashed)          segment None, fps None
+#               (an utterance with no words, empty or whitespace text, has no text task: its text
+#               modality is absent, like a face not found; not a failure, so strict runs go on;
+#               no_words() lists them for reports)
+#     audio  -> audio_path, else the audio track of video_path        segment (start, end), fps None
+#     visual -> video_path                                            segment (start, end), fps
+# An end_s of NaN means "until the end of the media" and is keyed as such (end None). A row whose
+# segment cannot be cut (missing, negative or non-finite start, inf end, zero-length, inverted) is a
+# failure of its audio/visual tasks; a media path that is missing or not a regular file (/dev/zero,
+# a FIFO: hashing it would never end) fails that row's media tasks. Neither stops the other rows.
+# Task, Failure and ExtractionError live with the Runner (pipeline/features/extract_runner.py).
+
+FAILURE_FIELDS = ("utterance_id", "modality", "extractor", "file", "reason")
+
+# validate_rows reasons -> the modalities they make impossible. A bad segment does not stop the
+# text; bad text does not stop the media; a speaker problem is reported but stops no feature.
+_SEGMENT_REASONS = ("missing start", "non-finite", "negative start", "zero-length", "inverted")
+
+
+MAX_FPS = 120.0  # above any conversation video's frame rate
+
+
+def check_fps(fps) -> float:
+    """The visual frame rate as a float; ValueError unless it is finite, > 0 and <= MAX_FPS."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"fps must be a number > 0, got {fps!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"fps must be a finite number > 0 (frames per second), got {fps!r}")
+    if value > MAX_FPS:
+        # Frames are sampled per utterance and held until it is done; media.iter_segments also
+        # caps the rate at each video's own frame rate.
+        raise ValueError(f"fps must be at most {MAX_FPS:g} frames per second, got {fps!r}")
+    return value
+
+
+_BUILT: dict[tuple, dict[str, Sequence[Extractor]]] = {}
+_BUILT_LOCK = threading.Lock()
+
+
+def load_extractors(
+    preset: ExtractorPreset,
+    modalities: str,
+    device: str = "cpu",
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+    visual_weights: str | None = None,
+) -> dict[str, list[Extractor]]:
+    """The extractors for each requested modality: the given ones, else built from the preset
+    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor).
+
+    Built extractors are kept for the process (one per preset, modalities, device, weights), so
+    extracting and then assembling a FeatureSet, or several shards in one process, load each
+    model once; the runner's per-extractor locks are per object, so sharing them is safe."""
+    modalities = parse_modalities(modalities)
+    if extractors is None:
+        key = (preset, modalities, device, visual_weights)
+        with _BUILT_LOCK:  # one build per key, even when shard tasks start together
+            if key not in _BUILT:
+                _BUILT[key] = build_extractors(
+                    preset, modalities, device, visual_weights=visual_weights
+                )
+        extractors = _BUILT[key]
+    missing = [m for m in modalities if not extractors.get(m)]
+    if missing:
+        raise ValueError(f"preset {preset!r} has no extractor for modalities {missing}")
+    return {m: list(extractors[m]) for m in modalities}
+
+
+def _reason_modalities(reason: str, modalities: str) -> str | None:
+    """The modalities a validate_rows reason blocks; "" = a row-level problem; None = irrelevant."""
+    if reason.startswith(_SEGMENT_REASONS):
+        return "".join(m for m in modalities if m in "av") or None
+    if reason.startswith("undecodable text"):
+        return "t" if "t" in modalities else None
+    return ""  # speaker problems; media paths are checked per modality in plan_tasks
+
+
+def plan_tasks(
+    df: pd.DataFrame,
+    extractors: dict[str, Sequence[Extractor]],
+    store: FeatureStore,
+    fps: float,
+    speakers: Collection[str] | None = None,
+) -> tuple[list[Task], list[Failure]]:
+    """Every (utterance, extractor) task with its key, and a Failure for each impossible one."""
+    modalities = "".join(m for m in MODALITY_ORDER if extractors.get(m))
+    fps = check_fps(fps)
+    failures: list[Failure] = []
+    blocked: set[tuple[str, str]] = set()  # (utterance_id, modality)
+    rows = validate_rows(df, require_media=False, check_files=False)
+    if speakers is None:  # a missing speaker only matters against a known speaker list
+        rows = [(u, r) for u, r in rows if not r.startswith("unknown speaker")]
+    else:
+        known = set(speakers)
+        rows += [
+            (u, f"unknown speaker {s!r}")
+            for u, s in zip(df["utterance_id"], df["speaker"], strict=True)
+            if s and s not in known
+        ]
+    for utt, reason in rows:
+        mods = _reason_modalities(reason, modalities)
+        if mods is None:
+            continue
+        if not mods:
+            failures.append(Failure(utt, "", "", "", reason))
+        for m in mods:
+            blocked.add((utt, m))
+            for ex in extractors[m]:
+                failures.append(Failure(utt, m, ex.spec.name, "", reason))
+
+    tasks: list[Task] = []
+    file_hashes: dict[str, str | Exception] = {}
+    for i, row in enumerate(df.itertuples(index=False)):
+        utt = row.utterance_id
+        end = None if math.isnan(row.end_s) else float(row.end_s)
+        for m in modalities:
+            if (utt, m) in blocked:
+                continue
+            specs = [ex.spec for ex in extractors[m]]
+            if m == "t":
+                if not has_words(row.text):
+                    continue  # no words: text absent (masked), not a feature of ""
+                try:
+                    ihash = text_hash(row.text)
+                except UnicodeEncodeError:
+                    failures += [
+                        Failure(utt, m, s.name, "", "undecodable text encoding") for s in specs
+                    ]
+                    continue
+                source, segment, task_fps = "", None, None
+            else:
+                source = (row.audio_path or row.video_path) if m == "a" else row.video_path
+                if not source:
+                    what = "no audio or video path" if m == "a" else "no video path"
+                    failures += [Failure(utt, m, s.name, "", what) for s in specs]
+                    continue
+                if source not in file_hashes:
+                    file_hashes[source] = _hash_media(store, source)
+                ihash = file_hashes[source]
+                if isinstance(ihash, Failure):
+                    failures += [Failure(utt, m, s.name, source, ihash.reason) for s in specs]
+                    continue
+                segment = (float(row.start_s), end)
+                task_fps = fps if m == "v" else None  # audio does not depend on the frame rate
+            for ex in extractors[m]:
+                key = make_key(ihash, segment, task_fps, ex.spec.config_hash())
+                tasks.append(Task(i, utt, m, ex, key, ihash, source, segment, task_fps))
+    return tasks, failures
+
+
+def has_words(text: str) -> bool:
+    """False for empty or whitespace-only text: an utterance nobody transcribed (a laugh, a VAD
+    region the recogniser found no word in) has no text modality rather than the vector of ""."""
+    return bool(str(text).strip())
+
+
+def no_words(df: pd.DataFrame) -> list[str]:
+    """Utterance ids whose text modality is absent because they have no words."""
+    return [u for u, t in zip(df["utterance_id"], df["text"], strict=True) if not has_words(t)]
+
+
+def _hash_media(store: FeatureStore, source: str) -> str | Failure:
+    """The file's content hash, or a Failure (reason only) when it is not a readable regular file;
+    checked first because hashing a device or a FIFO reads forever (or blocks)."""
+    why = media_file_problem(source)
+    if why:
+        return Failure("", "", "", source, why)
+    try:
+        return store.file_hash(source)
+    except OSError as exc:
+        return Failure("", "", "", source, f"cannot read media file ({exc})")
+
+
+def write_failures(failures: Sequence[Failure], out_dir: Path) -> Path:
+    """failures.csv + failures.json (same rows) in out_dir, atomically; returns the CSV path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(f) for f in failures]
+    csv_path = out_dir / "failures.csv"
+    table = io.StringIO(newline="")  # csv writes "\r\n" line ends itself
+    w = csv.DictWriter(table, fieldnames=FAILURE_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(csv_path, table.getvalue())
+    atomic_write_text(out_dir / "failures.json", json.dumps(rows, indent=1))
+    return csv_path
+
+
+def manifest_tasks(
+    manifest_path: str | Path,
+    store: FeatureStore,
+    preset: str,
+    modalities: str,
+    fps: float,
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+    device: str = "cpu",
+) -> tuple[list[Task], list[Failure]]:
+    """plan_tasks for a manifest file and a preset (or already built extractors)."""
+    df = read_manifest(manifest_path)
+    return plan_tasks(df, load_extractors(preset, modalities, device, extractors), store, fps)
+
+
+def store_status(
+    manifest_path: str | Path,
+    store_root: str | Path,
+    preset: str = "offline",
+    modalities: str = "tav",
+    fps: float = 2.0,
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+) -> dict[str, dict[str, int]]:
+    """{extractor name: {cached, missing, stale, invalid}} for a manifest against a store."""
+    with FeatureStore(store_root, create=False) as store:
+        tasks, failures = manifest_tasks(manifest_path, store, preset, modalities, fps, extractors)
+        wanted = [(t.utterance_id, t.name, t.key) for t in tasks]
+        wanted += [(f.utterance_id, f.extractor, None) for f in failures if f.extractor]
+        return {name: c.to_dict() for name, c in store.status(wanted).items()}
+
+
+def referenced_keys(
+    manifest_paths: Sequence[str | Path],
+    store: FeatureStore,
+    preset: str,
+    modalities: str,
+    fps: float,
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+) -> set[str]:
+    """Every key some manifest still needs: what gc keeps."""
+    exs = load_extractors(preset, modalities, "cpu", extractors)  # built once for all manifests
+    keys: set[str] = set()
+    for path in manifest_paths:
+        keys.update(t.key for t in manifest_tasks(path, store, preset, modalities, fps, exs)[0])
+    return keys
+
+
+@dataclass
+class ExtractionPlan:
+    """One manifest planned once: its rows, the extractors, every (utterance, extractor) task with
+    its store key, and the rows that cannot be extracted. Running the plan and assembling the
+    FeatureSet both read it, so the manifest is read, the extractors built and the keys made
+    (media hashed) once per stage."""
+
+    rows: pd.DataFrame  # the normalized manifest (pipeline/dataset/manifest.py)
+    source: str  # where the rows came from: a manifest path, or a label (messages, provenance)
+    preset: str
+    extractors: dict[str, Sequence[Extractor]]
+    fps: float
+    tasks: list[Task]
+    failures: list[Failure]  # rows that cannot be extracted (bad segment, missing file, ...)
+
+
+def manifest_rows(manifest: str | Path | pd.DataFrame, source: str | None = None):
+    """A manifest file or an in-memory frame -> (normalized rows, source label)."""
+    if isinstance(manifest, pd.DataFrame):
+        source = source or "<manifest frame>"
+        return from_frame(manifest, source), source
+    return read_manifest(manifest), source or str(Path(manifest).resolve())
+
+
+def plan_extraction(
+    rows: pd.DataFrame,
+    store: FeatureStore | UnindexedWriter,
+    source: str,
+    preset: str = "offline",
+    modalities: str = "tav",
+    fps: float = 2.0,
+    device: str = "cpu",
+    extractors: dict[str, Sequence[Extractor]] | None = None,
+    speakers: Collection[str] | None = None,
+) -> ExtractionPlan:
+    """Build (or take) the extractors and plan every task of normalized manifest rows."""
+    fps = check_fps(fps)
+    exs = load_extractors(preset, modalities, device, extractors)
+    tasks, failures = plan_tasks(rows, exs, store, fps, speakers)
+    return ExtractionPlan(rows, source, preset, exs, fps, tasks, failures)
+
+
+# ---- run: compute every entry the store lacks, then write the failures report -------------------
 
 
 @dataclass
@@ -131,48 +429,6 @@ def _decode_file(run: Runner, path: str, segments: dict, fps: float) -> None:
                     run.fail(t, reason)
 
 
-@dataclass
-class ExtractionPlan:
-    """One manifest planned once: its rows, the extractors, every (utterance, extractor) task with
-    its store key, and the rows that cannot be extracted. Running the plan and assembling the
-    FeatureSet both read it, so the manifest is read, the extractors built and the keys made
-    (media hashed) once per stage."""
-
-    rows: pd.DataFrame  # the normalized manifest (pipeline/dataset/manifest.py)
-    source: str  # where the rows came from: a manifest path, or a label (messages, provenance)
-    preset: str
-    extractors: dict[str, Sequence[Extractor]]
-    fps: float
-    tasks: list[Task]
-    failures: list[Failure]  # rows that cannot be extracted (bad segment, missing file, ...)
-
-
-def manifest_rows(manifest: str | Path | pd.DataFrame, source: str | None = None):
-    """A manifest file or an in-memory frame -> (normalized rows, source label)."""
-    if isinstance(manifest, pd.DataFrame):
-        source = source or "<manifest frame>"
-        return from_frame(manifest, source), source
-    return read_manifest(manifest), source or str(Path(manifest).resolve())
-
-
-def plan_extraction(
-    rows: pd.DataFrame,
-    store: FeatureStore | UnindexedWriter,
-    source: str,
-    preset: str = "offline",
-    modalities: str = "tav",
-    fps: float = 2.0,
-    device: str = "cpu",
-    extractors: dict[str, Sequence[Extractor]] | None = None,
-    speakers: Collection[str] | None = None,
-) -> ExtractionPlan:
-    """Build (or take) the extractors and plan every task of normalized manifest rows."""
-    fps = check_fps(fps)
-    exs = load_extractors(preset, modalities, device, extractors)
-    tasks, failures = plan_tasks(rows, exs, store, fps, speakers)
-    return ExtractionPlan(rows, source, preset, exs, fps, tasks, failures)
-
-
 def run_extraction(
     plan: ExtractionPlan,
     store: FeatureStore | UnindexedWriter,
@@ -233,6 +489,116 @@ def run_extraction(
     return summary
 
 
+# ---- assemble: a planned manifest + the store -> a FeatureSet -----------------------------------
+#
+# In memory; the caller saves it if wanted. A modality's extractors are concatenated in preset
+# order: feat.<m> [N, sum of dims]. An utterance lacks a modality (zeros, present.<m> = 0) when any
+# of its extractors failed, returned None or was never extracted. Labels: ids index ``label_names``
+# (default: the manifest's declared label set in its canonical order, else its non-empty labels
+# sorted alphabetically: pipeline/dataset/manifest.py); "" -> -1. Dialogues and utterances in
+# manifest order.
+
+
+def feature_spec(extractors: dict[str, Sequence[Extractor]], fps: float) -> dict[str, dict]:
+    """Per modality: what its columns came from, so checkpoints can refuse mismatched features.
+
+    {m: {extractor: "a+b", version: "1+2", dim: D_m, config_hash, extractors: [spec + hash], fps?}}
+    """
+    out = {}
+    for m, exs in extractors.items():
+        parts = [{**ex.spec.to_dict(), "config_hash": ex.spec.config_hash()} for ex in exs]
+        out[m] = {
+            "extractor": "+".join(p["name"] for p in parts),
+            "version": "+".join(p["version"] for p in parts),
+            "dim": sum(p["dim"] for p in parts),
+            "config_hash": "+".join(p["config_hash"] for p in parts),
+            "weights": "+".join(p["weights"] for p in parts),
+            "extractors": parts,
+            **({"fps": fps} if m == "v" else {}),
+        }
+    return out
+
+
+def assemble_featureset(
+    plan: ExtractionPlan, store, label_names: Sequence[str] | None = None
+) -> FeatureSet:
+    """Every planned entry read from ``store`` (a FeatureStore or UnindexedWriter) -> FeatureSet."""
+    df, exs, n = plan.rows, plan.extractors, len(plan.rows)
+    by_pair = {(t.row, t.name): t.key for t in plan.tasks}
+    feats, present = {}, {}
+    for m, mexs in exs.items():
+        dims = [ex.spec.dim for ex in mexs]
+        x = np.zeros((n, sum(dims)), np.float32)  # [N, D_m]
+        ok = np.ones(n, bool)  # [N]
+        offset = 0
+        for ex, dim in zip(mexs, dims, strict=True):
+            for i in range(n):
+                key = by_pair.get((i, ex.spec.name))
+                vec = _get_or_none(store, key) if ok[i] and key else None
+                if vec is None:
+                    ok[i] = False
+                else:
+                    x[i, offset : offset + dim] = vec
+            offset += dim
+        x[~ok] = 0.0  # a partial row (one extractor of several) is not a feature
+        feats[m], present[m] = x, ok
+        if not ok.all():
+            log.warning("modality %s: %d of %d utterances have no features", m, (~ok).sum(), n)
+    labels_col = df["label"].tolist()
+    label_set = declared_set(df, plan.source)
+    names = list(label_names) if label_names else label_order(labels_col, label_set)
+    for i, lab in enumerate(labels_col):
+        if lab and lab not in names:
+            raise ValueError(
+                f"{plan.source}: row {i} (utterance {df['utterance_id'].iat[i]!r}): label "
+                f"{lab!r} is not in label_names {names}"
+            )
+    labels = np.array([names.index(lab) if lab else -1 for lab in labels_col], np.int64)  # [N]
+    dialogues = []  # manifest rows keep a dialogue's rows contiguous, so rows stay aligned
+    for did, rows in df.groupby("dialogue_id", sort=False):
+        dialogues.append(
+            {
+                "id": str(did),
+                "split": rows["split"].iat[0],
+                "utterance_ids": rows["utterance_id"].tolist(),
+                "speakers": rows["speaker"].tolist(),
+                "start_s": [float(v) for v in rows["start_s"]],
+                "end_s": [None if np.isnan(v) else float(v) for v in rows["end_s"]],
+                "texts": rows["text"].tolist(),
+            }
+        )
+    generated = sorted({str(v) for v in df.get(GENERATED_COLUMN, []) if isinstance(v, str) and v})
+    source = json.dumps(
+        {
+            "manifest": plan.source,
+            "store": str(Path(store.root).resolve()),
+            "preset": plan.preset,
+            "modalities": "".join(exs),
+            "fps": plan.fps,
+            **({GENERATED_KEY: "+".join(generated)} if generated else {}),
+        }
+    )
+    return from_arrays(
+        dialogues,
+        feats,
+        labels,
+        names,
+        present=present,
+        feature_spec=feature_spec(exs, plan.fps),
+        source=source,
+    )
+
+
+def _get_or_none(store, key: str) -> np.ndarray | None:
+    try:
+        return store.get(key)
+    except KeyError:
+        return None
+
+
+# ---- the whole pass: the path-based entry points the CLI and the flows call ---------------------
+
+
 def extract_features(
     manifest_path: str | Path,
     store_root: str | Path,
@@ -255,7 +621,8 @@ def extract_features(
     ``strict`` raises ExtractionError at the first one. ``speakers``: if given, any other speaker is
     a failure. ``extractors``: already built {modality: [Extractor]} (reuse models across calls).
     ``workers``: extractor threads (default: the CPUs this process may use); with more than one,
-    torch runs one intra-op thread per worker during the call (pipeline/features/extract_runner.py: why).
+    torch runs one intra-op thread per worker during the call (pipeline/features/extract_runner.py:
+    why).
     ``on_progress``: called with {"done", "total", "failed"} entries as batches are stored.
     ``index``: False = never open the store's index.sqlite (a writer on another host: entries are
     looked up and written as files, no claims); index them afterwards with FeatureStore.ingest.
@@ -318,7 +685,7 @@ def build_featureset(
     device: str = "cpu",
 ) -> Path:
     """Read a manifest's features from the store and write a FeatureSet directory (the path-based
-    form the flows cache on; pipeline/features/assemble.py says how rows and labels are laid out).
+    form the flows cache on; the assemble section above says how rows and labels are laid out).
     ``fps`` must be the frame rate the visual features were extracted at (it is part of their key).
     """
     fps = check_fps(fps)

@@ -18,6 +18,10 @@ keys another live extraction has claimed, or has stored since planning, are left
 the runner waits for them to appear. Both processes still decode every segment (decoding is a few
 per cent of the cost); only the extractor calls are shared out. A key whose claimant stops without
 storing it is reported as a failure that a rerun computes (its claim is then taken over).
+
+The work comes as Tasks (one (utterance, extractor) pair with its store key) planned by
+pipeline/features/extract.py; what produced no entry is a Failure, and under strict the first one
+raises ExtractionError. Those three types are declared here, so that the plan can import the Runner.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from extractors.base import Extractor
-from pipeline.features.extract_plan import ExtractionError, Failure, Task
 from pipeline.features.store import Entry, FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -47,13 +51,58 @@ PREFETCH = 4  # decoded segments buffered ahead of the extractors
 CLAIM_POLL_S = 0.5  # how often the end of a run checks for entries another extraction computes
 
 
+# ---- what a runner runs and what it reports -----------------------------------------------------
+# The plan (pipeline/features/extract.py) makes the Tasks and the Failures of rows that cannot be
+# extracted; the Runner computes the Tasks and records a Failure for each that produced no entry.
+# They are declared here, below extract.py, which imports the Runner.
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One utterance x extractor that produced no entry (or a row-level problem: extractor "")."""
+
+    utterance_id: str
+    modality: str  # t | a | v | "" (whole row)
+    extractor: str
+    file: str
+    reason: str
+
+    def message(self) -> str:
+        where = f" (modality {self.modality}, extractor {self.extractor})" if self.extractor else ""
+        file = f" in {self.file}" if self.file else ""
+        return f"utterance {self.utterance_id!r}{where}{file}: {self.reason}"
+
+
+@dataclass
+class Task:
+    """One (utterance, extractor) pair to look up or compute."""
+
+    row: int  # position in the manifest
+    utterance_id: str
+    modality: str  # t | a | v
+    extractor: Extractor
+    key: str
+    input_hash: str
+    source: str  # media file, "" for text
+    segment: tuple[float, float | None] | None  # seconds; None for text
+    fps: float | None
+
+    @property
+    def name(self) -> str:
+        return self.extractor.spec.name
+
+
+class ExtractionError(ValueError):
+    """A failure under strict=True (a ValueError so the CLI prints it as one line)."""
+
+
 _LOCKS: dict[int, threading.Lock] = {}  # id(extractor) -> its lock, shared by every Runner
 _LOCKS_LOCK = threading.Lock()
 
 
 def extractor_lock(ex: Extractor) -> threading.Lock:
     """The lock that serialises calls into one extractor object that is not re-entrant, across
-    every Runner of the process (built extractors are shared: extract_plan.load_extractors)."""
+    every Runner of the process (built extractors are shared: extract.load_extractors)."""
     with _LOCKS_LOCK:
         return _LOCKS.setdefault(id(ex), threading.Lock())
 

@@ -68,9 +68,7 @@ import torch
 from extractors.base import Extractor
 from pipeline.dataset import media
 from pipeline.dataset.manifest import read_manifest, segment_problem, write_manifest
-from pipeline.features.assemble import feature_spec
-from pipeline.features.extract import extract_featureset
-from pipeline.features.extract_plan import no_words
+from pipeline.features.extract import extract_featureset, feature_spec, no_words
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import default_store
 from pipeline.inference.asr import BEAM_SIZE, DEFAULT_ASR_MODEL, Asr, asr_enabled, load_asr

@@ -21,7 +21,7 @@ The per-video figure has three panels on one time axis:
        its centre (utterances are separate decisions, so nothing joins them)
     3. per-modality share of support for the predicted class (stacked, one bar per utterance); a
        modality the utterance lacks is marked with an x above its bar and "missing" in the table
-Legends sit outside the panels; emotions are shown by name (pipeline.dataset.labels.emotion_name).
+Legends sit outside the panels; emotions are shown by name (pipeline.dataset.manifest.emotion_name).
 `table` is the predictions frame of pipeline.inference.predict (columns start_s, end_s, speaker, text,
 predicted, p_<label>, support_<m>, segment_source).
 """
@@ -39,7 +39,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from model.config import MODALITY_NAMES
-from pipeline.dataset.labels import emotion_name
+from pipeline.dataset.manifest import emotion_name
 from pipeline.files import atomic_write_text
 
 MODALITY_COLORS = {"t": "#4c72b0", "a": "#dd8452", "v": "#55a868"}

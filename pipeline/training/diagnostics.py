@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import MODALITY_NAMES
-from pipeline.dataset.labels import emotion_name
+from pipeline.dataset.manifest import emotion_name
 
 COLOURS = {"t": "tab:blue", "a": "tab:orange", "v": "tab:green"}
 CHECKPOINT_STYLE = dict(color="black", ls=":", lw=1.2)

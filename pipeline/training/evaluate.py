@@ -258,7 +258,7 @@ def plot_confusion(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.dataset.labels import emotion_name
+    from pipeline.dataset.manifest import emotion_name
 
     names = [emotion_name(c) for c in label_names]
     fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(names), 1.2 + 0.7 * len(names)))

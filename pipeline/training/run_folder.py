@@ -37,12 +37,14 @@ from model.config import Ada2IConfig
 from pipeline.code_identity import STAGE_MODULES, stage_identity
 from pipeline.features.featureset import FeatureSet, describe_source, generated_by
 from pipeline.files import atomic_write
-from pipeline.training.train_state import STATE_JSON
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
+# The resume state beside the model in last/ (written and read by pipeline/training/train.py).
+STATE_TENSORS = "trainer.safetensors"
+STATE_JSON = "trainer.json"
 TRASH = ".discarded"  # outputs being discarded; removed at the next start
 # What one training writes, in the order a start-over discards it: first the marker of a finished
 # run (test/), the resume point (last/) before the checkpoint it belongs with (best/), config.json

@@ -5,10 +5,21 @@ on dev weighted F1, best checkpoint, per-epoch imbalance diagnostics, resume fro
     train_epoch(...) -> epoch statistics                 loss, per-modality s_m, rho_m, k_m, noise
     modulated_step(model, optimizer, scaler, k, ...)     eq. 18 update, eq. 19 noise
     train_from_featureset(featureset_dir, out_dir, ...)  the entry point of flows and the CLI
+    save_train_state / load_train_state                  the resumable state in last/ (below)
 
 train() reads as a sequence of named steps: prepare -> (train_epoch -> validate -> save)* -> test.
-The process it runs in (device, seeding, glibc heap trimming) is set up here too; resumable state
-is pipeline/training/train_state.py, settings pipeline/training/train_config.py.
+The process it runs in (device, seeding, glibc heap trimming) is set up here too; settings are
+pipeline/training/train_config.py.
+
+Resumable trainer state (save_train_state / load_train_state), without pickle: tensors in
+safetensors, everything else in JSON. `last/` under a run directory holds the model (a normal
+checkpoint) plus trainer.safetensors (optimizer moments, torch RNG) and trainer.json (epoch,
+history, early-stopping state, scheduler, numpy/python RNG, and the sha256 of
+trainer.safetensors). Written after every epoch, each file atomically, the JSON last: a run killed
+mid-write resumes from the previous complete epoch. On resume every file is verified (hashes,
+finite weights); a damaged one stops the run with a message naming it, never a resume from
+damaged state. The two file names are part of the run folder's layout
+(pipeline/training/run_folder.py).
 """
 
 from __future__ import annotations
@@ -37,14 +48,19 @@ from model.objective import (
     unimodal_loss_totals,
     unimodal_score_totals,
 )
-from pipeline.features.featureset import FeatureSet
-from pipeline.features.presence import check_presence
+from pipeline.features.featureset import FeatureSet, check_presence
+from pipeline.files import atomic_write
 from pipeline.progress_bar import progress_bar
 from pipeline.training import run_folder
 from pipeline.training.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
     load_checkpoint,
+    load_verified,
     read_checkpoint_meta,
     save_checkpoint,
+    save_tensors,
+    verify_meta,
     write_model_card,
 )
 from pipeline.training.data import (
@@ -57,8 +73,8 @@ from pipeline.training.data import (
 from pipeline.training.diagnostics import plot_training
 from pipeline.training.evaluate import compute_metrics, predict, selection_metrics, write_report
 from pipeline.training.optim import Adam, CosineAnnealingLR, ReduceLROnPlateau
+from pipeline.training.run_folder import STATE_JSON, STATE_TENSORS
 from pipeline.training.train_config import TrainConfig, configs_for
-from pipeline.training.train_state import load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +102,9 @@ def train(
     """Train into run_dir, one training at a time (a lock in the folder). resume=True continues
     the folder's last epoch only when settings and features match (pipeline.training.run_folder);
     resume=False discards its old training first. A feature set whose presence masks predict the
-    label (pipeline.features.presence) is refused unless cfg.allow_presence_leak. on_progress
-    gets one dict per epoch (epoch, epochs, loss, dev_wf1, best_wf1, best_epoch)."""
+    label (presence_leaks, pipeline.features.featureset) is refused unless
+    cfg.allow_presence_leak. on_progress gets one dict per epoch (epoch, epochs, loss, dev_wf1,
+    best_wf1, best_epoch)."""
     fs.select_modalities(model_cfg.modalities)  # FeatureSetError naming the file and what it has
     if not cfg.allow_presence_leak:  # before anything is written to run_dir
         hint = "to study the leak anyway, not for results: --set allow_presence_leak=true"
@@ -467,6 +484,112 @@ def _step_scheduler(scheduler, cfg: TrainConfig, dev_loss: float) -> None:
 
 def _brief(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1") if k in metrics}
+
+
+# ---- resumable state: last/ without pickle (module docstring) -----------------------------------
+
+
+def save_train_state(
+    directory: Path,
+    model: Ada2I,
+    optimizer: Adam,
+    scheduler: Any,
+    progress: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(directory, model, **meta)
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    # Dropout on a GPU draws from the CUDA generator, not the CPU one: without its state a
+    # resumed CUDA run would diverge from an uninterrupted one (bench/gpu_check.py checks it).
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, slots in opt["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    body = {
+        "tensors_sha256": save_tensors(directory / STATE_TENSORS, tensors),
+        "progress": progress,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": {"numpy": _numpy_state(), "python": _python_state()},
+    }
+    atomic_write(directory / STATE_JSON, lambda p: Path(p).write_text(json.dumps(body)))
+
+
+def load_train_state(
+    directory: Path, model: Ada2I, optimizer: Adam, scheduler: Any
+) -> dict[str, Any] | None:
+    """Restore in place; returns the saved progress dict, or None when there is nothing to resume.
+
+    ValueError naming the file when any part of the saved state is damaged.
+    """
+    if not (directory / STATE_JSON).is_file():
+        return None
+    hint = f"cannot resume from {directory}: delete it (or train with --no-resume) to start over"
+    try:
+        body = _read_json(directory / STATE_JSON)
+        meta = _read_json(directory / META_FILE)
+        verify_meta(meta, directory / META_FILE)
+        weights = load_verified(directory / WEIGHTS_FILE, meta.get("weights_sha256"), META_FILE)
+        tensors = load_verified(directory / STATE_TENSORS, body.get("tensors_sha256"), STATE_JSON)
+        model.load_state_dict(weights, strict=True)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise ValueError(f"{exc}; {hint}") from exc
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, slots in body["optimizer"]["scalars"].items():
+        state.setdefault(int(idx), {}).update(slots)
+    optimizer.load_state_dict({"state": state, "param_groups": body["optimizer"]["param_groups"]})
+    if scheduler is not None and body["scheduler"] is not None:
+        scheduler.load_state_dict(body["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [
+        tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors
+    ]
+    # Restored only onto the same number of GPUs; a CPU resume of a CUDA run has none to set.
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    np.random.set_state(_numpy_restore(body["rng"]["numpy"]))
+    random.setstate(_python_restore(body["rng"]["python"]))
+    return body["progress"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: damaged JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: damaged JSON (not an object)")
+    return body
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_restore(s: list[Any]) -> tuple[Any, ...]:
+    return (s[0], np.asarray(s[1], dtype=np.uint32), s[2], s[3], s[4])
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_restore(s: list[Any]) -> tuple[Any, ...]:
+    return (s[0], tuple(s[1]), s[2])
 
 
 # ---- the process: device, seeding, heap ---------------------------------------------------------

@@ -126,7 +126,7 @@ def test_text_packaged_minilm_spec_and_shapes(minilm):
     assert len(spec.weights_hash) == 64
     assert spec.weights_hash == sha256_files(packaged_minilm_path())
     out = minilm(["I am so happy to see you!", "Leave me alone.", "", "   "])
-    # the extractor embeds what it is given; the pipeline gives it no empty text (extract_plan)
+    # the extractor embeds what it is given; the pipeline gives it no empty text (extract.plan_tasks)
     assert_vectors(out, 384, [True] * 4)
     assert minilm([]) == []
 

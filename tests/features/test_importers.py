@@ -14,7 +14,7 @@ import torch
 
 from pipeline.cli import data as cli_data
 from pipeline.dataset.adapters.meld import repair_text
-from pipeline.features.featureset import FeatureSet, split_counts
+from pipeline.features.featureset import FeatureSet, PresenceLeakError, presence_leaks, split_counts
 from pipeline.features.importers.authors_pickle import (
     choose_dev,
     load_authors_pickle,
@@ -29,7 +29,6 @@ from pipeline.features.importers.shared_data import (
     read_meld_table,
 )
 from pipeline.features.importers.synthetic import make_synthetic
-from pipeline.features.presence import PresenceLeakError, presence_leaks
 
 torch.set_num_threads(min(2, torch.get_num_threads()))  # shared 2-core machine
 
@@ -261,7 +260,7 @@ def test_iemocap_shared_counts_labels_and_audio():
 @needs_shared
 def test_shared_pyaudioanalysis_audio_is_refused_because_it_has_no_frustrated_utterance():
     # Its presence mask alone tells "fru" (0% covered) from the rest (92-100%): refused, with the
-    # file, split, modality and classes named (pipeline/features/presence.py).
+    # file, split, modality and classes named (pipeline/features/featureset.py, presence_leaks).
     with pytest.raises(PresenceLeakError) as err:
         load_iemocap_shared(SHARED, modalities="a", audio_source="pyaudioanalysis")
     msg = str(err.value)
@@ -299,7 +298,7 @@ def test_imported_text_is_the_text_extractors_own_output_and_spec(fake_shared_da
     config and weights hash), and its vectors are the extractor's, so checkpoints trained on it
     accept features extracted from new videos."""
     from extractors.text import PACKAGED_MINILM, SentenceTextExtractor
-    from pipeline.features.assemble import feature_spec
+    from pipeline.features.extract import feature_spec
     from pipeline.features.store import FeatureStore
 
     fs = load_iemocap_shared(

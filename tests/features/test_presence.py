@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.features.featureset import PresenceLeakError, check_presence, presence_leaks
 from pipeline.features.importers.synthetic import make_synthetic
-from pipeline.features.presence import PresenceLeakError, check_presence, presence_leaks
 from pipeline.training.train import configs_for, train
 
 LABELS = ["neu", "hap", "sad", "ang"]

@@ -26,8 +26,7 @@ import pytest
 
 from pipeline.cli import main as cli_main
 from pipeline.dataset.manifest import write_manifest
-from pipeline.features.extract import build_featureset, extract_features
-from pipeline.features.extract_plan import manifest_tasks
+from pipeline.features.extract import build_featureset, extract_features, manifest_tasks
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
 from pipeline.features.store_layout import ENTRY_FORMAT, StoreWriteError
@@ -38,7 +37,7 @@ N_UTT = 6
 
 @pytest.fixture(scope="module")
 def extractors():
-    from pipeline.features.extract_plan import load_extractors
+    from pipeline.features.extract import load_extractors
 
     return load_extractors("offline", "ta")
 

@@ -406,7 +406,7 @@ def test_a_checkpoint_on_imported_text_predicts_new_videos(
     """Transcripts imported from a dataset (the text extractor's own vectors and spec) train a
     model whose text extractor prediction rebuilds from the checkpoint alone: new videos get
     predictions instead of a refusal."""
-    from pipeline.dataset.labels import IEMOCAP
+    from pipeline.dataset.manifest import IEMOCAP
     from pipeline.features.importers.shared_data import import_dataset
 
     fs_dir = import_dataset(
@@ -455,7 +455,7 @@ def test_a_local_text_model_folder_is_rebuilt_from_the_checkpoint_spec(tmp_path)
     """Text imported with --text-model FOLDER names that folder: prediction rebuilds it (no
     preset has it) when the folder is there, and refuses clearly when it is not."""
     from extractors.text import SentenceTextExtractor, packaged_minilm_path
-    from pipeline.features.assemble import feature_spec
+    from pipeline.features.extract import feature_spec
     from pipeline.inference.predict import resolve_extractors
 
     folder = tmp_path / "my-encoder"

@@ -22,8 +22,8 @@ from pipeline.training.data import (
     micro_batches,
     sub_dialogue,
 )
-from pipeline.training.settings import SettingsError, coerce_settings
 from pipeline.training.train import configs_for, train
+from pipeline.training.train_config import SettingsError, coerce_settings
 
 LABELS = ["neu", "hap", "sad", "ang"]
 

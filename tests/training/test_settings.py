@@ -8,8 +8,8 @@ from flows.params import check_seeds, check_training
 from model.config import Ada2IConfig
 from pipeline.cli import main as cli_main
 from pipeline.cli.train import parse_overrides
-from pipeline.training.settings import SettingsError, coerce_settings
 from pipeline.training.train import TrainConfig, configs_for
+from pipeline.training.train_config import SettingsError, coerce_settings
 
 
 def test_configs_refuse_values_outside_their_declared_ranges():

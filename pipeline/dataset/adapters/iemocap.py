@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.dataset.labels import IEMOCAP, LABEL_SET_COLUMN
-from pipeline.dataset.manifest import normalize
+from pipeline.dataset.manifest import IEMOCAP, LABEL_SET_COLUMN, normalize
 
-ERC_LABELS = IEMOCAP  # hap sad neu ang exc fru: the canonical order (pipeline/dataset/labels.py)
+ERC_LABELS = IEMOCAP  # hap sad neu ang exc fru: the canonical order (pipeline/dataset/manifest.py)
 _TRANSCRIPT = re.compile(
     r"^(?P<uid>Ses\d\d[FM]_\S+_(?P<spk>[FM])\d{3})\s*\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]:\s?(?P<text>.*)$"
 )

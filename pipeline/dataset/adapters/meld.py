@@ -10,7 +10,7 @@ The position in the episode (SRT-style StartTime/EndTime "00:16:16,059") is kept
 orig_end_s. Dialogue ids restart in each split, so dialogue_id is "{split}_dia{D}".
 
 Labels: emotions become the MELD-7 codes neu sur fea sad joy dis ang (label_set "meld", the
-canonical order of pipeline/dataset/labels.py); sentiments stay neutral/positive/negative ("meld-sentiment").
+canonical order of pipeline/dataset/manifest.py); sentiments stay neutral/positive/negative ("meld-sentiment").
 
 Text: the official CSVs hold mojibake (UTF-8 read as cp1252, e.g. "â€™" for "’"). repair_text
 re-encodes as cp1252 and decodes as UTF-8, which inverts exactly that mistake; it touches only text
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.dataset.labels import LABEL_SET_COLUMN, MELD_CODES
-from pipeline.dataset.manifest import normalize
+from pipeline.dataset.manifest import LABEL_SET_COLUMN, MELD_CODES, normalize
 from pipeline.dataset.media import MediaError, probe
 from pipeline.timecode import parse_timecode
 

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.dataset.labels import (
+from pipeline.dataset.manifest import (
     LABEL_SET_COLUMN,
     MOSEI_EMOTION6,
     MOSEI_SENTIMENT2,
     MOSEI_SENTIMENT7,
+    normalize,
 )
-from pipeline.dataset.manifest import normalize
 
-# The label sets (and their order) live in pipeline/dataset/labels.py; the manifest declares which one.
+# The label sets (and their order) live in pipeline/dataset/manifest.py; the manifest declares which one.
 SENTIMENT7 = MOSEI_SENTIMENT7
 SENTIMENT2 = MOSEI_SENTIMENT2
 EMOTION6 = MOSEI_EMOTION6

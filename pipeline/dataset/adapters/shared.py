@@ -19,8 +19,7 @@ import pandas as pd
 
 from pipeline.dataset.adapters.meld import load_meld
 from pipeline.dataset.adapters.mosei import load_mosei
-from pipeline.dataset.labels import LABEL_SET_COLUMN
-from pipeline.dataset.manifest import normalize
+from pipeline.dataset.manifest import LABEL_SET_COLUMN, normalize
 from pipeline.dataset.media import probe
 
 

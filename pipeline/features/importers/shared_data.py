@@ -15,8 +15,9 @@ train/dev/test, labels hap sad neu ang exc fru = label_id 0..5):
        "pyaudioanalysis": the 68-d audio_pyaudioanalysis.npz statistics, z-scored with train
        statistics, clipped to +-5; it covers 5,531 of the 7,433 ERC utterances, the rest present=0.
        The copy in ../shared has no "fru" utterance at all (and lacks 8% of "hap"), so its presence
-       mask gives the label away and the import refuses it (pipeline/features/presence.py): a
-       model trained on it scored 75 test W-F1 on IEMOCAP-6 TA by learning "no audio -> fru".
+       mask gives the label away and the import refuses it (presence_leaks in
+       pipeline/features/featureset.py): a model trained on it scored 75 test W-F1 on IEMOCAP-6 TA
+       by learning "no audio -> fru".
 MELD-7 (meld/{train,dev,test}_sent_emo.csv; labels neu sur fea sad joy dis ang): t only (as above).
     Dialogues "<split>_dia<Dialogue_ID>", utterances "<split>_dia<D>_utt<U>" in Utterance_ID order.
     Utterances with cp1252-as-UTF-8 mojibake ("â€™") are repaired (adapters.meld.repair_text);
@@ -38,21 +39,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import labels
 from pipeline.dataset.adapters.meld import repair_text
-from pipeline.features.featureset import FeatureSet, from_arrays
+from pipeline.dataset.manifest import IEMOCAP, MELD, MELD_CODES
+from pipeline.features.featureset import FeatureSet, check_presence, from_arrays
 from pipeline.features.importers.text_features import extract_texts
-from pipeline.features.presence import check_presence
 from pipeline.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-# The canonical orders of pipeline/dataset/labels.py (= label_id 0..5 in iemocap_erc.csv; the authors'
+# The canonical orders of pipeline/dataset/manifest.py (= label_id 0..5 in iemocap_erc.csv; the authors'
 # MELD-7 order), so imported and extracted feature sets of one dataset agree.
-IEMOCAP_LABELS = list(labels.IEMOCAP)
-MELD_LABELS = list(labels.MELD)
-MELD_EMOTIONS = dict(labels.MELD_CODES)
+IEMOCAP_LABELS = list(IEMOCAP)
+MELD_LABELS = list(MELD)
+MELD_EMOTIONS = dict(MELD_CODES)
 SPLITS = {"train": "train", "valid": "dev", "dev": "dev", "test": "test"}
 HANDCRAFTED = ["sig_mean", "sig_std", "rmse_mean", "rmse_std", "silence", "harmonic"]
 HANDCRAFTED += ["auto_corr_max", "auto_corr_std"]

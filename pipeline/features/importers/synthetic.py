@@ -12,13 +12,13 @@ import json
 
 import numpy as np
 
-from pipeline.dataset.labels import IEMOCAP
+from pipeline.dataset.manifest import IEMOCAP
 from pipeline.features.featureset import GENERATED_KEY, FeatureSet, from_arrays
 
 # IEMOCAP-sized defaults: 151 dialogues, 7,433 utterances (../shared/data/README.md).
 IEMOCAP_SIZES = {"train": 108, "dev": 12, "test": 31}
 IEMOCAP_DIMS = {"t": 768, "a": 512, "v": 1024}  # paper Table 2 feature dims
-IEMOCAP_LABELS = list(IEMOCAP)  # the canonical order (pipeline/dataset/labels.py)
+IEMOCAP_LABELS = list(IEMOCAP)  # the canonical order (pipeline/dataset/manifest.py)
 
 
 def make_synthetic(

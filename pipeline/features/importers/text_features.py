@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.features.assemble import feature_spec
-from pipeline.features.extract import manifest_rows, plan_extraction, run_extraction
+from pipeline.features.extract import feature_spec, manifest_rows, plan_extraction, run_extraction
 from pipeline.features.store import FeatureStore, default_store
 
 log = logging.getLogger(__name__)
