@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,18 @@ def wait_all(flow_run_ids: list, timeout_s: float) -> dict:
     final state or ``timeout_s`` has passed -> {id: FlowRun}, the last state of each."""
 
     async def wait_one(client, run_id):
-        try:
-            return await wait_for_flow_run(run_id, timeout=int(timeout_s), client=client)
-        except FlowRunWaitTimeout:
-            return await client.read_flow_run(run_id)  # still going: reported as such
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                run = await wait_for_flow_run(run_id, timeout=max(int(left), 1), client=client)
+            except FlowRunWaitTimeout:
+                return await client.read_flow_run(run_id)  # still going: reported as such
+            # Seen once under load: the wait came back with the run still Running. Wait on until
+            # it is final or the time is up, so a live run is never reported as unfinished.
+            if (run.state and run.state.is_final()) or time.monotonic() >= deadline:
+                return run
+            await asyncio.sleep(1)
 
     async def wait_every():
         async with get_client() as client:
