@@ -18,7 +18,7 @@ T = TypeVar("T")
 # imports, media decoding, speech recognition, extractor presets, are not paid for); `erc --help`,
 # an unknown command or no command builds them all.
 AREAS = {
-    "pipeline.cli.train": ("train", "evaluate", "grid"),
+    "pipeline.cli.train": ("train", "evaluate", "grid", "finetune-text"),
     "pipeline.cli.extract": ("extract", "status", "gc", "store", "check-media"),
     "pipeline.cli.predict": ("predict",),
     "pipeline.cli.data": ("manifest", "import"),
@@ -35,6 +35,7 @@ EXAMPLES: dict[str, str] = {
     "--split dev",
     "grid": "erc grid --features runs/demo/featureset/<name> --out runs/grid --model-preset tiny "
     "--subsets tav,ta,t --seeds 0,1,2",
+    "finetune-text": "erc finetune-text iemocap-shared --out models/mpnet-iemocap --epochs 3",
     "extract": "erc extract --manifest runs/demo/manifest.csv --store runs/store --preset "
     "offline --modalities tav --featureset runs/features",
     "status": "erc status --manifest runs/demo/manifest.csv --store runs/store --preset offline",

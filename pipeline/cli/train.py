@@ -1,4 +1,5 @@
-"""`erc train`, `erc evaluate`, `erc grid`: the model stages over a FeatureSet directory."""
+"""`erc train`, `erc evaluate`, `erc grid`: the model stages over a FeatureSet directory;
+`erc finetune-text`: the text encoder fine-tuned on labelled transcripts before extraction."""
 
 from __future__ import annotations
 
@@ -83,6 +84,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "runs with the same settings, resume interrupted ones, refuse ones with other settings)",
     )
     p.set_defaults(func=_grid)
+
+    p = subparsers.add_parser(
+        "finetune-text",
+        help="fine-tune the sentence encoder on labelled transcripts (train split; dev chooses)",
+        description="Fine-tune a sentence-transformers encoder on the emotion labels of the "
+        "train rows (utterance by utterance; the epoch with the best dev weighted F1 is kept) "
+        "and save it as a sentence-transformers folder with finetune.json. Use it as the text "
+        "model: erc import ... --text-model OUT. Test rows are never read.",
+    )
+    p.add_argument(
+        "data",
+        help="iemocap-shared or meld-shared (../shared/data), or a manifest file with text, "
+        "label and split columns",
+    )
+    p.add_argument("--out", required=True, help="output folder (the fine-tuned encoder)")
+    p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
+    p.add_argument(
+        "--base", default="mpnet",
+        help="encoder to start from: mpnet (default), minilm, or a sentence-transformers folder",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=3, help="passes over the train rows (default 3)")
+    p.add_argument(
+        "--layers", type=int, default=6,
+        help="top transformer layers trained; the rest stays frozen (default 6)",
+    )  # fmt: skip
+    p.add_argument("--lr", type=float, default=3e-5, help="encoder learning rate (default 3e-5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head and batch order")
+    p.set_defaults(func=_finetune_text)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -185,3 +214,46 @@ def _grid(args: argparse.Namespace) -> int:
     print(md.read_text())
     print(f"table: {md} (and grid.csv)")
     return 0
+
+
+def _finetune_text(args: argparse.Namespace) -> int:
+    from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
+
+    texts, labels, splits, label_names, source = _labelled_texts(args.data, args.data_dir)
+    settings = FinetuneSettings(
+        base=args.base, epochs=args.epochs, trainable_layers=args.layers, lr=args.lr,
+        seed=args.seed,
+    )  # fmt: skip
+    record = finetune_text_encoder(texts, labels, splits, label_names, args.out, settings, source)
+    best = record["epochs"][record["best_epoch"] - 1]
+    print(
+        f"best epoch {record['best_epoch']}/{settings.epochs}: dev W-F1 "
+        f"{best['dev_weighted_f1']:.4f}, accuracy {best['dev_accuracy']:.4f} (utterances alone)"
+    )
+    print(f"encoder: {args.out}  (use: erc import ... --text-model {args.out})")
+    return 0
+
+
+def _labelled_texts(data: str, data_dir: str | None):
+    """(texts, label indices, splits, label names, source) of a shared dataset or a manifest."""
+    if data in ("iemocap-shared", "meld-shared"):
+        from pipeline.features.importers import shared_data
+
+        if data == "iemocap-shared":
+            df, names = shared_data.read_iemocap_table(data_dir), shared_data.IEMOCAP_LABELS
+        else:
+            df, names = shared_data.read_meld_table(data_dir), shared_data.MELD_LABELS
+        return (
+            df["text"].tolist(), df["label_id"].astype(int).tolist(), df["split"].tolist(),
+            list(names), data,
+        )  # fmt: skip
+    from pipeline.dataset.manifest import declared_set, label_order, read_manifest
+
+    df = read_manifest(data)
+    missing = {"label", "split"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{data}: fine-tuning needs the columns {sorted(missing)}")
+    names = label_order(df["label"], declared_set(df, str(data)))
+    index = {name: i for i, name in enumerate(names)}
+    labels = [index.get(label, -1) for label in df["label"]]
+    return df["text"].tolist(), labels, df["split"].tolist(), names, str(data)
