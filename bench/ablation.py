@@ -172,7 +172,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--table-only", action="store_true")
-    ap.add_argument("--text-model", help="sentence encoder for the imported text (default: mpnet)")
+    ap.add_argument(
+        "--text-model",
+        help="sentence encoder for the imported text: mpnet (default), minilm, or a folder "
+        "(e.g. from erc finetune-text)",
+    )
     args = ap.parse_args()
     args.subsets = [s for s in args.subsets.split(",") if s] or SUBSETS[args.dataset]
     args.variants = [v for v in args.variants.split(",") if v]
@@ -183,7 +187,8 @@ def main() -> None:
     from pipeline.cli.train import parse_overrides
 
     args.set = parse_overrides(args.set).items()
-    suffix = f"_{args.text_model}" if args.text_model else ""
+    # A folder (e.g. a fine-tuned encoder) is named by its last part.
+    suffix = f"_{Path(args.text_model).name}" if args.text_model else ""
     out = Path(args.out) / f"{args.dataset}{suffix}"
     features = Path(args.out) / f"features_{args.dataset}{suffix}"
     if not (features / "meta.json").is_file():
