@@ -22,7 +22,9 @@ T = TypeVar("T")
 # Files that hold weights in a Hugging Face / sentence-transformers folder. ONNX / OpenVINO exports
 # are other backends' copies of the same weights and are not loaded by the torch backend.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-SKIPPED_DIRS = {"onnx", "openvino", ".git", ".cache"}
+# "out_of_fold": the fold encoders a fine-tuned text encoder keeps in its folder
+# (pipeline/training/text_encoder.py) are other models, not its weights.
+SKIPPED_DIRS = {"onnx", "openvino", ".git", ".cache", "out_of_fold"}
 
 
 class WeightsUnavailableError(RuntimeError):

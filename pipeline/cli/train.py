@@ -95,8 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "data",
-        help="iemocap-shared or meld-shared (../shared/data), or a manifest file with text, "
-        "label and split columns",
+        choices=("iemocap-shared", "meld-shared"),
+        help="the labelled transcripts to learn from (../shared/data, or --data-dir); the "
+        "encoder is then used by `erc import` of the same data",
     )
     p.add_argument("--out", required=True, help="output folder (the fine-tuned encoder)")
     p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
@@ -110,7 +111,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="top transformer layers trained; the rest stays frozen (default 6)",
     )  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-5, help="encoder learning rate (default 3e-5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the head and batch order")
+    p.add_argument(
+        "--folds", type=int, default=2,
+        help="also train K encoders, each without 1/K of the train dialogues, so that `erc "
+        "import --text-model OUT` encodes each train utterance with one that never saw it "
+        "(default 2: twice the training time; 0 = none, for an encoder meant for other data "
+        "only: features of its own train rows mislead the dialogue model)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the head, batches and folds")
     p.set_defaults(func=_finetune_text)
 
 
@@ -219,41 +227,42 @@ def _grid(args: argparse.Namespace) -> int:
 def _finetune_text(args: argparse.Namespace) -> int:
     from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
 
-    texts, labels, splits, label_names, source = _labelled_texts(args.data, args.data_dir)
+    texts, labels, splits, dialogues, label_names, source = _labelled_texts(
+        args.data, args.data_dir
+    )
     settings = FinetuneSettings(
         base=args.base, epochs=args.epochs, trainable_layers=args.layers, lr=args.lr,
-        seed=args.seed,
+        seed=args.seed, folds=args.folds,
     )  # fmt: skip
-    record = finetune_text_encoder(texts, labels, splits, label_names, args.out, settings, source)
+    record = finetune_text_encoder(
+        texts, labels, splits, label_names, args.out, settings, source, dialogues=dialogues
+    )
     best = record["epochs"][record["best_epoch"] - 1]
     print(
         f"best epoch {record['best_epoch']}/{settings.epochs}: dev W-F1 "
         f"{best['dev_weighted_f1']:.4f}, accuracy {best['dev_accuracy']:.4f} (utterances alone)"
     )
+    for fold in record.get("out_of_fold", {}).get("encoders", []):
+        scores = fold["epochs"][fold["best_epoch"] - 1]
+        print(
+            f"fold {fold['fold']} encoder ({fold['rows']['train']} train rows): best epoch "
+            f"{fold['best_epoch']}, dev W-F1 {scores['dev_weighted_f1']:.4f}"
+        )
     print(f"encoder: {args.out}  (use: erc import ... --text-model {args.out})")
     return 0
 
 
 def _labelled_texts(data: str, data_dir: str | None):
-    """(texts, label indices, splits, label names, source) of a shared dataset or a manifest."""
-    if data in ("iemocap-shared", "meld-shared"):
-        from pipeline.features.importers import shared_data
+    """(texts, label indices, splits, dialogue ids, label names, source) of a shared dataset.
+    `erc extract` takes extractor presets only, so a manifest's own text cannot use a
+    fine-tuned encoder yet: only the datasets `erc import` reads are offered."""
+    from pipeline.features.importers import shared_data
 
-        if data == "iemocap-shared":
-            df, names = shared_data.read_iemocap_table(data_dir), shared_data.IEMOCAP_LABELS
-        else:
-            df, names = shared_data.read_meld_table(data_dir), shared_data.MELD_LABELS
-        return (
-            df["text"].tolist(), df["label_id"].astype(int).tolist(), df["split"].tolist(),
-            list(names), data,
-        )  # fmt: skip
-    from pipeline.dataset.manifest import declared_set, label_order, read_manifest
-
-    df = read_manifest(data)
-    missing = {"label", "split"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{data}: fine-tuning needs the columns {sorted(missing)}")
-    names = label_order(df["label"], declared_set(df, str(data)))
-    index = {name: i for i, name in enumerate(names)}
-    labels = [index.get(label, -1) for label in df["label"]]
-    return df["text"].tolist(), labels, df["split"].tolist(), names, str(data)
+    if data == "iemocap-shared":
+        df, names = shared_data.read_iemocap_table(data_dir), shared_data.IEMOCAP_LABELS
+    else:
+        df, names = shared_data.read_meld_table(data_dir), shared_data.MELD_LABELS
+    return (
+        df["text"].tolist(), df["label_id"].astype(int).tolist(), df["split"].tolist(),
+        df["dialogue"].astype(str).tolist(), list(names), data,
+    )  # fmt: skip

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,9 @@ GLAD = ["what a lovely day", "I got the job", "we won the game", "this is wonder
 MAD = ["get out of my room", "you broke it again", "I hate waiting here", "stop lying to me",
        "this is a disgrace", "leave me alone now", "you never listen", "that was so rude"]  # fmt: skip
 LABELS = ["glad", "mad"]
-SETTINGS = FinetuneSettings(base="minilm", epochs=3, trainable_layers=2, lr=1e-4, batch_size=4)
+SETTINGS = FinetuneSettings(
+    base="minilm", epochs=3, trainable_layers=2, lr=1e-4, batch_size=4, folds=0
+)
 
 
 def _data(test_text: str = "the unseen test sentence"):
@@ -99,23 +99,28 @@ def test_bad_data_is_refused_with_what_is_wrong(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_erc_finetune_text_reads_a_manifest(tmp_path, capsys):
-    texts, labels, splits = _data()
-    rows = [
-        {"dialogue_id": f"d{i}", "utterance_id": f"u{i}", "speaker": "A", "start_s": 0.0,
-         "end_s": 1.0, "text": t, "label": LABELS[y], "split": s}
-        for i, (t, y, s) in enumerate(zip(texts, labels, splits, strict=True))
-    ]  # fmt: skip
-    manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_erc_finetune_text_then_erc_import_uses_the_fold_encoders(
+    fake_shared_data, tmp_path, capsys
+):
+    """The user's path: fine-tune on the shared data's train split, import with it."""
+    from pipeline.features.featureset import FeatureSet
+
     out = tmp_path / "enc"
-    argv = ["finetune-text", str(manifest), "--out", str(out), "--base", "minilm",
-            "--epochs", "1", "--layers", "1"]  # fmt: skip
+    argv = ["finetune-text", "iemocap-shared", "--data-dir", str(fake_shared_data), "--out",
+            str(out), "--base", "minilm", "--epochs", "1", "--layers", "1"]  # fmt: skip
     assert main(argv) == 0
-    assert "best epoch 1/1: dev W-F1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best epoch 1/1: dev W-F1" in printed and "fold 1 encoder" in printed
     record = read_record(out)
-    assert record["label_names"] == ["glad", "mad"] and record["rows"] == {"train": 12, "dev": 4}
-    assert record["source"] == str(manifest)
+    assert record["rows"] == {"train": 18, "dev": 6}  # 3 train, 1 dev dialogue of 6; test unread
+    assert record["settings"]["folds"] == 2 and len(record["out_of_fold"]["dialogue_fold"]) == 3
+    argv = ["import", "iemocap-shared", "--data-dir", str(fake_shared_data), "--modalities", "t",
+            "--text-model", str(out), "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "fs")]  # fmt: skip
+    assert main(argv) == 0
+    spec = FeatureSet.load(tmp_path / "fs").feature_spec["t"]
+    assert spec["out_of_fold"]["train_rows"] == 18 and spec["out_of_fold"]["folds"] == 2
+    assert spec["extractors"][0]["model"] == str(out)
 
 
 def test_settings_are_checked_against_their_declared_ranges():
@@ -123,3 +128,52 @@ def test_settings_are_checked_against_their_declared_ranges():
         FinetuneSettings(epochs=0)
     with pytest.raises(ValueError, match="warmup=1.0: expected"):
         FinetuneSettings(warmup=1.0)
+    with pytest.raises(ValueError, match="folds=1: expected 0"):
+        FinetuneSettings(folds=1)
+
+
+def test_fold_encoders_encode_the_train_rows_they_did_not_see(tmp_path):
+    """--folds 2: two more encoders, each trained without half the train dialogues; the import
+    encodes each train row with the one that held its dialogue out, dev and test rows with the
+    folder's own encoder (the one the spec names), and the spec says so."""
+    import pandas as pd
+
+    from extractors.weights import weight_files
+    from pipeline.features.importers.text_features import extract_texts
+
+    texts, labels, splits = _data()
+    dialogues = [f"d{i // 2}" for i in range(len(texts))]  # pairs of rows: 8 train dialogues
+    settings = FinetuneSettings(**{**SETTINGS.__dict__, "epochs": 1, "folds": 2})
+    out = tmp_path / "enc"
+    record = finetune_text_encoder(
+        texts, labels, splits, LABELS, out, settings, progress=False, dialogues=dialogues
+    )
+    fold = record["out_of_fold"]["dialogue_fold"]
+    assert sorted(fold) == sorted(
+        {d for d, s in zip(dialogues, splits, strict=True) if s == "train"}
+    )
+    assert sorted(set(fold.values())) == [0, 1]
+    assert [e["rows"]["train"] for e in record["out_of_fold"]["encoders"]] == [
+        sum(1 for d, s in zip(dialogues, splits, strict=True) if s == "train" and fold[d] != k)
+        for k in (0, 1)
+    ]
+    # The folder's own weights are the full encoder's: the fold encoders are not hashed with it.
+    assert not [p for p in weight_files(out) if "out_of_fold" in p.parts]
+
+    table = pd.DataFrame(
+        {"dialogue": dialogues, "utt_id": [f"u{i}" for i in range(len(texts))],
+         "speaker": "A", "split": splits, "text": texts}
+    )  # fmt: skip
+    x, spec = extract_texts(table, out, tmp_path / "store")  # [N, 384]
+    full = np.stack(SentenceTextExtractor(str(out))(texts))
+    folds = [np.stack(SentenceTextExtractor(str(out / "out_of_fold" / f"fold{k}"))(texts))
+             for k in (0, 1)]  # fmt: skip
+    for i, (d, s) in enumerate(zip(dialogues, splits, strict=True)):
+        expected = folds[fold[d]][i] if s == "train" else full[i]
+        np.testing.assert_allclose(x[i], expected, atol=1e-6, err_msg=f"row {i} ({s})")
+    assert spec["extractors"][0]["weights_hash"] == SentenceTextExtractor(str(out)).weights_hash
+    assert spec["out_of_fold"]["folds"] == 2 and spec["out_of_fold"]["train_rows"] == 12
+
+    other = table.assign(dialogue=[f"x{i}" for i in range(len(texts))])
+    with pytest.raises(ValueError, match="train dialogue 'x0' is in none of its 2 folds"):
+        extract_texts(other, out, tmp_path / "store")

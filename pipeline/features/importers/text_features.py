@@ -7,10 +7,20 @@ The vectors are exactly what `erc extract` and `erc predict` compute for the sam
 predicts new videos, and the store is the one cache: re-importing, or extracting the same
 transcripts elsewhere, computes nothing twice. The default store is
 ${XDG_CACHE_HOME:-~/.cache}/ada2i-erc/store; the default model, the offline preset's text model.
+
+Out-of-fold train rows: a text model fine-tuned on these labels (`erc finetune-text --folds K`,
+pipeline/training/text_encoder.py) has learnt the train rows' labels, and its vectors of them
+separate the classes better than those of dev or test rows, which a dialogue model trained on
+them then over-trusts. Such a folder keeps K fold encoders in ``out_of_fold/fold<k>`` and, in its
+finetune.json, which train dialogue each fold held out; each train row of those dialogues is
+then encoded by the encoder that did not see it, every other row by the folder's own encoder
+(the one the feature spec names, and `erc predict` rebuilds). The spec records it under
+``out_of_fold``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +33,9 @@ from pipeline.features.extract import feature_spec, manifest_rows, plan_extracti
 from pipeline.features.store import FeatureStore, default_store
 
 log = logging.getLogger(__name__)
+
+FINETUNE_RECORD = "finetune.json"  # in a fine-tuned text encoder's folder: how it was made
+OUT_OF_FOLD = "out_of_fold"  # its fold encoders' subfolder, and the record's key for them
 
 
 def default_text_model() -> str:
@@ -66,7 +79,22 @@ def extract_texts(
             "split": table["split"].astype(str),
         }
     )
-    rows, source = manifest_rows(frame, source)
+    x, spec = _embed_rows(frame, ex, store_root, source, progress)
+    folds = _out_of_fold(text_model, frame)
+    if folds:
+        spec[OUT_OF_FOLD] = {"folds": len(folds), "train_rows": 0, "weights": []}
+        for k, (fold_ex, rows) in enumerate(folds):
+            if rows:
+                x[rows], _ = _embed_rows(frame.iloc[rows], fold_ex, store_root, source, progress)
+            spec[OUT_OF_FOLD]["train_rows"] += len(rows)
+            spec[OUT_OF_FOLD]["weights"].append(fold_ex.weights_hash)
+            log.info("text: %d train rows of fold %d encoded out of fold", len(rows), k)
+    return x, spec
+
+
+def _embed_rows(frame: pd.DataFrame, ex, store_root, source: str, progress: bool):
+    """(x [N, D], feature spec) of ``frame``'s rows by extractor ``ex``, through the store."""
+    rows, source = manifest_rows(frame.reset_index(drop=True), source)
     root = Path(store_root) if store_root else default_store()
     with FeatureStore(root) as store:
         plan = plan_extraction(rows, store, source, "import", "t", extractors={"t": [ex]})
@@ -79,3 +107,29 @@ def extract_texts(
         x = np.stack([store.get(key[i]) for i in range(len(rows))]).astype(np.float32)  # [N, D]
     log.info("text %s: %s (store %s)", ex.spec.model, summary.line(), root)
     return x, feature_spec({"t": [ex]}, plan.fps)["t"]
+
+
+def _out_of_fold(text_model, frame: pd.DataFrame) -> list[tuple[Any, list[int]]]:
+    """[(fold k's extractor, positions of the train rows it held out)] for a fine-tuned folder
+    with fold encoders; [] for any other text model."""
+    record_path = Path(str(text_model or "")) / FINETUNE_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if OUT_OF_FOLD not in record:
+        return []
+    fold = record[OUT_OF_FOLD]["dialogue_fold"]
+    train = (frame["split"] == "train").to_numpy()
+    dialogues = frame["dialogue_id"].tolist()
+    unknown = sorted({d for d, t in zip(dialogues, train, strict=True) if t and d not in fold})
+    if unknown:
+        raise ValueError(
+            f"{record_path}: its fold encoders were not trained on these data: train dialogue "
+            f"{unknown[0]!r} is in none of its {record[OUT_OF_FOLD]['folds']} folds "
+            f"({len(unknown)} such); use it on the data it was fine-tuned on"
+        )
+    out = []
+    for k in range(record[OUT_OF_FOLD]["folds"]):
+        rows = [
+            i for i, (d, t) in enumerate(zip(dialogues, train, strict=True)) if t and fold[d] == k
+        ]
+        out.append((text_extractor(str(record_path.parent / OUT_OF_FOLD / f"fold{k}")), rows))
+    return out
