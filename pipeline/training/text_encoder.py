@@ -54,7 +54,11 @@ import numpy as np
 import torch
 
 from model.config import POSITIVE, Count, Range, Size, check_fields
-from pipeline.features.importers.text_features import FINETUNE_RECORD, OUT_OF_FOLD
+from pipeline.features.importers.text_features import (
+    FINETUNE_RECORD,
+    OUT_OF_FOLD,
+    read_finetune_record,
+)
 from pipeline.files import atomic_write_text
 from pipeline.progress_bar import progress_bar
 from pipeline.training.evaluate import selection_metrics
@@ -239,12 +243,6 @@ def _fit(
     return fit
 
 
-def read_record(folder: str | Path) -> dict[str, Any] | None:
-    """The finetune.json of a fine-tuned folder; None when it has none."""
-    path = Path(folder) / FINETUNE_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 # ---- steps ------------------------------------------------------------------------------------
 
 
@@ -274,7 +272,7 @@ def _reusable(out: Path, settings: FinetuneSettings, digest: str) -> dict[str, A
     does not exist; ValueError when it holds anything else."""
     if not out.exists():
         return None
-    record = read_record(out)
+    record = read_finetune_record(out)
     if record is None:
         raise ValueError(
             f"{out}: exists and is not a fine-tuned encoder ({FINETUNE_RECORD} missing)"

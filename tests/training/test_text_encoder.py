@@ -7,7 +7,8 @@ import pytest
 
 from extractors.text import SentenceTextExtractor
 from pipeline.cli import main
-from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder, read_record
+from pipeline.features.importers.text_features import read_finetune_record as read_record
+from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
 
 GLAD = ["what a lovely day", "I got the job", "we won the game", "this is wonderful news",
         "I love this place", "thank you so much", "that was a great party", "best day ever"]  # fmt: skip

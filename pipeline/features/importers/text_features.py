@@ -79,17 +79,26 @@ def extract_texts(
             "split": table["split"].astype(str),
         }
     )
-    x, spec = _embed_rows(frame, ex, store_root, source, progress)
     folds = _out_of_fold(text_model, frame)
+    by_fold = {i for _, rows in folds for i in rows}
+    own = [i for i in range(len(frame)) if i not in by_fold] or [0]  # [0]: for the spec alone
+    x_own, spec = _embed_rows(frame.iloc[own], ex, store_root, source, progress)  # [n, D]
+    x = np.empty((len(frame), x_own.shape[1]), np.float32)  # [N, D]; each row encoded once
+    x[own] = x_own
     if folds:
-        spec[OUT_OF_FOLD] = {"folds": len(folds), "train_rows": 0, "weights": []}
+        spec[OUT_OF_FOLD] = {"folds": len(folds), "train_rows": len(by_fold), "weights": []}
         for k, (fold_ex, rows) in enumerate(folds):
             if rows:
                 x[rows], _ = _embed_rows(frame.iloc[rows], fold_ex, store_root, source, progress)
-            spec[OUT_OF_FOLD]["train_rows"] += len(rows)
             spec[OUT_OF_FOLD]["weights"].append(fold_ex.weights_hash)
             log.info("text: %d train rows of fold %d encoded out of fold", len(rows), k)
     return x, spec
+
+
+def read_finetune_record(folder: str | Path) -> dict[str, Any] | None:
+    """The finetune.json of a fine-tuned text encoder's folder; None when it has none."""
+    path = Path(str(folder)) / FINETUNE_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _embed_rows(frame: pd.DataFrame, ex, store_root, source: str, progress: bool):
@@ -112,9 +121,9 @@ def _embed_rows(frame: pd.DataFrame, ex, store_root, source: str, progress: bool
 def _out_of_fold(text_model, frame: pd.DataFrame) -> list[tuple[Any, list[int]]]:
     """[(fold k's extractor, positions of the train rows it held out)] for a fine-tuned folder
     with fold encoders; [] for any other text model."""
-    record_path = Path(str(text_model or "")) / FINETUNE_RECORD
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if OUT_OF_FOLD not in record:
+    folder = Path(str(text_model or ""))
+    record = read_finetune_record(folder) if text_model else None
+    if not record or OUT_OF_FOLD not in record:
         return []
     fold = record[OUT_OF_FOLD]["dialogue_fold"]
     train = (frame["split"] == "train").to_numpy()
@@ -122,7 +131,7 @@ def _out_of_fold(text_model, frame: pd.DataFrame) -> list[tuple[Any, list[int]]]
     unknown = sorted({d for d, t in zip(dialogues, train, strict=True) if t and d not in fold})
     if unknown:
         raise ValueError(
-            f"{record_path}: its fold encoders were not trained on these data: train dialogue "
+            f"{folder / FINETUNE_RECORD}: its fold encoders were not trained on these data: train dialogue "
             f"{unknown[0]!r} is in none of its {record[OUT_OF_FOLD]['folds']} folds "
             f"({len(unknown)} such); use it on the data it was fine-tuned on"
         )
@@ -131,5 +140,5 @@ def _out_of_fold(text_model, frame: pd.DataFrame) -> list[tuple[Any, list[int]]]
         rows = [
             i for i, (d, t) in enumerate(zip(dialogues, train, strict=True)) if t and fold[d] == k
         ]
-        out.append((text_extractor(str(record_path.parent / OUT_OF_FOLD / f"fold{k}")), rows))
+        out.append((text_extractor(str(folder / OUT_OF_FOLD / f"fold{k}")), rows))
     return out
