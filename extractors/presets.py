@@ -109,6 +109,7 @@ def build_extractors(
     modalities: str = "tav",
     device: str = "cpu",
     visual_weights: str | None = None,
+    text_model: str | None = None,
 ) -> dict[str, list[Extractor]]:
     """``{modality letter: [extractor, ...]}`` for ``preset`` and each letter of ``modalities``
     (already parsed: distinct letters of ``MODALITY_NAMES``, in the order wanted).
@@ -116,6 +117,8 @@ def build_extractors(
     Models load here, once; call this once per worker. Within a modality the pipeline
     concatenates the extractors' vectors in list order (module docstring). ``visual_weights``:
     a fine-tuned DenseNet121 file for the ``paper`` preset's visual extractor (visual.py).
+    ``text_model``: the sentence encoder for text instead of the preset's (a packaged name, a
+    sentence-transformers folder such as one `erc finetune-text` wrote, or a model id).
     """
     if preset not in _PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESETS)}")
@@ -129,7 +132,11 @@ def build_extractors(
     out = {}
     for m in modalities:
         try:
-            if preset == "paper":
+            if m == "t" and text_model:
+                from extractors.text import SentenceTextExtractor
+
+                out[m] = [SentenceTextExtractor(text_model, device=device)]
+            elif preset == "paper":
                 out[m] = _paper(m, device, visual_weights)
             else:
                 out[m] = _PRESETS[preset](m, device)

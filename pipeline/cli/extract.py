@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from extractors.presets import EXTRACTOR_PRESETS
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=2.0, help="frame rate the visual features used")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     _visual_weights(p)
+    _text_model(p)
     p.set_defaults(func=_gc)
 
     p = subparsers.add_parser(
@@ -117,6 +119,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--fps", type=float, default=2.0, help="face frames sampled per second (default 2)"
     )
     _visual_weights(p)
+    _text_model(p)
 
 
 def _preset(p: argparse.ArgumentParser) -> None:
@@ -138,6 +141,15 @@ def _visual_weights(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _text_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--text-model",
+        help="sentence encoder for the text instead of the preset's: mpnet, minilm, a "
+        "sentence-transformers folder (e.g. one `erc finetune-text` wrote) or a model id; keys "
+        "then depend on its weights",
+    )
+
+
 def _extract(args: argparse.Namespace) -> int:
     from pipeline.features.extract import extract_features, extract_featureset, load_extractors
 
@@ -148,8 +160,13 @@ def _extract(args: argparse.Namespace) -> int:
             "(every entry is then cached)"
         )
 
+    _warn_in_fold(args)
     exs = load_extractors(  # built once for both steps
-        args.preset, args.modalities, args.device, visual_weights=_weights(args)
+        args.preset,
+        args.modalities,
+        args.device,
+        visual_weights=_weights(args),
+        text_model=_text(args),
     )
     speakers = [s.strip() for s in args.speakers.split(",")] if args.speakers else None
     common = dict(
@@ -181,14 +198,42 @@ def _weights(args: argparse.Namespace) -> str | None:
     return str(args.visual_weights) if args.visual_weights else None
 
 
+def _text(args: argparse.Namespace) -> str | None:
+    return args.text_model if "t" in args.modalities else None
+
+
+def _warn_in_fold(args: argparse.Namespace) -> None:
+    """A fine-tuned encoder's vectors of the dialogues it learnt from are in fold: say so."""
+    from pipeline.dataset.manifest import read_manifest
+    from pipeline.features.importers.text_features import in_fold_dialogues, read_finetune_record
+
+    if not _text(args) or not read_finetune_record(args.text_model):
+        return
+    seen = in_fold_dialogues(args.text_model, read_manifest(args.manifest)["dialogue_id"])
+    if seen:
+        print(
+            f"warning: {len(seen)} dialogue(s) of {args.manifest} (e.g. {seen[0]!r}) were in the "
+            f"train split {args.text_model} was fine-tuned on: their text vectors carry the "
+            "labels it learnt, and a model trained on them over-trusts text. For that dataset "
+            "use `erc import ... --text-model`, which encodes them out of fold.",
+            file=sys.stderr,
+        )
+
+
 def _own_weights_extractors(args: argparse.Namespace):
-    """Extractors built with --visual-weights; None = let the planner build the preset's (after
-    it has read the manifest, so a bad manifest fails before any model loads)."""
-    if not args.visual_weights:
+    """Extractors built with --visual-weights or --text-model; None = let the planner build the
+    preset's (after it has read the manifest, so a bad manifest fails before any model loads)."""
+    if not args.visual_weights and not _text(args):
         return None
     from pipeline.features.extract import load_extractors
 
-    return load_extractors(args.preset, args.modalities, "cpu", visual_weights=_weights(args))
+    return load_extractors(
+        args.preset,
+        args.modalities,
+        "cpu",
+        visual_weights=_weights(args),
+        text_model=_text(args),
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

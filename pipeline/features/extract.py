@@ -115,20 +115,22 @@ def load_extractors(
     device: str = "cpu",
     extractors: dict[str, Sequence[Extractor]] | None = None,
     visual_weights: str | None = None,
+    text_model: str | None = None,
 ) -> dict[str, list[Extractor]]:
     """The extractors for each requested modality: the given ones, else built from the preset
-    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor).
+    (visual_weights: a fine-tuned DenseNet121 file for the paper preset's visual extractor;
+    text_model: a sentence encoder for text instead of the preset's).
 
     Built extractors are kept for the process (one per preset, modalities, device, weights), so
     extracting and then assembling a FeatureSet, or several shards in one process, load each
     model once; the runner's per-extractor locks are per object, so sharing them is safe."""
     modalities = parse_modalities(modalities)
     if extractors is None:
-        key = (preset, modalities, device, visual_weights)
+        key = (preset, modalities, device, visual_weights, text_model)
         with _BUILT_LOCK:  # one build per key, even when shard tasks start together
             if key not in _BUILT:
                 _BUILT[key] = build_extractors(
-                    preset, modalities, device, visual_weights=visual_weights
+                    preset, modalities, device, visual_weights=visual_weights, text_model=text_model
                 )
         extractors = _BUILT[key]
     missing = [m for m in modalities if not extractors.get(m)]

@@ -149,6 +149,8 @@ def finetune_text_encoder(
         "data_sha256": digest,
         "source": source,
     }
+    if dialogues is not None:  # whose labels it learnt: `erc extract` warns on their rows
+        record["train_dialogues"] = sorted({str(dialogues[i]) for i in train})
     try:
         record.update(_fit(texts, labels, train, dev, len(label_names), settings, work, progress))
         if settings.folds:

@@ -178,3 +178,45 @@ def test_fold_encoders_encode_the_train_rows_they_did_not_see(tmp_path):
     other = table.assign(dialogue=[f"x{i}" for i in range(len(texts))])
     with pytest.raises(ValueError, match="train dialogue 'x0' is in none of its 2 folds"):
         extract_texts(other, out, tmp_path / "store")
+
+
+def test_erc_extract_encodes_a_manifest_with_a_fine_tuned_encoder_and_warns_on_its_train_dialogues(
+    tmp_path, capsys
+):
+    """`erc extract --text-model DIR`: the manifest's text is encoded by the fine-tuned encoder
+    (its weights in the spec and the store keys), and dialogues the encoder learnt the labels of
+    are named in a warning, since their vectors are in fold."""
+    import pandas as pd
+
+    from pipeline.features.featureset import FeatureSet
+
+    texts, labels, splits = _data()
+    dialogues = [f"d{i // 2}" for i in range(len(texts))]
+    out = tmp_path / "enc"
+    settings = FinetuneSettings(**{**SETTINGS.__dict__, "epochs": 1})
+    record = finetune_text_encoder(
+        texts, labels, splits, LABELS, out, settings, progress=False, dialogues=dialogues
+    )
+    assert record["train_dialogues"] == sorted(
+        {d for d, s in zip(dialogues, splits, strict=True) if s == "train"}
+    )
+    manifest = tmp_path / "manifest.csv"
+    new = ["a brand new sentence", "and one more", "I am so happy today"]
+    pd.DataFrame(
+        {"dialogue_id": ["d0", "d0", "mine"], "utterance_id": ["u0", "u1", "m0"],
+         "speaker": "A", "start_s": 0.0, "end_s": 1.0, "text": new}
+    ).to_csv(manifest, index=False)  # fmt: skip
+    argv = ["extract", "--manifest", str(manifest), "--store", str(tmp_path / "store"),
+            "--modalities", "t", "--text-model", str(out), "--featureset", str(tmp_path / "fs"),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    warned = capsys.readouterr().err
+    assert "1 dialogue(s)" in warned and "'d0'" in warned and "out of fold" in warned
+    fs = FeatureSet.load(tmp_path / "fs")
+    mine = SentenceTextExtractor(str(out))
+    assert fs.feature_spec["t"]["extractors"][0]["weights_hash"] == mine.weights_hash
+    np.testing.assert_allclose(fs.features["t"].numpy(), np.stack(mine(new)), atol=1e-6)
+
+    pd.read_csv(manifest).assign(dialogue_id="mine").to_csv(manifest, index=False)
+    assert main(argv) == 0  # cached now; no dialogue of the encoder's: no warning
+    assert "warning" not in capsys.readouterr().err

@@ -101,6 +101,17 @@ def read_finetune_record(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def in_fold_dialogues(text_model: str | Path | None, dialogue_ids) -> list[str]:
+    """Those of ``dialogue_ids`` whose train rows fine-tuned ``text_model`` (a folder with
+    finetune.json): its vectors of their utterances are in fold, and mislead a dialogue model
+    trained on them (module docstring). [] for any other model."""
+    record = read_finetune_record(text_model) if text_model else None
+    if not record:
+        return []
+    learnt = record.get("train_dialogues") or record.get(OUT_OF_FOLD, {}).get("dialogue_fold", {})
+    return sorted({str(d) for d in dialogue_ids} & set(learnt))
+
+
 def _embed_rows(frame: pd.DataFrame, ex, store_root, source: str, progress: bool):
     """(x [N, D], feature spec) of ``frame``'s rows by extractor ``ex``, through the store."""
     rows, source = manifest_rows(frame.reset_index(drop=True), source)
