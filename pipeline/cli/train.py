@@ -253,9 +253,9 @@ def _finetune_text(args: argparse.Namespace) -> int:
 
 
 def _labelled_texts(data: str, data_dir: str | None):
-    """(texts, label indices, splits, dialogue ids, label names, source) of a shared dataset.
-    `erc extract` takes extractor presets only, so a manifest's own text cannot use a
-    fine-tuned encoder yet: only the datasets `erc import` reads are offered."""
+    """(texts, label indices, splits, dialogue ids, label names, source) of a shared dataset:
+    the labelled train/dev/test transcripts `erc import` reads (its out-of-fold encoding needs
+    the dialogues the encoder was fine-tuned on)."""
     from pipeline.features.importers import shared_data
 
     if data == "iemocap-shared":
