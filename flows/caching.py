@@ -75,6 +75,13 @@ def manifest_fingerprint(manifest: str | Path) -> str:
     return combine(file_digest(manifest), media_fingerprint(media))
 
 
+def text_model_fingerprint(text_model: str) -> str:
+    """A local sentence-encoder folder by its files' content (an encoder fine-tuned again into the
+    same folder is another model); a packaged name or model id as given."""
+    path = Path(text_model).expanduser()
+    return tree_digest(path) if path.is_dir() else text_model
+
+
 def combine(*parts: Any) -> str:
     """One hex digest of any JSON-able parts."""
     payload = json.dumps(parts, sort_keys=True, default=str)

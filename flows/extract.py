@@ -28,6 +28,7 @@ from flows.caching import (
     run_cached,
     short,
     stamped,
+    text_model_fingerprint,
 )
 from flows.params import (
     DEFAULT_OUT,
@@ -93,10 +94,11 @@ def write_shards(manifest: str, shard_dir: str, n_shards: int) -> list[str]:
     return paths
 
 
-@task(
-    name="extract-shard",
-    cache_policy=StageCache(stage="extract", content={"manifest": manifest_fingerprint}),
-)
+# What a stage's result depends on beyond its parameters' values: the files they name.
+INPUT_CONTENT = {"manifest": manifest_fingerprint, "text_model": text_model_fingerprint}
+
+
+@task(name="extract-shard", cache_policy=StageCache(stage="extract", content=INPUT_CONTENT))
 def extract_shard(
     manifest: str,
     store_root: str,
@@ -104,6 +106,7 @@ def extract_shard(
     modalities: str,
     strict: bool,
     index: bool = True,
+    text_model: str | None = None,
 ) -> dict[str, Any]:
     """Extract every utterance of one manifest shard into the store -> counts + failures path.
 
@@ -123,6 +126,7 @@ def extract_shard(
         report_dir=str(Path(manifest).with_suffix("")) + "-reports",  # one per shard
         on_progress=report,
         index=index,
+        text_model=text_model,
     )
     report.finish()
     return {
@@ -134,17 +138,20 @@ def extract_shard(
     }
 
 
-@task(
-    name="build-featureset",
-    cache_policy=StageCache(stage="featureset", content={"manifest": manifest_fingerprint}),
-)
+@task(name="build-featureset", cache_policy=StageCache(stage="featureset", content=INPUT_CONTENT))
 def build_featureset(
-    manifest: str, store_root: str, preset: str, modalities: str, out_dir: str
+    manifest: str,
+    store_root: str,
+    preset: str,
+    modalities: str,
+    out_dir: str,
+    text_model: str | None = None,
 ) -> dict[str, Any]:
     """Store entries of a manifest -> the FeatureSet folder that training reads, stamped."""
     from pipeline.features.extract import build_featureset as build
 
-    return stamped(str(build(manifest, store_root, preset, modalities, out_dir)), out_dir)
+    fs_dir = build(manifest, store_root, preset, modalities, out_dir, text_model=text_model)
+    return stamped(str(fs_dir), out_dir)
 
 
 # --- fan-out -----------------------------------------------------------------------------------
@@ -192,6 +199,7 @@ def extract_shards(
     cache_dir: str,
     refresh: bool = False,
     index: bool = True,
+    text_model: str | None = None,
 ) -> list[dict[str, Any]]:
     """One `extract-shard` task per shard, all submitted at once to this flow's task runner."""
     shard_task = cached_task(extract_shard, Path(cache_dir), refresh)
@@ -203,6 +211,7 @@ def extract_shards(
             modalities=modalities,
             strict=strict,
             index=index,
+            text_model=text_model,
         )
         for shard in shards
     ]
@@ -268,6 +277,31 @@ def prepare_manifest(
     return build_manifest(dataset, root, str(layout.manifest)), False
 
 
+def resolve_text_model(text_model: str | None, modalities: str) -> str | None:
+    """The text model as the tasks get it: None without text; a local folder made absolute (the
+    workers may run elsewhere); a name as given. A folder that is not there fails here."""
+    if not text_model or "t" not in modalities:
+        return None
+    path = Path(text_model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if text_model.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"text_model {text_model!r}: no such folder")
+    return text_model
+
+
+def warn_in_fold(text_model: str | None, manifest: str) -> None:
+    """Say which of the manifest's dialogues a fine-tuned text model learnt from (in fold)."""
+    from pipeline.dataset.manifest import read_manifest
+    from pipeline.features.importers.text_features import in_fold_warning, read_finetune_record
+
+    if not text_model or not read_finetune_record(text_model):
+        return
+    warning = in_fold_warning(text_model, read_manifest(manifest)["dialogue_id"], manifest)
+    if warning:
+        get_run_logger().warning(warning)
+
+
 def auto_shards(shards: int, task_runner: str, address: str | None, dask_workers: int) -> int:
     if shards > 0:
         return shards
@@ -283,6 +317,7 @@ def extract(
     root: str | None = None,
     preset: Preset = "offline",
     modalities: Modalities = "tav",
+    text_model: str | None = None,
     out_dir: str = DEFAULT_OUT,
     store_root: str | None = None,
     strict: bool = False,
@@ -303,6 +338,8 @@ def extract(
         root: folder of the raw dataset (not for "demo").
         preset: extractor preset: "offline" (works without downloads), "paper", "tiny" (tests).
         modalities: subset of "tav" (text, audio, visual).
+        text_model: sentence encoder for the text instead of the preset's: "mpnet", "minilm", a
+            sentence-transformers folder (e.g. one `erc finetune-text` wrote) or a model id.
         out_dir: output folder (see flows/params.py for its layout).
         store_root: feature store folder to share between runs; default <out_dir>/store.
         strict: any failed utterance fails the run (default: report it and carry on).
@@ -332,6 +369,7 @@ def extract(
     layout = Layout.at(out_dir)
     store = str(Path(store_root).expanduser().resolve() if store_root else layout.store)
     stages: dict[str, str] = {}
+    text_model = resolve_text_model(text_model, modalities)
 
     manifest_path, cached = prepare_manifest(
         manifest, dataset, root, layout, (demo_dialogues, demo_utterances), refresh
@@ -339,6 +377,7 @@ def extract(
     stages["manifest"] = "given" if manifest else "cached" if cached else "ran"
     manifest_name = short(file_digest(manifest_path))
     logger.info("manifest %s (%s)", manifest_path, manifest_name)
+    warn_in_fold(text_model, manifest_path)
 
     n_shards = auto_shards(shards, task_runner, dask_address, dask_workers)
     shard_dir = layout.shards / f"{manifest_name}-{n_shards}"
@@ -354,6 +393,7 @@ def extract(
         # A deleted store invalidates every cached extraction.
         refresh=refresh or not Path(store).is_dir(),
         index=not keeper,
+        text_model=text_model,
     )
     if keeper:
         ingest_entries(store)
@@ -368,6 +408,8 @@ def extract(
             raise RuntimeError(f"strict mode: {failed} utterance(s) failed extraction")
 
     inputs = dict(manifest=manifest_path, store_root=store, preset=preset, modalities=modalities)
+    if text_model:  # absent otherwise: the default run keeps its cache key and folder name
+        inputs["text_model"] = text_model
     fs_dir = (
         layout.featuresets / f"{preset}-{modalities}-{content_name(build_featureset, **inputs)}"
     )

@@ -205,19 +205,14 @@ def _text(args: argparse.Namespace) -> str | None:
 def _warn_in_fold(args: argparse.Namespace) -> None:
     """A fine-tuned encoder's vectors of the dialogues it learnt from are in fold: say so."""
     from pipeline.dataset.manifest import read_manifest
-    from pipeline.features.importers.text_features import in_fold_dialogues, read_finetune_record
+    from pipeline.features.importers.text_features import in_fold_warning, read_finetune_record
 
     if not _text(args) or not read_finetune_record(args.text_model):
         return
-    seen = in_fold_dialogues(args.text_model, read_manifest(args.manifest)["dialogue_id"])
-    if seen:
-        print(
-            f"warning: {len(seen)} dialogue(s) of {args.manifest} (e.g. {seen[0]!r}) were in the "
-            f"train split {args.text_model} was fine-tuned on: their text vectors carry the "
-            "labels it learnt, and a model trained on them over-trusts text. For that dataset "
-            "use `erc import ... --text-model`, which encodes them out of fold.",
-            file=sys.stderr,
-        )
+    dialogues = read_manifest(args.manifest)["dialogue_id"]
+    warning = in_fold_warning(args.text_model, dialogues, str(args.manifest))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _own_weights_extractors(args: argparse.Namespace):

@@ -123,10 +123,13 @@ def load_extractors(
 
     Built extractors are kept for the process (one per preset, modalities, device, weights), so
     extracting and then assembling a FeatureSet, or several shards in one process, load each
-    model once; the runner's per-extractor locks are per object, so sharing them is safe."""
+    model once; the runner's per-extractor locks are per object, so sharing them is safe. A
+    weights file or model folder rewritten since (fine-tuned again into the same place) is loaded
+    again: a long-lived worker never encodes with the model that was there before."""
     modalities = parse_modalities(modalities)
     if extractors is None:
         key = (preset, modalities, device, visual_weights, text_model)
+        key += (_files_state(visual_weights), _files_state(text_model))
         with _BUILT_LOCK:  # one build per key, even when shard tasks start together
             if key not in _BUILT:
                 _BUILT[key] = build_extractors(
@@ -137,6 +140,20 @@ def load_extractors(
     if missing:
         raise ValueError(f"preset {preset!r} has no extractor for modalities {missing}")
     return {m: list(extractors[m]) for m in modalities}
+
+
+def _files_state(path: str | None) -> tuple:
+    """(name, size, mtime, inode) of each file at a local path (a file or a folder); () for a
+    model name or None."""
+    if not path or not Path(path).expanduser().exists():
+        return ()
+    root = Path(path).expanduser()
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    return tuple(
+        (str(f.relative_to(root)), st.st_size, st.st_mtime_ns, st.st_ino)
+        for f in files
+        if f.is_file() and (st := f.stat())
+    )
 
 
 def _reason_modalities(reason: str, modalities: str) -> str | None:
@@ -616,6 +633,7 @@ def extract_features(
     workers: int | None = None,
     on_progress: Callable[[dict[str, int]], None] | None = None,
     index: bool = True,
+    text_model: str | None = None,
 ) -> ExtractSummary:
     """Extract every missing (utterance, extractor) entry of a manifest into the store.
 
@@ -628,12 +646,13 @@ def extract_features(
     ``on_progress``: called with {"done", "total", "failed"} entries as batches are stored.
     ``index``: False = never open the store's index.sqlite (a writer on another host: entries are
     looked up and written as files, no claims); index them afterwards with FeatureStore.ingest.
+    ``text_model``: a sentence encoder for text instead of the preset's (load_extractors).
     The path-based form the flows and the CLI call: plan_extraction + run_extraction.
     """
     # 1. inputs (the manifest first: a bad one fails before the store is created)
     fps = check_fps(fps)
     rows, source = manifest_rows(manifest_path)
-    exs = load_extractors(preset, modalities, device, extractors)
+    exs = load_extractors(preset, modalities, device, extractors, text_model=text_model)
     store = FeatureStore(store_root) if index else UnindexedWriter(store_root)
     try:
         # 2. plan, 3-6. run
@@ -685,14 +704,16 @@ def build_featureset(
     fps: float = 2.0,
     label_names: Sequence[str] | None = None,
     device: str = "cpu",
+    text_model: str | None = None,
 ) -> Path:
     """Read a manifest's features from the store and write a FeatureSet directory (the path-based
     form the flows cache on; the assemble section above says how rows and labels are laid out).
-    ``fps`` must be the frame rate the visual features were extracted at (it is part of their key).
+    ``fps`` must be the frame rate the visual features were extracted at (it is part of their key),
+    ``text_model`` the text encoder they were extracted with (None: the preset's).
     """
     fps = check_fps(fps)
     rows, source = manifest_rows(manifest_path)
-    exs = load_extractors(preset, modalities, device, extractors)
+    exs = load_extractors(preset, modalities, device, extractors, text_model=text_model)
     with FeatureStore(store_root, create=False) as store:
         plan = plan_extraction(rows, store, source, preset, modalities, fps, device, exs)
         fs = assemble_featureset(plan, store, label_names)

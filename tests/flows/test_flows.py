@@ -283,6 +283,45 @@ def test_failed_video_is_reported_and_others_complete(demo_runs, tmp_path):
         )  # fmt: skip
 
 
+def test_extract_with_a_text_model_folder_is_cached_until_the_folder_changes(demo_runs, tmp_path):
+    """text_model: the manifest's text encoded by that sentence encoder (its weights in the feature
+    spec); an encoder rewritten into the same folder (fine-tuned again) is not served from the
+    cache of the one before."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from extractors.text import SentenceTextExtractor, packaged_minilm_path
+    from pipeline.features.featureset import FeatureSet
+
+    out, first, _, _ = demo_runs
+    encoder = tmp_path / "encoder"
+    shutil.copytree(packaged_minilm_path(), encoder)
+    run = lambda: extract(  # noqa: E731
+        manifest=first["paths"]["manifest"], store_root=first["paths"]["feature store"],
+        out_dir=str(tmp_path / "out"), preset="tiny", modalities="t", text_model=str(encoder),
+    )  # fmt: skip
+
+    def spec_hash(result) -> str:
+        return FeatureSet.load(result["featureset_dir"]).feature_spec["t"]["extractors"][0][
+            "weights_hash"
+        ]
+
+    before = run()
+    assert spec_hash(before) == SentenceTextExtractor(str(encoder)).weights_hash
+    assert FeatureSet.load(before["featureset_dir"]).features["t"].shape[1] == 384  # not tiny's
+    assert run()["stages"] == {"manifest": "given", "extract": "cached", "featureset": "cached"}
+
+    weights = load_file(encoder / "model.safetensors")
+    name = next(k for k in weights if k.endswith("LayerNorm.weight"))
+    weights[name] = weights[name] * 1.5
+    save_file(weights, encoder / "model.safetensors", metadata={"format": "pt"})
+    after = run()
+    assert after["stages"] == {"manifest": "given", "extract": "ran", "featureset": "ran"}
+    assert spec_hash(after) == SentenceTextExtractor(str(encoder)).weights_hash != spec_hash(before)
+    assert after["featureset_dir"] != before["featureset_dir"]
+
+
 def test_predict_demo_videos_with_the_trained_checkpoint(demo_runs, tmp_path):
     out, first, _, _ = demo_runs
     # defaults: new demo conversations (not the training ones), the last train run's checkpoint

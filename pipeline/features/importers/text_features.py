@@ -112,6 +112,20 @@ def in_fold_dialogues(text_model: str | Path | None, dialogue_ids) -> list[str]:
     return sorted({str(d) for d in dialogue_ids} & set(learnt))
 
 
+def in_fold_warning(text_model: str | Path | None, dialogue_ids, source: str) -> str | None:
+    """The warning for a manifest (``source``) some of whose dialogues fine-tuned ``text_model``;
+    None when none did. `erc extract` and the extract flow say the same."""
+    seen = in_fold_dialogues(text_model, dialogue_ids)
+    if not seen:
+        return None
+    return (
+        f"{len(seen)} dialogue(s) of {source} (e.g. {seen[0]!r}) were in the train split "
+        f"{text_model} was fine-tuned on: their text vectors carry the labels it learnt, and a "
+        "model trained on them over-trusts text. For that dataset use `erc import ... "
+        "--text-model`, which encodes them out of fold."
+    )
+
+
 def _embed_rows(frame: pd.DataFrame, ex, store_root, source: str, progress: bool):
     """(x [N, D], feature spec) of ``frame``'s rows by extractor ``ex``, through the store."""
     rows, source = manifest_rows(frame.reset_index(drop=True), source)
