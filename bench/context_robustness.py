@@ -22,6 +22,10 @@ for them), grouped as erc predict groups them; no video is decoded.
 --modalities ta instead trains text + audio on the whole of IEMOCAP (`erc import iemocap-shared`:
 MiniLM text + the audio descriptors) and reports dev, dev_alone, dev_sparse and test only (the
 clips have no such audio features): does the augmentation cost a modulated multimodal model?
+--finetune-text first fine-tunes the text model on the same utterances (their train rows learnt,
+dev choosing the epoch: `erc finetune-text`'s recipe, with its two out-of-fold encoders), so the
+clips' dialogues stay unseen; the training set's train rows are then encoded out of fold, as
+`erc import --text-model` encodes them, everything else by the full encoder.
 Nothing from ../shared is copied; everything else goes under --work (kept, so the feature store
 and finished runs are reused: a run folder that holds a finished training is read, not retrained).
 """
@@ -81,7 +85,54 @@ def prepare(work: Path, text_model: str) -> dict[str, Path]:
             m, work / "store", "offline", "t", work / f"fs_{name}", exs, label_names=names
         )
         names = names or FeatureSet.load(paths[name]).label_names  # the training set's order
+    # After the build, and again on reuse: a run stopped before it must not leave in-fold rows.
+    _encode_train_rows_out_of_fold(paths["train"], frames["train"], text_model, work / "store")
     return paths
+
+
+def finetune_without_clips(work: Path, base: str) -> Path:
+    """`erc finetune-text iemocap-shared`'s encoder and fold encoders, learnt from the IEMOCAP
+    rows outside the clips' dialogues (test rows unread); reused when already made."""
+    from pipeline.dataset.adapters.shared import load_shared_clips
+    from pipeline.features.importers.shared_data import IEMOCAP_LABELS, read_iemocap_table
+    from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
+
+    df = read_iemocap_table(None)
+    df = df[~df["dialogue"].astype(str).isin(set(load_shared_clips()["dialogue_id"]))]
+    out = work / "text-finetuned"
+    finetune_text_encoder(
+        df["text"].tolist(), df["label_id"].astype(int).tolist(), df["split"].tolist(),
+        list(IEMOCAP_LABELS), out, FinetuneSettings(base=base),
+        source="iemocap-shared without the clips' dialogues",
+        dialogues=df["dialogue"].astype(str).tolist(),
+    )  # fmt: skip
+    return out
+
+
+def _encode_train_rows_out_of_fold(path: Path, df, text_model: str, store: Path) -> None:
+    """With a fine-tuned text model that has fold encoders: the FeatureSet at ``path`` gets each
+    train row's vector from the encoder that never saw its dialogue (extract_texts, erc import's
+    encoding); nothing changes for any other model."""
+    from pipeline.features.featureset import FeatureSet
+    from pipeline.features.importers.text_features import (
+        OUT_OF_FOLD,
+        extract_texts,
+        read_finetune_record,
+    )
+
+    if OUT_OF_FOLD not in (read_finetune_record(text_model) or {}):
+        return
+    fs = FeatureSet.load(path)
+    if OUT_OF_FOLD in fs.feature_spec["t"]:
+        return  # done by an earlier call
+    table = df.rename(columns={"dialogue_id": "dialogue", "utterance_id": "utt_id"})
+    x, spec = extract_texts(table.reset_index(drop=True), text_model, store)  # [N, D]
+    row_of = {u: d.start + j for d in fs.dialogues for j, u in enumerate(d.utterance_ids)}
+    for i, utt in enumerate(table["utt_id"].astype(str)):
+        if fs.present["t"][row_of[utt]]:
+            fs.features["t"][row_of[utt]] = torch.from_numpy(x[i])  # [D]
+    fs.feature_spec["t"][OUT_OF_FOLD] = spec[OUT_OF_FOLD]
+    fs.save(path)
 
 
 def sparse_views(dialogues, seed: int = 0):
@@ -203,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["off", "p50"])
     p.add_argument("--text-model", default=PACKAGED_MINILM, help="sentence-transformers model")
+    p.add_argument("--finetune-text", action="store_true",
+                   help="fine-tune --text-model on the training rows first (above)")  # fmt: skip
     p.add_argument("--modalities", choices=("t", "ta"), default="t", help="ta: no clips (above)")
     p.add_argument("--prepare-only", action="store_true", help="extract and build, no training")
     p.add_argument("--table", action="store_true", help="only print the table of rows.jsonl")
@@ -211,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows_path = args.work / ("rows.jsonl" if args.modalities == "t" else "rows_ta.jsonl")
     if not args.table:
+        if args.finetune_text:
+            args.text_model = str(finetune_without_clips(args.work, args.text_model))
         paths = prepare(args.work, args.text_model) if args.modalities == "t" else {}
         for arm in [] if args.prepare_only else args.arms:
             for seed in args.seeds:
