@@ -105,7 +105,8 @@ def check_fps(fps) -> float:
     return value
 
 
-_BUILT: dict[tuple, dict[str, Sequence[Extractor]]] = {}
+# (preset, modalities, device, weights, text model) -> (their files' state, the extractors)
+_BUILT: dict[tuple, tuple[tuple, dict[str, Sequence[Extractor]]]] = {}
 _BUILT_LOCK = threading.Lock()
 
 
@@ -129,13 +130,14 @@ def load_extractors(
     modalities = parse_modalities(modalities)
     if extractors is None:
         key = (preset, modalities, device, visual_weights, text_model)
-        key += (_files_state(visual_weights), _files_state(text_model))
+        state = (_files_state(visual_weights), _files_state(text_model))
         with _BUILT_LOCK:  # one build per key, even when shard tasks start together
-            if key not in _BUILT:
-                _BUILT[key] = build_extractors(
+            if key not in _BUILT or _BUILT[key][0] != state:  # the old model is dropped, not kept
+                built = build_extractors(
                     preset, modalities, device, visual_weights=visual_weights, text_model=text_model
                 )
-        extractors = _BUILT[key]
+                _BUILT[key] = state, built
+            extractors = _BUILT[key][1]
     missing = [m for m in modalities if not extractors.get(m)]
     if missing:
         raise ValueError(f"preset {preset!r} has no extractor for modalities {missing}")

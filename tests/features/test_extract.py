@@ -249,3 +249,26 @@ def test_identical_texts_share_one_entry_and_the_summary_says_so(tmp_path):
     s = extract_features(manifest, tmp_path / "store", "tiny", "t", progress=False)
     assert (s.done, s.new_entries) == (3, 2)
     assert "the 3 computed are stored as 2 entries: identical inputs (the same text)" in s.line()
+
+
+def test_built_extractors_are_reused_until_their_model_folder_is_rewritten(tmp_path):
+    """A long-lived worker keeps one built text model per folder: the same objects while the
+    folder is unchanged, a fresh model once it is rewritten (fine-tuned again), and the old one
+    is dropped rather than kept beside it."""
+    import shutil
+
+    from extractors.text import packaged_minilm_path
+    from pipeline.features import extract as extract_module
+
+    encoder = tmp_path / "encoder"
+    shutil.copytree(packaged_minilm_path(), encoder)
+    load = lambda: extract_module.load_extractors("tiny", "t", text_model=str(encoder))  # noqa: E731
+    first = load()["t"][0]
+    assert load()["t"][0] is first
+    config = encoder / "config.json"
+    config.write_text(config.read_text() + "\n")  # a rewrite: other size and mtime
+    second = load()["t"][0]
+    assert second is not first
+    assert load()["t"][0] is second
+    keys = [k for k in extract_module._BUILT if str(encoder) in k]
+    assert len(keys) == 1
