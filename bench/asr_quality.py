@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="first N clips only")
     p.add_argument("--repeat", type=int, default=1, help="runs; counts distinct transcripts")
     p.add_argument("--shared", type=Path, help="shared root (default: $ERC_SHARED_DIR, ../shared)")
-    p.add_argument("--out", type=Path, default=Path("asr_quality.csv"), help="per-clip CSV")
+    p.add_argument("--out", type=Path, help="per-clip CSV (default: none written)")
     p.add_argument("--checkpoint", type=Path, help="also score emotions on ASR vs reference text")
     args = p.parse_args(argv)
 
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     heard = conversation(clips, work) if args.mode == "conversation" else clips
     runs = [transcribe_clips(heard, asr, args.mode, args.vad) for _ in range(max(1, args.repeat))]
     table = runs[0]
-    atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
+    if args.out:  # not into the working directory unasked
+        atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     minutes = table["duration_s"].sum() / 60
     result = {
         "bench": "asr_quality",
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": len(runs),
         "distinct_transcripts": len({tuple(r["hypothesis"]) for r in runs}),
         "wer_of_each_run": [round(r["errors"].sum() / r["ref_words"].sum(), 4) for r in runs],
-        "csv": str(args.out.resolve()),
+        "csv": str(args.out.resolve()) if args.out else None,
     }
     if args.checkpoint and args.mode != "conversation":
         result["emotions"] = emotion_scores(
