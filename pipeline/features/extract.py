@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 
 from extractors.base import Extractor
+from extractors.file_digest import stat_key
 from extractors.presets import ExtractorPreset, build_extractors
 from model.config import MODALITY_ORDER, parse_modalities
 from pipeline.dataset import media
@@ -145,17 +146,13 @@ def load_extractors(
 
 
 def _files_state(path: str | None) -> tuple:
-    """(name, size, mtime, inode) of each file at a local path (a file or a folder); () for a
-    model name or None."""
+    """(name, stat_key) of each file at a local path (a file or a folder); () for a model name
+    or None."""
     if not path or not Path(path).expanduser().exists():
         return ()
     root = Path(path).expanduser()
     files = sorted(root.rglob("*")) if root.is_dir() else [root]
-    return tuple(
-        (str(f.relative_to(root)), st.st_size, st.st_mtime_ns, st.st_ino)
-        for f in files
-        if f.is_file() and (st := f.stat())
-    )
+    return tuple((str(f.relative_to(root)), *stat_key(f)) for f in files if f.is_file())
 
 
 def _reason_modalities(reason: str, modalities: str) -> str | None:
