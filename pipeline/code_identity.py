@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,12 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+# One parse at a time: CPython 3.11's AST constructor keeps its recursion-depth check in state
+# that threads share, so two parses at once (two flow runs of one worker process computing their
+# cache keys) can fail with "SystemError: AST constructor recursion depth mismatch".
+_PARSE_LOCK = threading.Lock()
+
+
 def _module_file(name: str, root: Path) -> Path | None:
     """Dotted module name -> its file under root (a package's __init__.py), or None."""
     base = root.joinpath(*name.split("."))
@@ -53,7 +60,9 @@ def _imported_names(path: Path, module: str) -> set[str]:
     is_package = path.name == "__init__.py"
     package = module if is_package else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    with _PARSE_LOCK:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
