@@ -6,6 +6,6 @@ predictions (CSV/JSONL/HTML report), a failures list and a summary across videos
 
 Contracts owned: segmentation and its per-cue problems (segment.py: manifest rows, subtitles,
 voice-activity detection; asr.py: speech recognition), the prediction run (predict.py: a PredictJob
-and its steps) and its outputs (predict_outputs.py, with the model's provenance and a labelled
-run's scores; report_html.py).
+and its steps) and its outputs (predict_outputs.py, with the model's provenance, a labelled
+run's scores and the HTML pages).
 """

@@ -24,11 +24,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.files import sha256_file
 from pipeline.inference.predict import predict_videos
-from pipeline.inference.predict_outputs import score_predictions
-from pipeline.inference.report_html import (
+from pipeline.inference.predict_outputs import (
     CLIP_GAP_S,
     dialogue_timeline,
     distribution_png,
+    score_predictions,
     write_dialogue_report,
     write_index,
     write_video_report,

@@ -20,7 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.inference.report_html import write_dialogue_report, write_index, write_video_report
+from pipeline.inference.predict_outputs import (
+    write_dialogue_report,
+    write_index,
+    write_video_report,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
