@@ -28,8 +28,13 @@ from pipeline.cli import main as cli_main
 from pipeline.dataset.manifest import write_manifest
 from pipeline.features.extract import build_featureset, extract_features, manifest_tasks
 from pipeline.features.featureset import FeatureSet
-from pipeline.features.store import INDEX_FILE, FeatureStore, StoreReadOnlyError
-from pipeline.features.store_layout import ENTRY_FORMAT, StoreWriteError
+from pipeline.features.store import (
+    ENTRY_FORMAT,
+    INDEX_FILE,
+    FeatureStore,
+    StoreReadOnlyError,
+    StoreWriteError,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 N_UTT = 6
@@ -111,7 +116,7 @@ def test_entries_describe_themselves(clean, extractors):
     manifest, root = clean
     with FeatureStore(root, create=False) as st:
         rows = {e["key"]: e for e in st.entries()}
-        from pipeline.features.store_layout import check, index_row
+        from pipeline.features.store import check, index_row
 
         for key, row in rows.items():
             checked = check(st.object_path(key))

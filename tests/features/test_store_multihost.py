@@ -25,8 +25,14 @@ import pytest
 from pipeline.dataset.demo import make_demo_dataset
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import build_featureset, extract_features
-from pipeline.features.store import INDEX_FILE, Entry, FeatureStore, UnindexedWriter, make_key
-from pipeline.features.store_layout import check
+from pipeline.features.store import (
+    INDEX_FILE,
+    Entry,
+    FeatureStore,
+    UnindexedWriter,
+    check,
+    make_key,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # MiniLM + eGeMAPS (the tiny preset's text, the offline preset's audio): batch-invariant

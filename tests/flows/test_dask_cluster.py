@@ -173,7 +173,7 @@ def _result(proc: subprocess.Popen, log: Path, timeout: float) -> dict:
 def _entries(store: Path, utterances: list[str] | None = None) -> int:
     """Entry files in the store (of these utterances only, when given). Read from the files: with
     a remote cluster the workers write entry files only and the flow indexes them at the end."""
-    from pipeline.features.store_layout import DamagedEntryError, check
+    from pipeline.features.store import DamagedEntryError, check
 
     wanted = set(utterances or [])
     n = 0
