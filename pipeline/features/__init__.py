@@ -5,8 +5,7 @@ content-addressed feature store and a FeatureSet directory, the one thing traini
 FeatureSets imported from published pickles (importers/) and exported to them (exporters.py).
 
 Contracts owned: the FeatureSet format (featureset.py, `FeatureSetError`), the feature store's
-entry format, index and claims (store.py, store_layout.py), the
-extraction plan, its run and failures report, and the FeatureSet assembled from the plan
-(extract.py, with its thread-pool Runner in extract_runner.py). One pass: a manifest is planned
+entry format, index and claims (store.py), the extraction plan, its run on a thread-pool Runner
+and failures report, and the FeatureSet assembled from the plan (extract.py). One pass: a manifest is planned
 once (`extract.plan_extraction`: rows, extractors, keys), run, and assembled from the same plan.
 """

@@ -18,12 +18,12 @@ from PIL import Image
 from pipeline.dataset import media_writer
 from pipeline.dataset.manifest import read_manifest, write_manifest
 from pipeline.features.extract import (
+    ExtractionError,
     build_featureset,
     extract_features,
     plan_tasks,
     store_status,
 )
-from pipeline.features.extract_runner import ExtractionError
 from pipeline.features.featureset import FeatureSet
 from pipeline.features.store import FeatureStore
 
