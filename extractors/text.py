@@ -2,7 +2,7 @@
 
 The paper uses sBERT (768-d; its predecessor CORECT names
 ``sentence-transformers/paraphrase-distilroberta-base-v1``). Offline, two real encoders need no
-download (extractors/packaged.py): all-mpnet-base-v2 (768-d, the paper's dimension; the offline
+download (extractors/weights.py): all-mpnet-base-v2 (768-d, the paper's dimension; the offline
 preset's) and all-MiniLM-L6-v2 (384-d, ~5x cheaper; tests). ``minilm`` and ``mpnet`` name them.
 
 The extractor embeds whatever it is given, "" included; the pipeline never gives it an utterance
@@ -28,17 +28,19 @@ import numpy as np
 import torch
 
 from extractors.base import ExtractorSpec
-from extractors.packaged import (  # noqa: F401 (the packaged names are public here too)
+from extractors.weights import (  # noqa: F401 (the packaged names are public here too)
     PACKAGED_MINILM,
     PACKAGED_MPNET,
     SHORT_NAMES,
+    load_or_explain,
     minilm_path,
     mpnet_path,
     packaged_model,
     packaged_name_of,
     packaged_names,
+    sha256_files,
+    sha256_state_dict,
 )
-from extractors.weights import load_or_explain, sha256_files, sha256_state_dict
 
 VERSION = "2"  # bump when the code changes what it outputs (2: batch-invariant padding)
 PAD_MULTIPLE = 16  # tokens: padded lengths are multiples of this, so batches share a shape

@@ -24,7 +24,7 @@ def _own_cache_home(tmp_path_factory):
     """The user's cache home holds the default feature store (erc import, erc predict): tests get
     their own, so no test reads what another run left there. Unpacked models stay shared (their
     folders are verified on every use)."""
-    from extractors.packaged import cache_home, model_cache_dir
+    from extractors.weights import cache_home, model_cache_dir
 
     models = model_cache_dir()
     home = tmp_path_factory.mktemp("cache-home")

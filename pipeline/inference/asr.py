@@ -83,7 +83,7 @@ PACKAGED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936
 
 def asr_cache_dir() -> Path:
     """Verification record and converted models: <the project's cache home>/asr."""
-    from extractors.packaged import cache_home
+    from extractors.weights import cache_home
 
     return cache_home() / "asr"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.packaged import (
+from extractors.weights import (
     MPNET_PARTS,
     MPNET_REVISION,
     MPNET_UPSTREAM,
@@ -28,10 +28,10 @@ from extractors.packaged import (
     PackagedModelError,
     Part,
     minilm_path,
+    sha256_files,
     unpack_split_zip,
     wheel_file,
 )
-from extractors.weights import sha256_files
 
 torch.set_num_threads(min(2, torch.get_num_threads()))  # shared 2-core machine
 
@@ -135,7 +135,7 @@ def test_a_damaged_cached_folder_is_rebuilt_not_trusted(toy, tmp_path, caplog, d
         (dest / STAMP).unlink()
     else:
         (dest / "extra.bin").write_bytes(b"x")
-    with caplog.at_level(logging.WARNING, logger="extractors.packaged"):
+    with caplog.at_level(logging.WARNING, logger="extractors.weights"):
         assert unpack_split_zip(parts, dest, TOP, known) == (dest, weights_hash)
     assert target.read_bytes() == weights and not (dest / "extra.bin").exists()
     named = target if damage.startswith("edit") else dest
@@ -150,7 +150,7 @@ def test_a_copied_folder_is_rehashed_and_kept(toy, tmp_path, caplog):
     _, weights_hash = unpack_split_zip(parts, dest, TOP, known)
     os.utime(dest / "config.json", ns=(1, 1))
     ino = (dest / "model.safetensors").stat().st_ino
-    with caplog.at_level(logging.WARNING, logger="extractors.packaged"):
+    with caplog.at_level(logging.WARNING, logger="extractors.weights"):
         assert unpack_split_zip(parts, dest, TOP, known) == (dest, weights_hash)
     assert (dest / "model.safetensors").stat().st_ino == ino and not caplog.records
     stamp = json.loads((dest / STAMP).read_text())
@@ -175,7 +175,7 @@ def test_a_leftover_temp_folder_is_ignored(toy, tmp_path):
 RACER = """
 import json, sys
 from pathlib import Path
-from extractors.packaged import Part, unpack_split_zip
+from extractors.weights import Part, unpack_split_zip
 parts, dest, top, known = json.loads(sys.argv[1])
 path, weights_hash = unpack_split_zip(
     [Part(Path(p), h) for p, h in parts], Path(dest), top, {k: tuple(v) for k, v in known.items()}
@@ -234,8 +234,8 @@ def test_model_wheels_are_located_from_their_metadata_without_importing_them():
 
 
 def test_offline_preset_text_is_the_768d_packaged_mpnet():
-    from extractors.packaged import mpnet_path
     from extractors.presets import build_extractors
+    from extractors.weights import mpnet_path
 
     (ex,) = build_extractors("offline", "t")["t"]
     spec = ex.spec
