@@ -2,7 +2,7 @@
 
 A stage's task declares ``cache_policy=StageCache(stage, content={parameter: digest})``. Its key
 hashes what the output depends on: the content of the input files its parameters name (manifest
-bytes, featureset and checkpoint bytes), a stat fingerprint of the media files (path, size, mtime:
+bytes, featureset and checkpoint bytes), a stat fingerprint of the media files (path and stat key:
 hashing hours of video on every run would cost more than the cache saves; the feature store hashes
 media bytes itself), the code that computes it (the import closure of the stage's module,
 pipeline/code_identity.py: a changed extractor, optimiser or model reruns the stage), the task's own
@@ -11,7 +11,7 @@ folder (``content_name``), so other inputs never write into a finished run's fol
 
 A key is known before the task runs, so it cannot say whether the files a cached result points at
 are still there. Each task therefore returns its value ``stamped`` with the state of the files it
-wrote (path, size, mtime, inode of each), and ``run_cached`` recomputes a cached result whose files
+wrote (path and stat key of each), and ``run_cached`` recomputes a cached result whose files
 are gone or were written since (another prediction into the same folder).
 
 Prefect keeps the results and keys under ``<out>/.prefect-cache``: deleting the output folder resets
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
 from pipeline.code_identity import STAGE_MODULES, stage_identity
-from pipeline.files import MemoryDigests, file_sha256
+from pipeline.files import MemoryDigests, file_sha256, stat_key
 
 # A task's key and its output folder's name each hash the same inputs (a feature set can be
 # hundreds of MB): remembered by stat (size, mtime, ctime, inode) for the life of the process, so
@@ -54,15 +53,20 @@ def tree_digest(directory: str | Path) -> str:
     return h.hexdigest()
 
 
+def _file_state(path: str | Path) -> str:
+    """A file's stat key (pipeline.files.stat_key: size, mtime, ctime, inode), or "missing"."""
+    try:
+        return ",".join(map(str, stat_key(path)))
+    except OSError:
+        return "missing"
+
+
 def media_fingerprint(paths: Iterable[str]) -> str:
-    """Hash of (path, size, mtime_ns) per media file; a missing file counts as such."""
+    """Hash of (path, stat key) per media file; a missing file counts as such. A video rewritten
+    with its size and mtime restored (a copy that keeps times) still changes it: ctime moves."""
     h = hashlib.sha256()
     for p in sorted(set(p for p in paths if p)):
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
+        h.update(f"{p}\0{_file_state(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -137,14 +141,13 @@ def content_name(task: Task, **inputs: Any) -> str:
 
 
 def written(path: str | Path) -> str:
-    """The state of what a task wrote at ``path`` (a file or a folder): (name, size, mtime_ns,
-    inode) of every visible file; an atomic rewrite gets a new inode even within one mtime tick."""
+    """The state of what a task wrote at ``path`` (a file or a folder): (name, stat key) of every
+    visible file; an atomic rewrite gets a new inode even within one mtime tick."""
     if not Path(path).exists():
         return "missing"
     h = hashlib.sha256()
     for rel, p in _visible_files(path):
-        st = p.stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+        h.update(f"{rel}\0{_file_state(p)}\n".encode())
     return h.hexdigest()
 
 

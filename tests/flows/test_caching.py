@@ -75,6 +75,23 @@ def test_tree_digest_follows_content_and_names_not_hidden_files(tmp_path):
     assert tree_digest(tmp_path) != before
 
 
+def test_a_media_file_rewritten_with_its_size_and_mtime_restored_changes_the_fingerprint(tmp_path):
+    """The extract and predict stages key media by stat, not bytes: a video replaced by another of
+    the same size whose mtime is set back (a copy that keeps times) must still rerun the stage."""
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"first take")
+    before_stat, before = os.stat(video), caching.media_fingerprint([str(video)])
+    replacement = tmp_path / "b.mp4"
+    replacement.write_bytes(b"other take")  # same size
+    os.utime(replacement, ns=(before_stat.st_atime_ns, before_stat.st_mtime_ns))
+    os.replace(replacement, video)
+    assert os.stat(video).st_size == before_stat.st_size
+    assert os.stat(video).st_mtime_ns == before_stat.st_mtime_ns
+    assert caching.media_fingerprint([str(video)]) != before
+    video.unlink()
+    assert caching.media_fingerprint([str(video)]) not in (before, "")
+
+
 def test_a_tasks_key_and_folder_name_read_each_input_file_once(tmp_path, monkeypatch):
     """The key and the output folder's name both digest the inputs (a feature set can be large):
     each file is read once per change, not once per digest."""
