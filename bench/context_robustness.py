@@ -24,8 +24,8 @@ MiniLM text + the audio descriptors) and reports dev, dev_alone, dev_sparse and 
 clips have no such audio features): does the augmentation cost a modulated multimodal model?
 --finetune-text first fine-tunes the text model on the same utterances (their train rows learnt,
 dev choosing the epoch: `erc finetune-text`'s recipe, with its two out-of-fold encoders), so the
-clips' dialogues stay unseen; the training set's train rows are then encoded out of fold, as
-`erc import --text-model` encodes them, everything else by the full encoder.
+clips' dialogues stay unseen; extraction then encodes the training set's train rows out of fold
+(each by the fold encoder that never saw its dialogue), everything else by the full encoder.
 Nothing from ../shared is copied; everything else goes under --work (kept, so the feature store
 and finished runs are reused: a run folder that holds a finished training is read, not retrained).
 """
@@ -85,8 +85,6 @@ def prepare(work: Path, text_model: str) -> dict[str, Path]:
             m, work / "store", "offline", "t", work / f"fs_{name}", exs, label_names=names
         )
         names = names or FeatureSet.load(paths[name]).label_names  # the training set's order
-    # After the build, and again on reuse: a run stopped before it must not leave in-fold rows.
-    _encode_train_rows_out_of_fold(paths["train"], frames["train"], text_model, work / "store")
     return paths
 
 
@@ -107,32 +105,6 @@ def finetune_without_clips(work: Path, base: str) -> Path:
         dialogues=df["dialogue"].astype(str).tolist(),
     )  # fmt: skip
     return out
-
-
-def _encode_train_rows_out_of_fold(path: Path, df, text_model: str, store: Path) -> None:
-    """With a fine-tuned text model that has fold encoders: the FeatureSet at ``path`` gets each
-    train row's vector from the encoder that never saw its dialogue (extract_texts, erc import's
-    encoding); nothing changes for any other model."""
-    from pipeline.features.featureset import FeatureSet
-    from pipeline.features.importers.text_features import (
-        OUT_OF_FOLD,
-        extract_texts,
-        read_finetune_record,
-    )
-
-    if OUT_OF_FOLD not in (read_finetune_record(text_model) or {}):
-        return
-    fs = FeatureSet.load(path)
-    if OUT_OF_FOLD in fs.feature_spec["t"]:
-        return  # done by an earlier call
-    table = df.rename(columns={"dialogue_id": "dialogue", "utterance_id": "utt_id"})
-    x, spec = extract_texts(table.reset_index(drop=True), text_model, store)  # [N, D]
-    row_of = {u: d.start + j for d in fs.dialogues for j, u in enumerate(d.utterance_ids)}
-    for i, utt in enumerate(table["utt_id"].astype(str)):
-        if fs.present["t"][row_of[utt]]:
-            fs.features["t"][row_of[utt]] = torch.from_numpy(x[i])  # [D]
-    fs.feature_spec["t"][OUT_OF_FOLD] = spec[OUT_OF_FOLD]
-    fs.save(path)
 
 
 def sparse_views(dialogues, seed: int = 0):

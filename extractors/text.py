@@ -16,10 +16,19 @@ and so the last bits of every shorter member (measured: up to 2.7e-7 on an AVX-5
 made features depend on how extraction was sharded. Each text is padded to its length rounded up
 to PAD_MULTIPLE tokens and batched only with texts of the same padded length; at a fixed torch
 thread count the result is then bit-identical whatever the batch (tests/extractors/test_extractors.py).
+
+A fine-tuned folder (`erc finetune-text`, pipeline/training/text_encoder.py) holds FINETUNE_RECORD,
+how it was made, and may hold K out-of-fold encoders in OUT_OF_FOLD/fold<k>, each trained without
+the train dialogues dealt to fold k. ``fold_encoder(dialogue)`` is the one that never saw a
+dialogue's labels: extraction encodes the train rows of the dialogues the folder learnt from with
+it (pipeline/features/extract.py, its plan section), because the folder's own vectors of those
+rows carry the labels it learnt.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +51,8 @@ from extractors.weights import (  # noqa: F401 (the packaged names are public he
     sha256_state_dict,
 )
 
+FINETUNE_RECORD = "finetune.json"  # in a fine-tuned folder: base, settings, data, folds
+OUT_OF_FOLD = "out_of_fold"  # its fold encoders' subfolder, and the record's key for them
 VERSION = "2"  # bump when the code changes what it outputs (2: batch-invariant padding)
 PAD_MULTIPLE = 16  # tokens: padded lengths are multiples of this, so batches share a shape
 PAPER_MODEL = "sentence-transformers/paraphrase-distilroberta-base-v1"  # 768-d
@@ -130,6 +141,29 @@ class SentenceTextExtractor:
         )
 
     @cached_property
+    def finetune_record(self) -> dict | None:
+        """The folder's FINETUNE_RECORD (None: not a fine-tuned folder)."""
+        return read_finetune_record(self._folder) if self._folder else None
+
+    @cached_property
+    def _fold_of(self) -> dict[str, int]:
+        """Train dialogue id -> the fold that held it out ({} without fold encoders)."""
+        return dict((self.finetune_record or {}).get(OUT_OF_FOLD, {}).get("dialogue_fold", {}))
+
+    def fold_encoder(self, dialogue_id: str) -> SentenceTextExtractor | None:
+        """The out-of-fold encoder that never saw ``dialogue_id``'s labels; None when this
+        encoder did not learn that dialogue (or has no fold encoders). Loaded once each."""
+        fold = self._fold_of.get(str(dialogue_id))
+        if fold is None:
+            return None
+        with _FOLDS_LOCK:  # extraction plans from one thread, but builds are not cheap to repeat
+            encoders = self.__dict__.setdefault("_fold_encoders", {})
+            if fold not in encoders:
+                folder = self._folder / OUT_OF_FOLD / f"fold{fold}"
+                encoders[fold] = SentenceTextExtractor(folder, self.batch_size, self.device)
+            return encoders[fold]
+
+    @cached_property
     def weights_hash(self) -> str:
         """sha256 of the weight files loaded (falls back to the in-memory state dict when the
         files cannot be located, e.g. a model built from modules)."""
@@ -167,6 +201,15 @@ class SentenceTextExtractor:
                 for i, row in zip(chunk, emb.float().cpu().numpy(), strict=True):
                     out[i] = row.copy()
         return out
+
+
+_FOLDS_LOCK = threading.Lock()
+
+
+def read_finetune_record(folder: str | Path) -> dict | None:
+    """The FINETUNE_RECORD of a fine-tuned text encoder's folder; None when it has none."""
+    path = Path(str(folder)) / FINETUNE_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _same_path(a: str, b: Path) -> bool:

@@ -291,13 +291,11 @@ def resolve_text_model(text_model: str | None, modalities: str) -> str | None:
 
 
 def warn_in_fold(text_model: str | None, manifest: str) -> None:
-    """Say which of the manifest's dialogues a fine-tuned text model learnt from (in fold)."""
-    from pipeline.dataset.manifest import read_manifest
-    from pipeline.features.importers.text_features import in_fold_warning, read_finetune_record
+    """Say which of the manifest's dialogues a fine-tuned text model without fold encoders learnt
+    from (in fold)."""
+    from pipeline.features.importers.text_features import in_fold_warning
 
-    if not text_model or not read_finetune_record(text_model):
-        return
-    warning = in_fold_warning(text_model, read_manifest(manifest)["dialogue_id"], manifest)
+    warning = in_fold_warning(text_model, manifest)
     if warning:
         get_run_logger().warning(warning)
 

@@ -203,14 +203,11 @@ def _text(args: argparse.Namespace) -> str | None:
 
 
 def _warn_in_fold(args: argparse.Namespace) -> None:
-    """A fine-tuned encoder's vectors of the dialogues it learnt from are in fold: say so."""
-    from pipeline.dataset.manifest import read_manifest
-    from pipeline.features.importers.text_features import in_fold_warning, read_finetune_record
+    """A fine-tuned encoder's vectors of the dialogues it learnt from are in fold unless it has
+    fold encoders: say so."""
+    from pipeline.features.importers.text_features import in_fold_warning
 
-    if not _text(args) or not read_finetune_record(args.text_model):
-        return
-    dialogues = read_manifest(args.manifest)["dialogue_id"]
-    warning = in_fold_warning(args.text_model, dialogues, str(args.manifest))
+    warning = in_fold_warning(_text(args), args.manifest)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 

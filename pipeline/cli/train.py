@@ -91,13 +91,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tune a sentence-transformers encoder on the emotion labels of the "
         "train rows (utterance by utterance; the epoch with the best dev weighted F1 is kept) "
         "and save it as a sentence-transformers folder with finetune.json. Use it as the text "
-        "model: erc import ... --text-model OUT. Test rows are never read.",
+        "model: erc import ... --text-model OUT, or erc extract --manifest M --text-model OUT. "
+        "Test rows are never read.",
     )
     p.add_argument(
         "data",
+        nargs="?",
         choices=("iemocap-shared", "meld-shared"),
         help="the labelled transcripts to learn from (../shared/data, or --data-dir); the "
-        "encoder is then used by `erc import` of the same data",
+        "encoder is then used by `erc import` of the same data. Or --manifest",
+    )
+    p.add_argument(
+        "--manifest",
+        help="instead of DATA: a labelled manifest (CSV/JSONL/Parquet; its text, label, split "
+        "and dialogue_id columns), e.g. one `erc data` wrote; then `erc extract --manifest M "
+        "--text-model OUT` encodes its train rows out of fold",
     )
     p.add_argument("--out", required=True, help="output folder (the fine-tuned encoder)")
     p.add_argument("--data-dir", help="../shared/data by default (iemocap-shared, meld-shared)")
@@ -114,7 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--folds", type=int, default=2,
         help="also train K encoders, each without 1/K of the train dialogues, so that `erc "
-        "import --text-model OUT` encodes each train utterance with one that never saw it "
+        "import` and `erc extract` with --text-model OUT encode each train utterance with one "
+        "that never saw it "
         "(default 2: twice the training time; 0 = none, for an encoder meant for other data "
         "only: features of its own train rows mislead the dialogue model)",
     )  # fmt: skip
@@ -227,8 +236,12 @@ def _grid(args: argparse.Namespace) -> int:
 def _finetune_text(args: argparse.Namespace) -> int:
     from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
 
-    texts, labels, splits, dialogues, label_names, source = _labelled_texts(
-        args.data, args.data_dir
+    if (args.data is None) == (args.manifest is None):
+        raise ValueError("give the data to learn from: iemocap-shared, meld-shared or --manifest M")
+    texts, labels, splits, dialogues, label_names, source = (
+        _manifest_texts(args.manifest)
+        if args.manifest
+        else _labelled_texts(args.data, args.data_dir)
     )
     settings = FinetuneSettings(
         base=args.base, epochs=args.epochs, trainable_layers=args.layers, lr=args.lr,
@@ -248,8 +261,23 @@ def _finetune_text(args: argparse.Namespace) -> int:
             f"fold {fold['fold']} encoder ({fold['rows']['train']} train rows): best epoch "
             f"{fold['best_epoch']}, dev W-F1 {scores['dev_weighted_f1']:.4f}"
         )
-    print(f"encoder: {args.out}  (use: erc import ... --text-model {args.out})")
+    use = f"erc extract --manifest {args.manifest}" if args.manifest else "erc import ..."
+    print(f"encoder: {args.out}  (use: {use} --text-model {args.out})")
     return 0
+
+
+def _manifest_texts(manifest: str):
+    """(texts, label indices, splits, dialogue ids, label names, source) of a labelled manifest;
+    label names as a feature set extracted from it has them (the declared set's order, else
+    sorted), so the encoder's classes line up with the dialogue model's."""
+    from pipeline.dataset.manifest import declared_set, label_order, read_manifest
+
+    df = read_manifest(manifest)
+    names = label_order(df["label"], declared_set(df, manifest))
+    return (
+        df["text"].tolist(), [names.index(v) if v else -1 for v in df["label"]],
+        df["split"].tolist(), df["dialogue_id"].astype(str).tolist(), names, str(manifest),
+    )  # fmt: skip
 
 
 def _labelled_texts(data: str, data_dir: str | None):

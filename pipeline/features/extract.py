@@ -71,6 +71,7 @@ from tqdm.auto import tqdm
 from extractors.base import Extractor
 from extractors.file_digest import stat_key
 from extractors.presets import ExtractorPreset, build_extractors
+from extractors.text import OUT_OF_FOLD
 from model.config import MODALITY_ORDER, parse_modalities
 from pipeline.dataset import media
 from pipeline.dataset.manifest import (
@@ -304,9 +305,22 @@ def plan_tasks(
                 segment = (float(row.start_s), end)
                 task_fps = fps if m == "v" else None  # audio does not depend on the frame rate
             for ex in extractors[m]:
+                ex = _out_of_fold_encoder(ex, row) if m == "t" else ex
                 key = make_key(ihash, segment, task_fps, ex.spec.config_hash())
                 tasks.append(Task(i, utt, m, ex, key, ihash, source, segment, task_fps))
     return tasks, failures
+
+
+def _out_of_fold_encoder(ex: Extractor, row) -> Extractor:
+    """The text extractor for one row: for a train row of a dialogue whose labels a fine-tuned
+    encoder learnt, its fold encoder that never saw them (extractors/text.py); else ``ex``.
+    The encoder's own vectors of those rows separate the classes better than of any other row,
+    and a dialogue model trained on them over-trusts text (5 dev W-F1 points on IEMOCAP-6 TA,
+    BENCHMARKS.md "Fine-tuned text"). Dev, test and unsplit rows (new videos) use ``ex``."""
+    fold_encoder = getattr(ex, "fold_encoder", None)
+    if fold_encoder is None or getattr(row, "split", "") != "train":
+        return ex
+    return fold_encoder(str(row.dialogue_id)) or ex
 
 
 def has_words(text: str) -> bool:
@@ -485,7 +499,9 @@ class Runner:
         self.entries = 0  # store entries written: identical inputs (the same text) share one
         # key -> every task resolving to it (identical text/segments are computed once)
         self.pending: dict[str, list[Task]] = {}
-        self.buffers: dict[str, list[tuple[Task, Any]]] = defaultdict(list)
+        # id(extractor) -> its next batch: per object, not per name, since a fine-tuned text
+        # encoder's fold encoders share its name (the plan gives them the train rows they held out)
+        self.buffers: dict[int, list[tuple[Task, Any]]] = defaultdict(list)
         self.queued: set[str] = set()  # keys handed to a batch: served, result not yet stored
         self.workers = max(1, workers)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="extract")
@@ -532,14 +548,15 @@ class Runner:
 
     def add(self, task: Task, item: Any) -> None:
         self.queued.add(task.key)
-        buf = self.buffers[task.name]
+        buf = self.buffers[id(task.extractor)]
         buf.append((task, item))
         if len(buf) >= BATCH[task.modality]:
-            self.flush(task.name)
+            self.flush(id(task.extractor))
 
-    def flush(self, name: str | None = None) -> None:
-        """Submit the named buffer (all when None); collect finished batches beyond the limit."""
-        for n in [name] if name else list(self.buffers):
+    def flush(self, extractor: int | None = None) -> None:
+        """Submit one extractor's buffer (``id(extractor)``; all when None); collect finished
+        batches beyond the limit."""
+        for n in [extractor] if extractor is not None else list(self.buffers):
             batch, self.buffers[n] = self.buffers[n], []
             batch = self._claim(batch)
             if batch:
@@ -869,10 +886,14 @@ def run_extraction(
 # manifest order.
 
 
-def feature_spec(extractors: dict[str, Sequence[Extractor]], fps: float) -> dict[str, dict]:
+def feature_spec(
+    extractors: dict[str, Sequence[Extractor]], fps: float, tasks: Sequence[Task] = ()
+) -> dict[str, dict]:
     """Per modality: what its columns came from, so checkpoints can refuse mismatched features.
 
     {m: {extractor: "a+b", version: "1+2", dim: D_m, config_hash, extractors: [spec + hash], fps?}}
+    plus, where ``tasks`` gave train rows to a fine-tuned text encoder's fold encoders,
+    OUT_OF_FOLD: {folds: K, train_rows: how many, weights: [the fold encoders' weights hashes]}.
     """
     out = {}
     for m, exs in extractors.items():
@@ -886,6 +907,18 @@ def feature_spec(extractors: dict[str, Sequence[Extractor]], fps: float) -> dict
             "extractors": parts,
             **({"fps": fps} if m == "v" else {}),
         }
+        own = {id(ex) for ex in exs}
+        folded: dict[str, set[int]] = {}  # fold encoder's weights hash -> the rows it encoded
+        for t in tasks:
+            if t.modality == m and id(t.extractor) not in own:
+                folded.setdefault(t.extractor.spec.weights_hash, set()).add(t.row)
+        if folded:
+            record = next((r for ex in exs if (r := getattr(ex, "finetune_record", None))), {})
+            out[m][OUT_OF_FOLD] = {
+                "folds": record.get(OUT_OF_FOLD, {}).get("folds", len(folded)),
+                "train_rows": sum(len(rows) for rows in folded.values()),
+                "weights": list(folded),
+            }
     return out
 
 
@@ -954,7 +987,7 @@ def assemble_featureset(
         labels,
         names,
         present=present,
-        feature_spec=feature_spec(exs, plan.fps),
+        feature_spec=feature_spec(exs, plan.fps, plan.tasks),
         source=source,
     )
 

@@ -2,6 +2,7 @@
 
     finetune_text_encoder(texts, labels, splits, label_names, out) -> the record (finetune.json)
     erc finetune-text iemocap-shared --out models/mpnet-iemocap       (pipeline/cli/train.py)
+    erc finetune-text --manifest data/mine.csv --out models/mpnet-mine   (any labelled manifest)
 
 Why: a frozen sentence-BERT vector says what an utterance is about, not how its speaker feels;
 strong ERC text features (COSMIC, Ghosal et al. 2020; most systems since) come from an encoder
@@ -29,10 +30,11 @@ labels, so its vectors of them separate the classes better than its vectors of d
 utterances, and a dialogue model trained on them over-trusts text (measured on IEMOCAP-6: 5 dev
 W-F1 points lost in TA; BENCHMARKS.md "Fine-tuned text"). So K more encoders are trained, each
 without the train dialogues dealt to its fold (a seeded shuffle), into ``out/out_of_fold/fold<k>``
-(not part of the folder's weights hash), with the dialogue -> fold map in finetune.json; `erc
-import` then encodes each train row with the encoder that never saw its dialogue, as stacked
-features are made (pipeline/features/importers/text_features.py). Dev, test and new videos use
-the full encoder.
+(not part of the folder's weights hash), with the dialogue -> fold map in finetune.json;
+extraction (`erc import`, `erc extract`, the flows) then encodes each train row of those
+dialogues with the encoder that never saw it, as stacked features are made
+(pipeline/features/extract.py, `_out_of_fold_encoder`). Dev, test and new videos use the full
+encoder.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from model.config import POSITIVE, Count, Range, Size, check_fields
-from pipeline.features.importers.text_features import (
+from extractors.text import (
     FINETUNE_RECORD,
     OUT_OF_FOLD,
+    SentenceTextExtractor,
     read_finetune_record,
 )
+from model.config import POSITIVE, Count, Range, Size, check_fields
 from pipeline.files import atomic_write_text
 from pipeline.progress_bar import progress_bar
 from pipeline.training.evaluate import selection_metrics
@@ -138,8 +141,6 @@ def finetune_text_encoder(
         log.info("%s: fine-tuned already with these data and settings; reused", out)
         return reused
 
-    from extractors.text import SentenceTextExtractor  # loads torch models: imported late
-
     work = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     record: dict[str, Any] = {
         "base": str(settings.base),
@@ -184,8 +185,6 @@ def _fit(
 ) -> dict[str, Any]:  # fmt: skip
     """One encoder from ``settings.base`` trained on ``train``; its best dev epoch saved in
     ``save_to``. Returns {rows, epochs: [per-epoch scores], best_epoch}."""
-    from extractors.text import SentenceTextExtractor
-
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     model = SentenceTextExtractor(settings.base).model

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from extractors.text import SentenceTextExtractor
+from extractors.text import read_finetune_record as read_record
 from pipeline.cli import main
-from pipeline.features.importers.text_features import read_finetune_record as read_record
 from pipeline.training.text_encoder import FinetuneSettings, finetune_text_encoder
 
 GLAD = ["what a lovely day", "I got the job", "we won the game", "this is wonderful news",
@@ -175,9 +175,11 @@ def test_fold_encoders_encode_the_train_rows_they_did_not_see(tmp_path):
     assert spec["extractors"][0]["weights_hash"] == SentenceTextExtractor(str(out)).weights_hash
     assert spec["out_of_fold"]["folds"] == 2 and spec["out_of_fold"]["train_rows"] == 12
 
+    # Dialogues it never learnt (another dataset's): every row by the folder's own encoder.
     other = table.assign(dialogue=[f"x{i}" for i in range(len(texts))])
-    with pytest.raises(ValueError, match="train dialogue 'x0' is in none of its 2 folds"):
-        extract_texts(other, out, tmp_path / "store")
+    x_other, spec_other = extract_texts(other, out, tmp_path / "store")
+    np.testing.assert_allclose(x_other, full, atol=1e-6)
+    assert "out_of_fold" not in spec_other
 
 
 def test_erc_extract_encodes_a_manifest_with_a_fine_tuned_encoder_and_warns_on_its_train_dialogues(
@@ -220,3 +222,56 @@ def test_erc_extract_encodes_a_manifest_with_a_fine_tuned_encoder_and_warns_on_i
     pd.read_csv(manifest).assign(dialogue_id="mine").to_csv(manifest, index=False)
     assert main(argv) == 0  # cached now; no dialogue of the encoder's: no warning
     assert "warning" not in capsys.readouterr().err
+
+
+def test_erc_extract_encodes_the_train_rows_a_fine_tuned_encoder_learnt_out_of_fold(
+    tmp_path, capsys
+):
+    """With fold encoders, `erc extract` (and so the flows) encodes each train row of a dialogue
+    the encoder learnt with the fold encoder that never saw it, in the same run as the other rows
+    (one text extractor name, several models), says so in the spec, and warns of nothing."""
+    import pandas as pd
+
+    from pipeline.features.featureset import FeatureSet
+
+    texts, labels, splits = _data()
+    dialogues = [f"d{i // 2}" for i in range(len(texts))]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(
+        {"dialogue_id": dialogues, "utterance_id": [f"u{i}" for i in range(len(texts))],
+         "speaker": "A", "start_s": 0.0, "end_s": 1.0, "text": texts, "split": splits,
+         "label": [LABELS[y] for y in labels[:-1]] + [""]}
+    ).to_csv(manifest, index=False)  # fmt: skip
+    out = tmp_path / "enc"
+    argv = ["finetune-text", "--manifest", str(manifest), "--out", str(out), "--base", "minilm",
+            "--epochs", "2", "--layers", "2", "--lr", "1e-3", "--folds", "2"]  # fmt: skip
+    assert main(argv) == 0  # a generic labelled manifest, not only the shared datasets
+    assert f"erc extract --manifest {manifest} --text-model {out}" in capsys.readouterr().out
+    record = read_record(out)
+    assert record["label_names"] == sorted(LABELS) and record["rows"] == {"train": 12, "dev": 4}
+    fold = record["out_of_fold"]["dialogue_fold"]
+    argv = ["extract", "--manifest", str(manifest), "--store", str(tmp_path / "store"),
+            "--modalities", "t", "--text-model", str(out), "--featureset", str(tmp_path / "fs"),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
+    fs = FeatureSet.load(tmp_path / "fs")
+    full = np.stack(SentenceTextExtractor(str(out))(texts))
+    folds = [np.stack(SentenceTextExtractor(str(out / "out_of_fold" / f"fold{k}"))(texts))
+             for k in (0, 1)]  # fmt: skip
+    x = fs.features["t"].numpy()  # [N, 384], manifest order
+    for k in (0, 1):  # (the warm-up's first step has no learning rate: 2 epochs, one real step)
+        assert np.abs(folds[k] - full).max() > 1e-3, "fold encoders must differ to tell them apart"
+    for i, (d, s) in enumerate(zip(dialogues, splits, strict=True)):
+        expected = folds[fold[d]][i] if s == "train" else full[i]
+        np.testing.assert_allclose(x[i], expected, atol=1e-6, err_msg=f"row {i} ({s})")
+    spec = fs.feature_spec["t"]
+    assert spec["out_of_fold"]["folds"] == 2 and spec["out_of_fold"]["train_rows"] == 12
+    assert spec["extractors"][0]["weights_hash"] == SentenceTextExtractor(str(out)).weights_hash
+
+    argv[argv.index("extract")] = "status"  # status plans the same keys: every entry is there
+    del argv[argv.index("--featureset") : argv.index("--featureset") + 2]
+    del argv[argv.index("--no-progress")]
+    assert main(argv) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sbert"))
+    assert row.split() == ["sbert", "17", "0", "0", "0", "0"]  # cached, missing, stale, ...
