@@ -118,6 +118,10 @@ class SentenceTextExtractor:
         self._folder = _resolve_folder(path)
         # A packaged model's hash was taken when it was unpacked and checked: no second read.
         self._packaged_hash = packaged.weights_hash if packaged else ""
+        self._fold_encoders: dict[int, SentenceTextExtractor] = {}  # fold -> encoder, on first use
+        # Built extractors are shared by the threads of one worker (extract.load_extractors), and
+        # shard tasks plan at once: one lock, so a fold encoder is loaded once.
+        self._fold_lock = threading.Lock()
         dim = self.model.get_embedding_dimension()
         source = {}
         if packaged:  # where the weights came from; the pinned upstream revision when checked
@@ -156,12 +160,13 @@ class SentenceTextExtractor:
         fold = self._fold_of.get(str(dialogue_id))
         if fold is None:
             return None
-        with _FOLDS_LOCK:  # extraction plans from one thread, but builds are not cheap to repeat
-            encoders = self.__dict__.setdefault("_fold_encoders", {})
-            if fold not in encoders:
+        with self._fold_lock:
+            if fold not in self._fold_encoders:
                 folder = self._folder / OUT_OF_FOLD / f"fold{fold}"
-                encoders[fold] = SentenceTextExtractor(folder, self.batch_size, self.device)
-            return encoders[fold]
+                self._fold_encoders[fold] = SentenceTextExtractor(
+                    folder, self.batch_size, self.device
+                )
+            return self._fold_encoders[fold]
 
     @cached_property
     def weights_hash(self) -> str:
@@ -201,9 +206,6 @@ class SentenceTextExtractor:
                 for i, row in zip(chunk, emb.float().cpu().numpy(), strict=True):
                     out[i] = row.copy()
         return out
-
-
-_FOLDS_LOCK = threading.Lock()
 
 
 def read_finetune_record(folder: str | Path) -> dict | None:
